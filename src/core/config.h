@@ -1,0 +1,70 @@
+/*
+ * core/config.h - the server's settings: one table read by the config-file
+ * parser, the flags, `--help`, validation and `--print-config`.
+ *
+ * Precedence: defaults, then the config file (--config, YAML), then EPH_*
+ * environment variables, then flags. Validated once at start-up; immutable
+ * afterwards.
+ */
+#ifndef EPH_CORE_CONFIG_H
+#define EPH_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "util/err.h"
+
+struct config {
+    char *data_dir;              /* store, git caches, environment directories */
+    char *listen;                /* "HOST:PORT" of the API (and later the gateway) */
+    char *listen_host;           /* parsed from listen */
+    int listen_port;             /* parsed from listen; 0 picks a free port */
+    char *port_range;            /* "LO-HI": ports handed to services */
+    int port_lo, port_hi;        /* parsed from port_range, inclusive */
+    int64_t default_ttl_s;       /* when neither --ttl nor the template says */
+    int64_t max_ttl_s;           /* no environment lives longer than this from now */
+    int64_t stop_grace_ms;       /* SIGTERM -> SIGKILL when stopping a service */
+    int64_t reconcile_interval_ms; /* level-triggered tick, besides kicks on changes */
+    char *allowed_repos;         /* comma-separated glob patterns of registrable repositories */
+    char *log_level;             /* debug, info, warn, error */
+    char *client_config;         /* where the first start writes the admin's client config */
+    int64_t max_body_bytes;      /* largest API request body */
+};
+
+/* Fills *cfg with the defaults. */
+void config_init(struct config *cfg);
+void config_release(struct config *cfg);
+
+/*
+ * Loads settings from a YAML file of `key: value` pairs named as in the table
+ * (e.g. `port_range: 20000-20999`). Errors name file:line:column.
+ */
+int config_load_file(struct config *cfg, const char *path, struct eph_err *err);
+
+/* Applies EPH_<KEY> environment variables (EPH_DATA_DIR, EPH_LISTEN, ...). */
+int config_load_environment(struct config *cfg, struct eph_err *err);
+
+/* Sets one setting by name from text ("listen", "127.0.0.1:9090"). */
+int config_set(struct config *cfg, const char *key, const char *value, struct eph_err *err);
+
+/* Checks values and derives parsed fields (listen_host/port, port_lo/hi). */
+int config_validate(struct config *cfg, struct eph_err *err);
+
+/* Writes every setting as YAML (`--print-config`), or the help table. */
+void config_print(const struct config *cfg, FILE *out);
+void config_print_help(FILE *out);
+
+/* True if `repo` matches one of allowed_repos. */
+bool config_repo_allowed(const struct config *cfg, const char *repo);
+
+/* Paths under data_dir (free()). */
+char *config_store_path(const struct config *cfg);            /* data_dir/eph.db */
+char *config_git_cache_path(const struct config *cfg, const char *project); /* data_dir/git/<p>.git */
+char *config_envs_path(const struct config *cfg);             /* data_dir/envs */
+
+/* The client config path: $EPH_CONFIG, else ~/.config/ephemera/config. free(). */
+char *config_default_client_path(void);
+
+#endif

@@ -1,0 +1,35 @@
+/*
+ * drivers/local/local.h - the local driver: every service of every
+ * environment as a supervised process group on this machine.
+ *
+ * Layout, per environment, under envs_dir/<id>-<name>/:
+ *   src/                 the checkout
+ *   data/<service>/      EPH_DATA, kept across restarts
+ *   logs/<service>.log   setup and run output, appended
+ *   state/               what the driver must remember across its own restarts
+ *                        (checkout done, setup done), written atomically
+ *
+ * Each process it starts carries EPH_OWNER=<instance>/<env id>/<service>[/setup]
+ * in its environment, so a new server can find, adopt or stop the processes of
+ * an earlier one by scanning /proc, even those it never recorded.
+ */
+#ifndef EPH_DRIVERS_LOCAL_LOCAL_H
+#define EPH_DRIVERS_LOCAL_LOCAL_H
+
+#include <uv.h>
+
+#include "drivers/driver.h"
+
+struct local_config {
+    uv_loop_t *loop;          /* the control loop */
+    const char *envs_dir;     /* where environment directories live */
+    const char *instance_id;  /* this data directory's id, in EPH_OWNER */
+    int64_t stop_grace_ms;    /* SIGTERM -> SIGKILL */
+    void (*kick)(void *arg);  /* asks the reconciler for an early tick */
+    void *kick_arg;
+};
+
+/* Creates the driver and scans /proc for processes of an earlier server. */
+int local_driver_new(const struct local_config *cfg, struct driver **out, struct eph_err *err);
+
+#endif
