@@ -42,13 +42,15 @@ int store_schema_version(struct store *st);
 
 /* ------------------------------------------------------------- meta */
 
-/* Small server-wide values ("instance_id"). *out NULL and EPH_ENOTFOUND if unset. */
+/* Small server-wide values ("instance_id"). *out NULL and EPH_ENOTFOUND if unset.
+ * Setting one appends no event. */
 int store_meta_get(struct store *st, const char *key, char **out, struct eph_err *err);
 int store_meta_set(struct store *st, const char *key, const char *value, struct eph_err *err);
 
 /* ------------------------------------------------------------- projects */
 
-/* Registers a project; EPH_ECONFLICT if the name is taken. Event "project.add". */
+/* Registers a project; EPH_ECONFLICT if the name is taken. Event "project.add"
+ * (detail: the repo), created_by is the actor's name. `out` may be NULL. */
 int store_project_add(struct store *st, const char *name, const char *repo,
                       const struct store_actor *actor, struct project **out,
                       struct eph_err *err);
@@ -64,23 +66,29 @@ int store_project_list(struct store *st, struct project ***out, size_t *n, struc
  * Records a new environment from env's spec fields: name, project, ref,
  * commit, owner, template_yaml, params, expires_at_ms, and its services with
  * their names and ports. Sets env->id, created_at_ms, phase (pending),
- * desired (running), phase_at_ms. EPH_ECONFLICT "environment 'fx' already
- * exists" if a not-deleted environment has the name. Event "env.create".
+ * desired (running), phase_at_ms, and clears reason, ready_at_ms and the
+ * services' observed fields (state pending), as recorded; on failure env is
+ * left unchanged. EPH_ECONFLICT "environment 'fx' already exists" if a
+ * not-deleted environment has the name; EPH_EINVAL for a service or parameter
+ * without a name or named twice. Event "env.create" ("project shop, ref main").
  */
 int store_env_create(struct store *st, struct env *env, const struct store_actor *actor,
                      struct eph_err *err);
 
-/* The not-deleted environment named `name` with its services; EPH_ENOTFOUND. */
+/* The not-deleted environment named `name` with its services; EPH_ENOTFOUND
+ * "environment 'fx' not found". By id, deleted ones too ("environment 42 not found"). */
 int store_env_get(struct store *st, const char *name, struct env **out, struct eph_err *err);
 int store_env_get_by_id(struct store *st, int64_t id, struct env **out, struct eph_err *err);
 
-/* Environments (with services) by creation time; deleted ones only if asked. */
+/* Environments (with services) by creation time (id order); deleted ones only if
+ * asked. *out is an array of *n records (env_list_free). */
 int store_env_list(struct store *st, bool include_deleted, struct env ***out, size_t *n,
                    struct eph_err *err);
 
 /*
  * Changes what is wanted: ENV_WANT_DELETED for `eph rm` and expiry. `action`
- * and `detail` name the event ("env.delete", "env.expire").
+ * and `detail` name the event ("env.delete", "env.expire"). Recorded, with its
+ * event, even if unchanged. EPH_ENOTFOUND if no environment has that id.
  */
 int store_env_set_desired(struct store *st, int64_t id, enum env_desired desired,
                           const struct store_actor *actor, const char *action,
@@ -100,11 +108,13 @@ int store_env_set_phase(struct store *st, int64_t id, enum env_phase phase, cons
                         struct eph_err *err);
 
 /* Records the observed fields of one service (state, pid, restarts, reason,
- * started_at_ms) by env id and svc->name. No event (callers add their own). */
+ * started_at_ms) by env id and svc->name. No event (callers add their own).
+ * EPH_ENOTFOUND if the environment has no such service. */
 int store_svc_update(struct store *st, int64_t env_id, const struct env_svc *svc,
                      struct eph_err *err);
 
-/* Ports held by services of environments that are not deleted (any order). */
+/* Ports held by services of environments that are not deleted (any order; 0s
+ * left out). *ports is malloc'd: free() it. */
 int store_ports_in_use(struct store *st, int **ports, size_t *n, struct eph_err *err);
 
 /* ------------------------------------------------------------- events */
@@ -116,7 +126,9 @@ int store_event_append(struct store *st, const struct store_actor *actor, const 
 /*
  * Events with id > after_id, oldest first, at most `limit` (<= 1000), only
  * those of `target` if not NULL. For "the last N", pass after_id -1 and
- * limit N: the newest N are returned, still oldest first.
+ * limit N: the newest N are returned, still oldest first. Any negative
+ * after_id means "the newest"; a limit above 1000 is cut to 1000, a negative
+ * one is EPH_EINVAL. *out is an array of *n records (event_list_free).
  */
 int store_event_list(struct store *st, const char *target, int64_t after_id, int limit,
                      struct event ***out, size_t *n, struct eph_err *err);
@@ -134,14 +146,17 @@ struct store_token {
 void store_token_free(struct store_token *t);
 
 /* Stores a token by its hash (hex SHA-256); the token itself is never stored.
- * Event "token.create". */
+ * Event "token.create" on "token/<name>". EPH_ECONFLICT if the hash is stored
+ * already. `id_out` may be NULL. */
 int store_token_add(struct store *st, const char *name, const char *hash_hex, const char *role,
                     int64_t expires_at_ms, const struct store_actor *actor, int64_t *id_out,
                     struct eph_err *err);
-/* Finds a token by hash; EPH_ENOTFOUND (expired ones too). */
+/* Finds a token by hash; EPH_ENOTFOUND (expired ones too). The caller frees
+ * *out with store_token_free(). */
 int store_token_find(struct store *st, const char *hash_hex, struct store_token **out,
                      struct eph_err *err);
-/* Records use; written at most once a minute per token by the caller. */
+/* Records use; written at most once a minute per token by the caller. No event.
+ * EPH_ENOTFOUND if no token has that id. */
 int store_token_touch(struct store *st, int64_t id, int64_t at_ms, struct eph_err *err);
 /* Number of tokens (0 at first start). */
 int store_token_count(struct store *st, int64_t *n, struct eph_err *err);
