@@ -1,0 +1,757 @@
+/*
+ * cli/cli_envs.c - the verbs of environments: `eph up` (and its --wait
+ * progress view), `eph ls`, `eph get`, `eph logs`, `eph extend`, `eph rm`.
+ *
+ * Waiting is polling: GET /envs/NAME every WAIT_POLL_MS until a terminal
+ * phase or the deadline. The server's reconciler is level-triggered, so
+ * there is nothing to subscribe to, and polling survives a server restart
+ * as well as anything would.
+ */
+#include "cli/cli_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "util/time.h"
+#include "util/xmalloc.h"
+
+#define WAIT_POLL_MS 200                 /* between two GETs while waiting */
+#define WAIT_DEFAULT_TIMEOUT_S (10 * 60) /* --wait without --timeout */
+#define COMMIT_SHORT_LEN 7               /* as git shows commits */
+
+/* "/envs/NAME" + suffix, the name escaped. */
+static char *
+env_path(const char *name, const char *suffix)
+{
+    char *escaped = cli__url_escape(name, false);
+    char *path = xasprintf("/envs/%s%s", escaped, suffix);
+
+    free(escaped);
+    return path;
+}
+
+static void
+format_time(int64_t wall_ms, char *out, size_t out_size)
+{
+    if (wall_ms <= 0)
+        snprintf(out, out_size, "-");
+    else
+        time_format_rfc3339(wall_ms, out, out_size);
+}
+
+/* Parses --timeout (default 10m) into *out_ms; a usage error has been printed if < 0. */
+static int
+parse_timeout(struct cli_ctx *ctx, const struct cli_args *args, int64_t *out_ms)
+{
+    const char *text = cli__arg(args, "timeout");
+    struct eph_err err = {0};
+    int64_t s = WAIT_DEFAULT_TIMEOUT_S;
+
+    if (text && !cli__has(args, "wait")) {
+        cli__usage(ctx, "--timeout only applies with --wait");
+        return EPH_EINVAL;
+    }
+    if (text && duration_parse(text, &s, &err) < 0) {
+        cli__usage(ctx, "--timeout: %s", err.msg);
+        return EPH_EINVAL;
+    }
+    *out_ms = s * 1000;
+    return 0;
+}
+
+/* ------------------------------------------------------------- progress while waiting */
+
+struct progress {
+    struct cli_ctx *ctx;
+    const char *name;   /* the environment's */
+    bool tty;           /* stderr is a terminal: redraw one view in place */
+    int64_t started_ms; /* monotonic, for the elapsed time shown */
+    size_t lines_drawn; /* tty: height of the last drawing, to move back over it */
+    char *last_drawing; /* tty: the last drawing, to skip identical redraws */
+    json_t *last;       /* otherwise: the last environment seen, to print only changes */
+};
+
+/* Columns of the terminal on stderr; 0 when unknown. */
+static size_t
+terminal_columns(void)
+{
+    struct winsize ws;
+
+    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+        return ws.ws_col;
+    return 0;
+}
+
+/* Cuts each line of `text` to fit `cols` (a wrapped line would break the cursor-up count). */
+static char *
+fit_lines(const char *text, size_t cols, size_t *n_lines)
+{
+    char *out = xmalloc(strlen(text) + 1);
+    char *w = out;
+    size_t col = 0;
+
+    *n_lines = 0;
+    for (const char *r = text; *r; r++) {
+        if (*r == '\n') {
+            *w++ = '\n';
+            col = 0;
+            (*n_lines)++;
+            continue;
+        }
+        if ((*r & 0xc0) != 0x80)
+            col++;
+        if (cols == 0 || col < cols)
+            *w++ = *r;
+    }
+    *w = '\0';
+    return out;
+}
+
+static void
+draw_tty(struct progress *pg, const json_t *env)
+{
+    const json_t *services = json_object_get(env, "services");
+    struct cli_table t;
+    char elapsed[32];
+    char *text = NULL, *fitted;
+    size_t len = 0, n_lines;
+    FILE *mem = open_memstream(&text, &len);
+
+    if (mem == NULL)
+        return;
+    cli__format_span(time_mono_ms() - pg->started_ms, elapsed, sizeof(elapsed));
+    fprintf(mem, "%s: %s (%s)\n", pg->name, cli__jstr(env, "phase", "?"), elapsed);
+    cli__table_init(&t, 4, NULL);
+    t.indent = "  ";
+    for (size_t i = 0; i < json_array_size(services); i++) {
+        const json_t *svc = json_array_get(services, i);
+        char port[24] = "";
+        int64_t p = cli__jint(svc, "port");
+
+        if (p > 0)
+            snprintf(port, sizeof(port), ":%" PRId64, p);
+        cli__table_add(&t, (const char *const[]){cli__jstr(svc, "name", NULL),
+                                                 cli__jstr(svc, "state", NULL), port,
+                                                 cli__jstr(svc, "url", NULL)});
+    }
+    cli__table_print(&t, mem);
+    cli__table_release(&t);
+    fclose(mem);
+    fitted = fit_lines(text, terminal_columns() > 0 ? terminal_columns() - 1 : 0, &n_lines);
+    free(text);
+    if (pg->last_drawing && strcmp(pg->last_drawing, fitted) == 0) {
+        free(fitted);
+        return;
+    }
+    if (pg->lines_drawn > 0)
+        fprintf(pg->ctx->err, "\033[%zuA\r\033[J", pg->lines_drawn); /* up, clear below */
+    fputs(fitted, pg->ctx->err);
+    fflush(pg->ctx->err);
+    pg->lines_drawn = n_lines;
+    free(pg->last_drawing);
+    pg->last_drawing = fitted;
+}
+
+static const json_t *
+service_named(const json_t *env, const char *name)
+{
+    const json_t *services = json_object_get(env, "services");
+
+    for (size_t i = 0; i < json_array_size(services); i++) {
+        const json_t *svc = json_array_get(services, i);
+
+        if (name && strcmp(cli__jstr(svc, "name", ""), name) == 0)
+            return svc;
+    }
+    return NULL;
+}
+
+/* One line per change, for logs and pipes: "fx: api healthy http://...". */
+static void
+print_changes(struct progress *pg, const json_t *env)
+{
+    const char *phase = cli__jstr(env, "phase", "?");
+    const char *old_phase = cli__jstr(pg->last, "phase", NULL);
+    bool phase_changed = old_phase == NULL || strcmp(old_phase, phase) != 0;
+    /* The phase that follows the services (ready, failed) reads best after them. */
+    bool phase_last = strcmp(phase, "ready") == 0 || strcmp(phase, "failed") == 0;
+    const json_t *services = json_object_get(env, "services");
+
+    if (phase_changed && !phase_last)
+        fprintf(pg->ctx->err, "%s: phase %s\n", pg->name, phase);
+    for (size_t i = 0; i < json_array_size(services); i++) {
+        const json_t *svc = json_array_get(services, i);
+        const char *name = cli__jstr(svc, "name", "?");
+        const char *state = cli__jstr(svc, "state", "?");
+        const json_t *old = service_named(pg->last, name);
+        const char *url = cli__jstr(svc, "url", NULL);
+        const char *reason = cli__jstr(svc, "reason", NULL);
+        bool show_url = url && strcmp(state, "healthy") == 0;
+        char *line, *clean;
+
+        if (old && strcmp(cli__jstr(old, "state", ""), state) == 0)
+            continue;
+        line = xasprintf("%s: %s %s%s%s%s%s", pg->name, name, state, show_url ? " " : "",
+                         show_url ? url : "", reason ? ": " : "", reason ? reason : "");
+        clean = cli__sanitize(line);
+
+        fprintf(pg->ctx->err, "%s\n", clean);
+        free(clean);
+        free(line);
+    }
+    if (phase_changed && phase_last)
+        fprintf(pg->ctx->err, "%s: phase %s\n", pg->name, phase);
+    fflush(pg->ctx->err);
+    json_decref(pg->last);
+    pg->last = json_deep_copy(env);
+}
+
+static void
+progress_update(struct progress *pg, const json_t *env)
+{
+    if (pg->tty)
+        draw_tty(pg, env);
+    else
+        print_changes(pg, env);
+}
+
+static void
+progress_release(struct progress *pg)
+{
+    free(pg->last_drawing);
+    json_decref(pg->last);
+}
+
+/* After a failure: the reason, and that of each failed service. */
+static void
+print_failure(struct cli_ctx *ctx, const json_t *env)
+{
+    char *reason = cli__sanitize(cli__jstr(env, "reason", "no reason given"));
+    const json_t *services = json_object_get(env, "services");
+
+    fprintf(ctx->err, "eph: environment %s failed: %s\n", cli__jstr(env, "name", "?"), reason);
+    free(reason);
+    for (size_t i = 0; i < json_array_size(services); i++) {
+        const json_t *svc = json_array_get(services, i);
+        const char *why = cli__jstr(svc, "reason", NULL);
+
+        if (why && strcmp(cli__jstr(svc, "state", ""), "failed") == 0) {
+            char *clean = cli__sanitize(why);
+
+            fprintf(ctx->err, "  %s: %s\n", cli__jstr(svc, "name", "?"), clean);
+            free(clean);
+        }
+    }
+}
+
+static void
+print_urls(struct cli_ctx *ctx, const json_t *env)
+{
+    static const char *const headers[] = {"SERVICE", "URL"};
+    const json_t *services = json_object_get(env, "services");
+    struct cli_table t;
+
+    cli__table_init(&t, ARRAY_LEN(headers), headers);
+    for (size_t i = 0; i < json_array_size(services); i++) {
+        const json_t *svc = json_array_get(services, i);
+        const char *url = cli__jstr(svc, "url", NULL);
+
+        if (url)
+            cli__table_add(&t, (const char *const[]){cli__jstr(svc, "name", NULL), url});
+    }
+    if (t.n_rows > 0)
+        cli__table_print(&t, ctx->out);
+    cli__table_release(&t);
+}
+
+/*
+ * Polls environment `name` until ready (0), failed, deleted or the deadline
+ * (an error printed, CLI_EXIT_FAILED). *final gets the last environment seen.
+ */
+static int
+wait_until_ready(struct cli_ctx *ctx, const char *name, int64_t timeout_ms, json_t **final)
+{
+    struct progress pg = {.ctx = ctx, .name = name, .tty = isatty(STDERR_FILENO) == 1};
+    char *path = env_path(name, "");
+    int64_t deadline_ms;
+    int rc;
+
+    pg.started_ms = time_mono_ms();
+    deadline_ms = pg.started_ms + timeout_ms;
+    *final = NULL;
+    for (;;) {
+        struct eph_err err = {0};
+        json_t *env = NULL;
+        const char *phase;
+        int64_t left_ms;
+
+        if (cli__http_json(ctx, "GET", path, NULL, &env, &err) < 0) {
+            rc = cli__fail(ctx, &err);
+            break;
+        }
+        json_decref(*final);
+        *final = env;
+        progress_update(&pg, env);
+        phase = cli__jstr(env, "phase", "");
+        if (strcmp(phase, "ready") == 0) {
+            rc = CLI_EXIT_OK;
+            break;
+        }
+        if (strcmp(phase, "failed") == 0) {
+            print_failure(ctx, env);
+            rc = CLI_EXIT_FAILED;
+            break;
+        }
+        if (strcmp(phase, "deleting") == 0 || strcmp(phase, "deleted") == 0) {
+            fprintf(ctx->err, "eph: environment %s is being deleted\n", name);
+            rc = CLI_EXIT_FAILED;
+            break;
+        }
+        left_ms = deadline_ms - time_mono_ms();
+        if (left_ms <= 0) {
+            char span[32];
+
+            cli__format_span(timeout_ms, span, sizeof(span));
+            fprintf(ctx->err, "eph: environment %s is not ready after %s (phase %s)\n", name, span,
+                    phase);
+            rc = CLI_EXIT_FAILED;
+            break;
+        }
+        cli__sleep_ms(left_ms < WAIT_POLL_MS ? left_ms : WAIT_POLL_MS);
+    }
+    if (rc == CLI_EXIT_OK && !ctx->json) {
+        char took[32];
+
+        cli__format_span(time_mono_ms() - pg.started_ms, took, sizeof(took));
+        fprintf(ctx->out, "environment %s is ready (%s)\n", name, took);
+        print_urls(ctx, *final);
+    }
+    progress_release(&pg);
+    free(path);
+    return rc;
+}
+
+/* ------------------------------------------------------------- eph up */
+
+int
+cli__cmd_up(struct cli_ctx *ctx, const struct cli_args *args)
+{
+    const char *branch = cli__arg(args, "branch");
+    const char *ref = cli__arg(args, "ref");
+    const char *name = cli__arg(args, "name");
+    const char *ttl = cli__arg(args, "ttl");
+    bool wait = cli__has(args, "wait");
+    struct eph_err err = {0};
+    json_t *body = NULL, *params = json_object(), *resp = NULL, *final = NULL;
+    int64_t ttl_s, timeout_ms;
+    int rc;
+
+    if (branch && ref) {
+        rc = cli__usage(ctx, "--branch and --ref mean the same: give one");
+        goto out;
+    }
+    if (ttl && duration_parse(ttl, &ttl_s, &err) < 0) {
+        rc = cli__usage(ctx, "--ttl: %s", err.msg);
+        goto out;
+    }
+    if (parse_timeout(ctx, args, &timeout_ms) < 0) {
+        rc = CLI_EXIT_USAGE;
+        goto out;
+    }
+    for (size_t i = 0; i < args->n_opts; i++) {
+        if (strcmp(args->opts[i].flag->name, "param") == 0 &&
+            cli__param_add(params, args->opts[i].value, &err) < 0) {
+            rc = cli__usage(ctx, "%s", err.msg);
+            goto out;
+        }
+    }
+    body = json_pack("{s:s}", "project", args->pos[0]);
+    if (branch || ref)
+        json_object_set_new(body, "ref", json_string(branch ? branch : ref));
+    if (name)
+        json_object_set_new(body, "name", json_string(name));
+    if (ttl)
+        json_object_set_new(body, "ttl", json_string(ttl));
+    if (json_object_size(params) > 0)
+        json_object_set(body, "params", params);
+    if (cli__connect(ctx, &err) < 0 ||
+        cli__http_json(ctx, "POST", "/envs", body, &resp, &err) < 0) {
+        rc = cli__fail(ctx, &err);
+        goto out;
+    }
+    name = cli__jstr(resp, "name", name ? name : "?");
+    if (!ctx->json)
+        fprintf(ctx->out, "environment %s created (phase %s)\n", name,
+                cli__jstr(resp, "phase", "pending"));
+    if (!wait) {
+        if (ctx->json)
+            cli__print_json(ctx, resp);
+        rc = CLI_EXIT_OK;
+        goto out;
+    }
+    fflush(ctx->out);
+    rc = wait_until_ready(ctx, name, timeout_ms, &final);
+    if (ctx->json && final)
+        cli__print_json(ctx, final);
+out:
+    json_decref(final);
+    json_decref(resp);
+    json_decref(body);
+    json_decref(params);
+    return rc;
+}
+
+/* ------------------------------------------------------------- eph ls */
+
+int
+cli__cmd_ls(struct cli_ctx *ctx, const struct cli_args *args)
+{
+    static const char *const headers[] = {"NAME",  "PROJECT", "REF",    "OWNER",
+                                          "PHASE", "AGE",     "EXPIRES"};
+    struct eph_err err = {0};
+    json_t *resp = NULL;
+    const json_t *envs;
+    struct cli_table t;
+    int64_t now_ms = time_wall_ms();
+
+    if (cli__connect(ctx, &err) < 0 ||
+        cli__http_json(ctx, "GET", cli__has(args, "all") ? "/envs?all=1" : "/envs", NULL, &resp,
+                       &err) < 0)
+        return cli__fail(ctx, &err);
+    if (ctx->json) {
+        cli__print_json(ctx, resp);
+        json_decref(resp);
+        return CLI_EXIT_OK;
+    }
+    envs = json_object_get(resp, "envs");
+    if (json_array_size(envs) == 0) {
+        fputs("no environments (create one with 'eph up PROJECT')\n", ctx->err);
+        json_decref(resp);
+        return CLI_EXIT_OK;
+    }
+    cli__table_init(&t, ARRAY_LEN(headers), headers);
+    for (size_t i = 0; i < json_array_size(envs); i++) {
+        const json_t *env = json_array_get(envs, i);
+        const char *phase = cli__jstr(env, "phase", NULL);
+        char age[32], expires[32] = "-";
+
+        cli__format_age(now_ms, cli__jint(env, "created_at_ms"), age, sizeof(age));
+        /* A deleted environment's expiry means nothing any more. */
+        if (phase == NULL || strcmp(phase, "deleted") != 0)
+            cli__format_expires(now_ms, cli__jint(env, "expires_at_ms"), expires, sizeof(expires));
+        cli__table_add(
+            &t, (const char *const[]){cli__jstr(env, "name", NULL), cli__jstr(env, "project", NULL),
+                                      cli__jstr(env, "ref", NULL), cli__jstr(env, "owner", NULL),
+                                      phase, age, expires});
+    }
+    cli__table_print(&t, ctx->out);
+    cli__table_release(&t);
+    json_decref(resp);
+    return CLI_EXIT_OK;
+}
+
+/* ------------------------------------------------------------- eph get */
+
+static void
+print_env_fields(struct cli_ctx *ctx, const json_t *env, int64_t now_ms)
+{
+    struct cli_table t;
+    char commit[COMMIT_SHORT_LEN + 1], created[64], expires[80], when[32], left[32];
+    json_t *params = json_object_get(env, "params");
+    char *param_text = xstrdup("");
+    int64_t created_ms = cli__jint(env, "created_at_ms");
+    int64_t expires_ms = cli__jint(env, "expires_at_ms");
+
+    snprintf(commit, sizeof(commit), "%s", cli__jstr(env, "commit", ""));
+    for (void *it = json_object_iter(params); it; it = json_object_iter_next(params, it)) {
+        const json_t *value = json_object_iter_value(it);
+        char *next =
+            xasprintf("%s%s%s=%s", param_text, *param_text ? ", " : "", json_object_iter_key(it),
+                      json_is_string(value) ? json_string_value(value) : "?");
+
+        free(param_text);
+        param_text = next;
+    }
+    format_time(created_ms, when, sizeof(when));
+    cli__format_age(now_ms, created_ms, left, sizeof(left));
+    snprintf(created, sizeof(created), created_ms > 0 ? "%s (%s ago)" : "%s", when, left);
+    format_time(expires_ms, when, sizeof(when));
+    cli__format_expires(now_ms, expires_ms, left, sizeof(left));
+    if (expires_ms <= 0)
+        snprintf(expires, sizeof(expires), "-");
+    else if (strcmp(left, "expired") == 0)
+        snprintf(expires, sizeof(expires), "%s (expired)", when);
+    else
+        snprintf(expires, sizeof(expires), "%s (in %s)", when, left);
+
+    cli__table_init(&t, 2, NULL);
+    cli__table_add(&t, (const char *const[]){"name:", cli__jstr(env, "name", NULL)});
+    cli__table_add(&t, (const char *const[]){"project:", cli__jstr(env, "project", NULL)});
+    cli__table_add(&t, (const char *const[]){"ref:", cli__jstr(env, "ref", NULL)});
+    cli__table_add(&t, (const char *const[]){"commit:", commit});
+    cli__table_add(&t, (const char *const[]){"owner:", cli__jstr(env, "owner", NULL)});
+    cli__table_add(&t, (const char *const[]){"phase:", cli__jstr(env, "phase", NULL)});
+    cli__table_add(&t, (const char *const[]){"reason:", cli__jstr(env, "reason", NULL)});
+    if (*param_text)
+        cli__table_add(&t, (const char *const[]){"params:", param_text});
+    cli__table_add(&t, (const char *const[]){"created:", created});
+    cli__table_add(&t, (const char *const[]){"expires:", expires});
+    cli__table_print(&t, ctx->out);
+    cli__table_release(&t);
+    free(param_text);
+}
+
+static void
+print_env_services(struct cli_ctx *ctx, const json_t *env)
+{
+    static const char *const headers[] = {"NAME", "STATE", "PORT", "URL", "RESTARTS", "PID"};
+    const json_t *services = json_object_get(env, "services");
+    struct cli_table t;
+
+    if (json_array_size(services) == 0)
+        return;
+    fputs("\nSERVICES\n", ctx->out);
+    cli__table_init(&t, ARRAY_LEN(headers), headers);
+    for (size_t i = 0; i < json_array_size(services); i++) {
+        const json_t *svc = json_array_get(services, i);
+        char port[24] = "", restarts[24], pid[24] = "";
+
+        if (cli__jint(svc, "port") > 0)
+            snprintf(port, sizeof(port), "%" PRId64, cli__jint(svc, "port"));
+        snprintf(restarts, sizeof(restarts), "%" PRId64, cli__jint(svc, "restarts"));
+        if (cli__jint(svc, "pid") > 0)
+            snprintf(pid, sizeof(pid), "%" PRId64, cli__jint(svc, "pid"));
+        cli__table_add(&t, (const char *const[]){cli__jstr(svc, "name", NULL),
+                                                 cli__jstr(svc, "state", NULL), port,
+                                                 cli__jstr(svc, "url", NULL), restarts, pid});
+    }
+    cli__table_print(&t, ctx->out);
+    cli__table_release(&t);
+    /* Why a service failed or restarts does not fit a column: one line each. */
+    for (size_t i = 0; i < json_array_size(services); i++) {
+        const json_t *svc = json_array_get(services, i);
+        const char *why = cli__jstr(svc, "reason", NULL);
+
+        if (why) {
+            char *clean = cli__sanitize(why);
+
+            fprintf(ctx->out, "  %s: %s\n", cli__jstr(svc, "name", "?"), clean);
+            free(clean);
+        }
+    }
+}
+
+static void
+print_env_events(struct cli_ctx *ctx, const json_t *env)
+{
+    static const char *const headers[] = {"TIME", "ACTOR", "ACTION", "DETAIL"};
+    const json_t *events = json_object_get(env, "events");
+    struct cli_table t;
+
+    if (json_array_size(events) == 0)
+        return;
+    fputs("\nEVENTS\n", ctx->out);
+    cli__table_init(&t, ARRAY_LEN(headers), headers);
+    for (size_t i = 0; i < json_array_size(events); i++) {
+        const json_t *ev = json_array_get(events, i);
+        char at[32];
+
+        format_time(cli__jint(ev, "at_ms"), at, sizeof(at));
+        cli__table_add(&t, (const char *const[]){at, cli__jstr(ev, "actor", NULL),
+                                                 cli__jstr(ev, "action", NULL),
+                                                 cli__jstr(ev, "detail", NULL)});
+    }
+    cli__table_print(&t, ctx->out);
+    cli__table_release(&t);
+}
+
+int
+cli__cmd_get(struct cli_ctx *ctx, const struct cli_args *args)
+{
+    struct eph_err err = {0};
+    char *path = env_path(args->pos[0], "");
+    json_t *env = NULL;
+    int rc = cli__connect(ctx, &err);
+
+    if (rc == 0)
+        rc = cli__http_json(ctx, "GET", path, NULL, &env, &err);
+    free(path);
+    if (rc < 0)
+        return cli__fail(ctx, &err);
+    if (ctx->json) {
+        cli__print_json(ctx, env);
+    } else {
+        print_env_fields(ctx, env, time_wall_ms());
+        print_env_services(ctx, env);
+        print_env_events(ctx, env);
+    }
+    json_decref(env);
+    return CLI_EXIT_OK;
+}
+
+/* ------------------------------------------------------------- eph logs */
+
+int
+cli__cmd_logs(struct cli_ctx *ctx, const struct cli_args *args)
+{
+    const char *tail = cli__arg(args, "tail");
+    bool follow = cli__has(args, "follow");
+    struct eph_err err = {0};
+    char *svc, *suffix, *path;
+    char sep = '?';
+    int rc;
+
+    if (tail) {
+        char *end;
+        long n;
+
+        errno = 0;
+        n = strtol(tail, &end, 10);
+        if (*tail == '\0' || *end != '\0' || n < 0 || errno == ERANGE || n > INT_MAX)
+            return cli__usage(ctx, "invalid --tail '%s', expected a number of lines", tail);
+    }
+    if (cli__connect(ctx, &err) < 0)
+        return cli__fail(ctx, &err);
+    svc = cli__url_escape(args->pos[1], false);
+    suffix = xasprintf("/logs/%s", svc);
+    free(svc);
+    if (tail) {
+        char *next = xasprintf("%s%ctail=%s", suffix, sep, tail);
+
+        free(suffix);
+        suffix = next;
+        sep = '&';
+    }
+    if (follow) {
+        char *next = xasprintf("%s%cfollow=1", suffix, sep);
+
+        free(suffix);
+        suffix = next;
+    }
+    path = env_path(args->pos[0], suffix);
+    free(suffix);
+    fflush(ctx->out);
+    rc = cli__http_stream(ctx, path, ctx->out, follow, &err);
+    free(path);
+    return rc < 0 ? cli__fail(ctx, &err) : CLI_EXIT_OK;
+}
+
+/* ------------------------------------------------------------- eph extend */
+
+int
+cli__cmd_extend(struct cli_ctx *ctx, const struct cli_args *args)
+{
+    const char *by = args->pos[1];
+    struct eph_err err = {0};
+    json_t *body, *env = NULL;
+    char *path;
+    int64_t by_s;
+    int rc;
+
+    if (duration_parse(by, &by_s, &err) < 0)
+        return cli__usage(ctx, "%s", err.msg);
+    if (cli__connect(ctx, &err) < 0)
+        return cli__fail(ctx, &err);
+    body = json_pack("{s:s}", "by", by);
+    path = env_path(args->pos[0], "/extend");
+    rc = cli__http_json(ctx, "POST", path, body, &env, &err);
+    json_decref(body);
+    free(path);
+    if (rc < 0)
+        return cli__fail(ctx, &err);
+    if (ctx->json) {
+        cli__print_json(ctx, env);
+    } else {
+        int64_t expires_ms = cli__jint(env, "expires_at_ms");
+        char left[32], when[32];
+
+        cli__format_expires(time_wall_ms(), expires_ms, left, sizeof(left));
+        format_time(expires_ms, when, sizeof(when));
+        fprintf(ctx->out, "environment %s now expires in %s (%s)\n",
+                cli__jstr(env, "name", args->pos[0]), left, when);
+    }
+    json_decref(env);
+    return CLI_EXIT_OK;
+}
+
+/* ------------------------------------------------------------- eph rm */
+
+/* Polls until GET answers 404 or phase deleted. */
+static int
+wait_until_deleted(struct cli_ctx *ctx, const char *name, int64_t timeout_ms)
+{
+    char *path = env_path(name, "");
+    int64_t deadline_ms = time_mono_ms() + timeout_ms;
+    int rc;
+
+    for (;;) {
+        struct eph_err err = {0};
+        json_t *env = NULL;
+        char phase[32];
+        int64_t left_ms;
+
+        rc = cli__http_json(ctx, "GET", path, NULL, &env, &err);
+        if (rc == EPH_ENOTFOUND) {
+            rc = CLI_EXIT_OK;
+            break;
+        }
+        if (rc < 0) {
+            rc = cli__fail(ctx, &err);
+            break;
+        }
+        snprintf(phase, sizeof(phase), "%s", cli__jstr(env, "phase", "?"));
+        json_decref(env);
+        if (strcmp(phase, "deleted") == 0) {
+            rc = CLI_EXIT_OK;
+            break;
+        }
+        left_ms = deadline_ms - time_mono_ms();
+        if (left_ms <= 0) {
+            char span[32];
+
+            cli__format_span(timeout_ms, span, sizeof(span));
+            fprintf(ctx->err, "eph: environment %s is not deleted after %s (phase %s)\n", name,
+                    span, phase);
+            rc = CLI_EXIT_FAILED;
+            break;
+        }
+        cli__sleep_ms(left_ms < WAIT_POLL_MS ? left_ms : WAIT_POLL_MS);
+    }
+    free(path);
+    return rc;
+}
+
+int
+cli__cmd_rm(struct cli_ctx *ctx, const struct cli_args *args)
+{
+    const char *name = args->pos[0];
+    struct eph_err err = {0};
+    json_t *env = NULL;
+    char *path;
+    int64_t timeout_ms;
+    int rc;
+
+    if (parse_timeout(ctx, args, &timeout_ms) < 0)
+        return CLI_EXIT_USAGE;
+    if (cli__connect(ctx, &err) < 0)
+        return cli__fail(ctx, &err);
+    path = env_path(name, "");
+    rc = cli__http_json(ctx, "DELETE", path, NULL, &env, &err);
+    free(path);
+    json_decref(env);
+    if (rc < 0)
+        return cli__fail(ctx, &err);
+    fprintf(ctx->out, "environment %s is being deleted\n", name);
+    if (!cli__has(args, "wait"))
+        return CLI_EXIT_OK;
+    fflush(ctx->out);
+    rc = wait_until_deleted(ctx, name, timeout_ms);
+    if (rc == CLI_EXIT_OK)
+        fprintf(ctx->out, "environment %s deleted\n", name);
+    return rc;
+}
