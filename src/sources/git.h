@@ -30,6 +30,10 @@ int git_cache_sync(const char *repo, const char *cache_dir, struct eph_err *err)
  * commit id (at least 4 hex digits). Fills sha_out (41 bytes). EPH_ENOTFOUND
  * "unknown branch 'nope'" when nothing matches, EPH_EINVAL for a ref that is
  * not a valid name (starts with '-', holds "..", spaces or control chars).
+ * Tried in order: refs/heads/REF, refs/tags/REF, then REF as a commit id if it
+ * is 4..40 hex digits (then the message is "unknown branch or commit 'REF'").
+ * A REF starting with "refs/" is taken as a full ref name (refs/pull/42/head);
+ * "HEAD" is the repository's default branch.
  */
 int git_resolve_ref(const char *cache_dir, const char *ref, char sha_out[GIT_SHA_HEX + 1],
                     struct eph_err *err);

@@ -12,6 +12,15 @@
  * Each process it starts carries EPH_OWNER=<instance>/<env id>/<service>[/setup]
  * in its environment, so a new server can find, adopt or stop the processes of
  * an earlier one by scanning /proc, even those it never recorded.
+ *
+ * A service's processes get PATH, HOME, USER, LOGNAME, SHELL, LANG, LANGUAGE,
+ * LC_*, TZ, TMPDIR and TERM from the server's environment (nothing else, so the
+ * server's secrets stay with it), then the plan's envp, then EPH_DATA and
+ * EPH_OWNER (which the plan cannot override).
+ *
+ * cfg->kick is called from a timer callback on the loop, never from inside a
+ * driver call; changes within one loop iteration make one kick. Health probes
+ * write to sockets: the process must ignore SIGPIPE (the daemon does).
  */
 #ifndef EPH_DRIVERS_LOCAL_LOCAL_H
 #define EPH_DRIVERS_LOCAL_LOCAL_H

@@ -1,0 +1,872 @@
+/*
+ * tests/unit/drivers/local/test_local.c - the local driver on a real loop,
+ * with real processes: a git repository made in a temporary directory and
+ * mirrored with git_cache_sync(), services such as python3's http.server and
+ * sleep. A timer calls apply() (or teardown()) every few milliseconds, as the
+ * reconciler would, until a condition holds or a deadline passes.
+ *
+ * Criterion runs each test in a forked child, several at once: every test has
+ * its own directory and its own instance id, so /proc scans never see another
+ * test's processes. Each test ends with nothing left: no process carrying its
+ * instance's marker, no directory, and uv_loop_close() == 0.
+ */
+#include "drivers/local/local.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sources/git.h"
+#include "util/fs.h"
+#include "util/proc.h"
+#include "util/time.h"
+#include "util/xmalloc.h"
+
+#define MAX_SVCS 4
+#define MAX_ENVP 8
+#define GRACE_MS 300
+
+#define GIT                                                                                        \
+    "git -c user.name=t -c user.email=t@example.com -c commit.gpgsign=false "                      \
+    "-c init.defaultBranch=main"
+
+/* A TCP server on $PORT that accepts and never answers: enough for a TCP check. */
+static const char tcp_py[] = "import os, socket, time\n"
+                             "s = socket.socket()\n"
+                             "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                             "s.bind(('127.0.0.1', int(os.environ['PORT'])))\n"
+                             "s.listen(16)\n"
+                             "time.sleep(1000)\n";
+
+struct plan_env {
+    struct drv_plan plan;
+    struct drv_service svcs[MAX_SVCS];
+    char *envp[MAX_SVCS][MAX_ENVP];
+    size_t deps[MAX_SVCS][MAX_SVCS];
+    struct drv_svc_status st[MAX_SVCS];
+    struct drv_status status;
+    int apply_rc;
+    struct eph_err err;
+};
+
+struct fx {
+    char root[64];
+    char *repo, *cache, *envs;
+    char sha[GIT_SHA_HEX + 1];
+    char instance[64];
+    uv_loop_t loop;
+    struct driver *drv;
+    int kicks;
+    uv_timer_t tick;
+    int ticks;
+    /* what each tick does */
+    struct plan_env *applying[2]; /* apply + observe these */
+    struct plan_env *tearing;     /* teardown this one */
+    int teardown_rc;
+    int teardown_calls;
+    void (*on_tick)(struct fx *f); /* extra checks, after apply/observe */
+    bool closed;
+};
+
+static struct fx F;
+
+/* ---------------------------------------------------------------- helpers */
+
+static void
+sh(const char *fmt, ...)
+{
+    va_list ap;
+    char *cmd;
+    int n;
+
+    va_start(ap, fmt);
+    n = vasprintf(&cmd, fmt, ap);
+    va_end(ap);
+    cr_assert_geq(n, 0);
+    cr_assert_eq(system(cmd), 0, "command failed: %s", cmd);
+    free(cmd);
+}
+
+static int
+free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void
+on_kick(void *arg)
+{
+    ((struct fx *)arg)->kicks++;
+}
+
+static void
+driver_open(struct fx *f)
+{
+    struct local_config cfg = {
+        .loop = &f->loop,
+        .envs_dir = f->envs,
+        .instance_id = f->instance,
+        .stop_grace_ms = GRACE_MS,
+        .kick = on_kick,
+        .kick_arg = f,
+    };
+    struct eph_err err = {0};
+
+    cr_assert_eq(local_driver_new(&cfg, &f->drv, &err), 0, "%s", err.msg);
+    f->closed = false;
+}
+
+static void
+on_closed(void *arg)
+{
+    ((struct fx *)arg)->closed = true;
+}
+
+static void
+on_tick(uv_timer_t *t)
+{
+    struct fx *f = container_of(t, struct fx, tick);
+
+    f->ticks++;
+    for (size_t i = 0; i < ARRAY_LEN(f->applying); i++) {
+        struct plan_env *pe = f->applying[i];
+        if (pe == NULL)
+            continue;
+        pe->apply_rc = f->drv->ops->apply(f->drv, &pe->plan, &pe->err);
+        f->drv->ops->observe(f->drv, &pe->plan, &pe->status);
+    }
+    if (f->tearing) {
+        struct eph_err err = {0};
+        f->teardown_rc =
+            f->drv->ops->teardown(f->drv, f->tearing->plan.env_id, f->tearing->plan.env_name, &err);
+        f->teardown_calls++;
+    }
+    if (f->on_tick)
+        f->on_tick(f);
+}
+
+/* Runs the loop, ticking every 10 ms, until cond() or timeout_ms; cond() is
+ * first asked after one tick, so that it never judges stale observations. */
+static bool
+run_until(struct fx *f, bool (*cond)(struct fx *f), int64_t timeout_ms)
+{
+    int64_t deadline = time_mono_ms() + timeout_ms;
+    int first = f->ticks;
+
+    uv_timer_start(&f->tick, on_tick, 0, 10);
+    while ((f->ticks == first || !cond(f)) && time_mono_ms() < deadline)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    uv_timer_stop(&f->tick);
+    return cond(f);
+}
+
+static bool
+is_closed(struct fx *f)
+{
+    return f->closed;
+}
+
+static void
+driver_close(struct fx *f)
+{
+    f->applying[0] = f->applying[1] = NULL;
+    f->tearing = NULL;
+    f->on_tick = NULL;
+    f->drv->ops->close(f->drv, on_closed, f);
+    f->drv = NULL;
+    cr_assert(run_until(f, is_closed, 5000), "driver close never finished");
+}
+
+static void
+fx_init(struct fx *f)
+{
+    struct eph_err err = {0};
+    FILE *p;
+
+    signal(SIGPIPE, SIG_IGN); /* as the daemon does */
+    memset(f, 0, sizeof(*f));
+    snprintf(f->root, sizeof(f->root), "/tmp/eph-test-local-XXXXXX");
+    cr_assert_not_null(mkdtemp(f->root));
+    f->repo = xasprintf("%s/repo", f->root);
+    f->cache = xasprintf("%s/cache/app.git", f->root);
+    f->envs = xasprintf("%s/envs", f->root);
+    snprintf(f->instance, sizeof(f->instance), "test%d", (int)getpid());
+    sh("mkdir -p %s/srv && cd %s && printf 'version: 1\\n' > ephemera.yaml && "
+       "cat > srv/tcp.py <<'EOF'\n%sEOF\n" GIT " init -q . && " GIT " add -A && " GIT
+       " commit -qm one",
+       f->repo, f->repo, tcp_py);
+    cr_assert_eq(git_cache_sync(f->repo, f->cache, &err), 0, "%s", err.msg);
+    char *cmd = xasprintf("git -C %s rev-parse HEAD", f->repo);
+    p = popen(cmd, "r");
+    free(cmd);
+    cr_assert_not_null(p);
+    cr_assert_not_null(fgets(f->sha, sizeof(f->sha), p));
+    pclose(p);
+    cr_assert_eq(strlen(f->sha), GIT_SHA_HEX);
+    cr_assert_eq(uv_loop_init(&f->loop), 0);
+    cr_assert_eq(uv_timer_init(&f->loop, &f->tick), 0);
+    driver_open(f);
+}
+
+/* A plan of one environment; services are added with add_svc(). */
+static void
+plan_init(struct plan_env *pe, int64_t id, const char *name)
+{
+    memset(pe, 0, sizeof(*pe));
+    pe->plan.env_id = id;
+    pe->plan.env_name = name;
+    pe->plan.repo_cache = F.cache;
+    pe->plan.commit = F.sha;
+    pe->plan.services = pe->svcs;
+    pe->status.services = pe->st;
+}
+
+static struct drv_service *
+add_svc(struct plan_env *pe, const char *name, const char *run, int port,
+        enum spec_health_kind health, ...)
+{
+    size_t i = pe->plan.n_services++;
+    struct drv_service *s = &pe->svcs[i];
+    va_list ap;
+    size_t n = 0;
+    const char *e;
+
+    cr_assert_lt(i, MAX_SVCS);
+    s->name = name;
+    s->run = run;
+    s->port = port;
+    s->health_kind = health;
+    s->health_path = "/";
+    s->health_timeout_ms = 10000;
+    pe->envp[i][n++] = xasprintf("PORT=%d", port);
+    va_start(ap, health);
+    while ((e = va_arg(ap, const char *)) != NULL) {
+        cr_assert_lt(n, MAX_ENVP - 1);
+        pe->envp[i][n++] = xstrdup(e);
+    }
+    va_end(ap);
+    pe->envp[i][n] = NULL;
+    s->envp = pe->envp[i];
+    pe->status.n_services = pe->plan.n_services;
+    return s;
+}
+
+static void
+add_dep(struct plan_env *pe, size_t svc, size_t dep)
+{
+    struct drv_service *s = &pe->svcs[svc];
+
+    pe->deps[svc][s->n_deps++] = dep;
+    s->deps = pe->deps[svc];
+}
+
+static void
+plan_release(struct plan_env *pe)
+{
+    for (size_t i = 0; i < MAX_SVCS; i++) {
+        for (size_t k = 0; pe->envp[i][k]; k++)
+            free(pe->envp[i][k]);
+    }
+}
+
+static char *
+env_dir(const struct plan_env *pe)
+{
+    char real[PATH_MAX];
+
+    cr_assert_not_null(realpath(F.envs, real));
+    return xasprintf("%s/%" PRId64 "-%s", real, pe->plan.env_id, pe->plan.env_name);
+}
+
+/* ---------------------------------------------------------------- markers */
+
+struct marker_count {
+    const char *prefix;
+    pid_t pgids[64];
+    int n_groups;
+    int n_procs;
+};
+
+static void
+on_marker(pid_t pid, pid_t pgid, const char *value, void *arg)
+{
+    struct marker_count *mc = arg;
+
+    if (strncmp(value, mc->prefix, strlen(mc->prefix)) != 0)
+        return;
+    mc->n_procs++;
+    for (int i = 0; i < mc->n_groups; i++) {
+        if (mc->pgids[i] == pgid)
+            return;
+    }
+    if (mc->n_groups < 64)
+        mc->pgids[mc->n_groups++] = pgid;
+}
+
+/* Distinct live process groups whose EPH_OWNER starts with `prefix`. */
+static int
+count_groups(const char *prefix)
+{
+    struct marker_count mc = {.prefix = prefix};
+
+    cr_assert_geq(proc_scan_marker("EPH_OWNER", on_marker, &mc), 0);
+    return mc.n_groups;
+}
+
+static int
+count_instance_groups(void)
+{
+    char prefix[80];
+
+    snprintf(prefix, sizeof(prefix), "%s/", F.instance);
+    return count_groups(prefix);
+}
+
+/* ---------------------------------------------------------------- conditions */
+
+static struct plan_env *cond_pe;
+static size_t cond_svc;
+static enum svc_state cond_state;
+
+static bool
+svc_in_state(struct fx *f)
+{
+    return cond_pe->st[cond_svc].state == cond_state;
+}
+
+static bool
+wait_state(struct plan_env *pe, size_t svc, enum svc_state state, int64_t timeout_ms)
+{
+    F.applying[0] = pe;
+    cond_pe = pe;
+    cond_svc = svc;
+    cond_state = state;
+    return run_until(&F, svc_in_state, timeout_ms);
+}
+
+static bool
+all_healthy(struct fx *f)
+{
+    for (size_t k = 0; k < ARRAY_LEN(f->applying); k++) {
+        struct plan_env *pe = f->applying[k];
+        for (size_t i = 0; pe && i < pe->plan.n_services; i++) {
+            if (pe->st[i].state != SVC_STATE_HEALTHY)
+                return false;
+        }
+    }
+    return true;
+}
+
+static bool
+torn_down(struct fx *f)
+{
+    return f->teardown_rc == 0 && f->teardown_calls > 0;
+}
+
+static void
+teardown_env(struct plan_env *pe)
+{
+    char *dir = env_dir(pe);
+
+    F.applying[0] = F.applying[1] = NULL;
+    F.on_tick = NULL;
+    F.tearing = pe;
+    F.teardown_calls = 0;
+    cr_assert(run_until(&F, torn_down, 10000), "teardown of '%s' never finished: rc=%d",
+              pe->plan.env_name, F.teardown_rc);
+    F.tearing = NULL;
+    cr_expect(!fs_exists(dir), "'%s' is removed", dir);
+    free(dir);
+}
+
+/* Everything of the test gone: processes, driver, loop, files. */
+static void
+fx_fini(struct fx *f)
+{
+    if (f->drv)
+        driver_close(f);
+    cr_expect_eq(count_instance_groups(), 0, "no process of this test is left");
+    uv_close((uv_handle_t *)&f->tick, NULL);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    cr_expect_eq(uv_loop_close(&f->loop), 0, "every handle is closed");
+    fs_rm_rf(f->root);
+    free(f->repo);
+    free(f->cache);
+    free(f->envs);
+}
+
+static const char *http_run = "exec /usr/bin/python3 -m http.server $PORT --bind 127.0.0.1";
+static const char *tcp_run = "exec /usr/bin/python3 tcp.py";
+
+/* ---------------------------------------------------------------- tests */
+
+/* After a failed assertion: leave no process and no directory behind. */
+static void
+kill_leftovers(void)
+{
+    char prefix[80];
+    struct marker_count mc = {.prefix = prefix};
+
+    if (F.instance[0] == '\0')
+        return;
+    snprintf(prefix, sizeof(prefix), "%s/", F.instance);
+    proc_scan_marker("EPH_OWNER", on_marker, &mc);
+    for (int i = 0; i < mc.n_groups; i++)
+        kill(-mc.pgids[i], SIGKILL);
+    if (F.root[0] != '\0')
+        fs_rm_rf(F.root);
+}
+
+TestSuite(local, .timeout = 60, .fini = kill_leftovers);
+
+Test(local, checks_out_starts_and_checks_http_and_tcp_health)
+{
+    struct plan_env pe;
+    char *dir, *marker, *log, *data = NULL;
+
+    fx_init(&F);
+    plan_init(&pe, 1, "fx");
+    add_svc(&pe, "web", http_run, free_port(), SPEC_HEALTH_HTTP, NULL);
+    add_svc(&pe, "db", tcp_run, free_port(), SPEC_HEALTH_TCP, NULL)->dir = "srv";
+    F.applying[0] = &pe;
+    cr_assert(run_until(&F, all_healthy, 20000), "web=%d db=%d prep=%d %s", pe.st[0].state,
+              pe.st[1].state, pe.status.prep, pe.status.reason);
+    cr_expect_eq(pe.apply_rc, 0);
+    cr_expect_eq(pe.status.prep, DRV_PREP_DONE);
+    for (size_t i = 0; i < 2; i++) {
+        cr_expect_gt(pe.st[i].pid, 0);
+        cr_expect_eq(getpgid(pe.st[i].pid), pe.st[i].pid, "a group of its own");
+        cr_expect_eq(pe.st[i].restarts, 0);
+        cr_expect_gt(pe.st[i].started_at_ms, time_wall_ms() - 60000);
+        cr_expect_str_eq(pe.st[i].reason, "");
+    }
+    cr_expect_gt(F.kicks, 0);
+    dir = env_dir(&pe);
+    marker = xasprintf("%s/state/checkout.done", dir);
+    cr_assert_eq(fs_read_all(marker, 100, &data, NULL), 0);
+    cr_expect_eq(strncmp(data, F.sha, GIT_SHA_HEX), 0);
+    free(data);
+    log = F.drv->ops->log_path(F.drv, 1, "fx", "web");
+    char *want_log = xasprintf("%s/logs/web.log", dir);
+    cr_expect_str_eq(log, want_log);
+    free(want_log);
+    free(log);
+    teardown_env(&pe);
+    fx_fini(&F);
+    free(dir);
+    free(marker);
+    plan_release(&pe);
+}
+
+static bool dep_order_broken;
+
+static void
+check_dep_order(struct fx *f)
+{
+    struct plan_env *pe = f->applying[0];
+
+    if (pe->st[1].state != SVC_STATE_PENDING && pe->st[0].state != SVC_STATE_HEALTHY)
+        dep_order_broken = true;
+}
+
+Test(local, starts_a_service_once_its_dependencies_are_healthy)
+{
+    struct plan_env pe;
+    int a_port = free_port();
+    char *b_run = xasprintf("/usr/bin/python3 -c \"import socket; "
+                            "socket.create_connection(('127.0.0.1', %d))\" && exec sleep 1000",
+                            a_port);
+
+    fx_init(&F);
+    plan_init(&pe, 2, "deps");
+    add_svc(&pe, "a", "sleep 0.5; exec /usr/bin/python3 tcp.py", a_port, SPEC_HEALTH_TCP, NULL)
+        ->dir = "srv";
+    add_svc(&pe, "b", b_run, 0, SPEC_HEALTH_NONE, NULL);
+    add_dep(&pe, 1, 0);
+    F.applying[0] = &pe;
+    F.on_tick = check_dep_order;
+    cr_assert(run_until(&F, all_healthy, 20000), "a=%d b=%d", pe.st[0].state, pe.st[1].state);
+    cr_expect(!dep_order_broken, "b started before a was healthy");
+    cr_expect_eq(pe.st[1].restarts, 0, "b found a listening");
+    teardown_env(&pe);
+    fx_fini(&F);
+    free(b_run);
+    plan_release(&pe);
+}
+
+static const char *cond_path;
+
+static bool
+seen_written(struct fx *f)
+{
+    return f->applying[0]->st[0].state == SVC_STATE_HEALTHY && fs_exists(cond_path);
+}
+
+Test(local, runs_setup_once_and_passes_the_environment)
+{
+    struct plan_env pe;
+    char *dir, *seen, *want, *count, *marker, *log_path, *data = NULL;
+    struct drv_service *s;
+    int pid;
+
+    fx_init(&F);
+    plan_init(&pe, 3, "setup");
+    s = add_svc(&pe, "api",
+                "printf '%s|%s|%s|%s\\n' \"$PORT\" \"$EPH_DATA\" \"$CUSTOM\" \"$EPH_OWNER\" "
+                "> \"$EPH_DATA/seen.tmp\" && mv \"$EPH_DATA/seen.tmp\" \"$EPH_DATA/seen\"; "
+                "exec sleep 1000",
+                1234, SPEC_HEALTH_NONE, "CUSTOM=hello world", "EPH_OWNER=someone-else", NULL);
+    s->setup = "echo setup ran; echo ran >> \"$EPH_DATA/setup-count\"";
+    dir = env_dir(&pe);
+    seen = xasprintf("%s/data/api/seen", dir);
+    count = xasprintf("%s/data/api/setup-count", dir);
+    marker = xasprintf("%s/state/setup-api.done", dir);
+    want = xasprintf("1234|%s/data/api|hello world|%s/3/api\n", dir, F.instance);
+    F.applying[0] = &pe;
+    cond_path = seen;
+    cr_assert(run_until(&F, seen_written, 20000), "state=%d reason=%s", pe.st[0].state,
+              pe.st[0].reason);
+    cr_assert_eq(fs_read_all(seen, 4096, &data, NULL), 0);
+    cr_expect_str_eq(data, want);
+    free(data);
+    cr_expect(fs_exists(marker));
+
+    /* A crash restarts the service, not its setup. */
+    pid = pe.st[0].pid;
+    unlink(seen);
+    kill(pid, SIGKILL);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_RESTARTING, 5000));
+    cr_assert(run_until(&F, seen_written, 10000));
+    cr_expect_neq(pe.st[0].pid, pid);
+    cr_expect_eq(pe.st[0].restarts, 1);
+    cr_assert_eq(fs_read_all(count, 4096, &data, NULL), 0);
+    cr_expect_str_eq(data, "ran\n", "setup ran once");
+    free(data);
+    log_path = F.drv->ops->log_path(F.drv, 3, "setup", "api");
+    cr_assert_eq(fs_read_all(log_path, 4096, &data, NULL), 0);
+    cr_expect(strstr(data, "setup ran\n") != NULL, "setup output in the log: %s", data);
+    free(data);
+    teardown_env(&pe);
+    fx_fini(&F);
+    free(dir);
+    free(seen);
+    free(want);
+    free(count);
+    free(marker);
+    free(log_path);
+    plan_release(&pe);
+}
+
+Test(local, fails_a_service_whose_setup_fails)
+{
+    struct plan_env pe;
+
+    fx_init(&F);
+    plan_init(&pe, 4, "badsetup");
+    add_svc(&pe, "api", "exec sleep 1000", 0, SPEC_HEALTH_NONE, NULL)->setup = "exit 3";
+    cr_assert(wait_state(&pe, 0, SVC_STATE_FAILED, 20000), "state=%d", pe.st[0].state);
+    cr_expect_str_eq(pe.st[0].reason, "setup of 'api' exited with status 3");
+    cr_expect_eq(pe.st[0].pid, 0);
+    teardown_env(&pe);
+    fx_fini(&F);
+    plan_release(&pe);
+}
+
+Test(local, restarts_a_crashed_service_with_back_off)
+{
+    struct plan_env pe;
+    int pid;
+    int64_t crashed_at;
+
+    fx_init(&F);
+    plan_init(&pe, 5, "crash");
+    add_svc(&pe, "api", "exec sleep 1000", 0, SPEC_HEALTH_NONE, NULL);
+    add_svc(&pe, "flaky", "sleep 0.2; exit 1", 0, SPEC_HEALTH_NONE, NULL);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 20000));
+    pid = pe.st[0].pid;
+    cr_assert_gt(pid, 0);
+    kill(pid, SIGKILL);
+    crashed_at = time_mono_ms();
+    cr_assert(wait_state(&pe, 0, SVC_STATE_RESTARTING, 5000));
+    cr_expect_str_eq(pe.st[0].reason, "killed by signal 9");
+    cr_expect_eq(pe.st[0].restarts, 1);
+    cr_expect_eq(pe.st[0].pid, 0);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 5000));
+    cr_expect_geq(time_mono_ms() - crashed_at, 900, "restarted after the 1 s back-off");
+    cr_expect_neq(pe.st[0].pid, pid);
+    cr_expect_gt(pe.st[0].pid, 0);
+    cr_expect_str_eq(pe.st[0].reason, "");
+
+    cr_assert(wait_state(&pe, 1, SVC_STATE_RESTARTING, 5000));
+    cr_expect_str_eq(pe.st[1].reason, "exited with status 1");
+    cr_expect_geq(pe.st[1].restarts, 1);
+    teardown_env(&pe);
+    fx_fini(&F);
+    plan_release(&pe);
+}
+
+Test(local, fails_a_service_that_never_becomes_healthy)
+{
+    struct plan_env pe;
+    int pid = 0;
+
+    fx_init(&F);
+    plan_init(&pe, 6, "unhealthy");
+    add_svc(&pe, "api", "exec sleep 1000", free_port(), SPEC_HEALTH_TCP, NULL)->health_timeout_ms =
+        1000;
+    cr_assert(wait_state(&pe, 0, SVC_STATE_STARTING, 20000));
+    pid = pe.st[0].pid;
+    cr_assert_gt(pid, 0);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_FAILED, 5000), "state=%d", pe.st[0].state);
+    cr_expect_str_eq(pe.st[0].reason, "service 'api' did not become healthy within 1s");
+    cr_expect_eq(pe.st[0].pid, 0);
+    for (int i = 0; i < 200 && proc_group_live_count(pid) > 0; i++)
+        uv_run(&F.loop, UV_RUN_ONCE);
+    cr_expect_eq(proc_group_live_count(pid), 0, "its group is stopped");
+    teardown_env(&pe);
+    fx_fini(&F);
+    plan_release(&pe);
+}
+
+Test(local, teardown_stops_the_whole_group_and_removes_the_directory)
+{
+    struct plan_env pe;
+    int pid;
+    int64_t started;
+
+    fx_init(&F);
+    plan_init(&pe, 7, "down");
+    /* Ignores SIGTERM, like a stuck server, and leaves a grandchild. */
+    add_svc(&pe, "api", "trap '' TERM; sleep 1000 & sleep 1000", 0, SPEC_HEALTH_NONE, NULL);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 20000));
+    pid = pe.st[0].pid;
+    for (int i = 0; i < 100 && proc_group_live_count(pid) < 3; i++)
+        usleep(10000);
+    cr_assert_geq(proc_group_live_count(pid), 3, "sh and two sleeps");
+    started = time_mono_ms();
+    teardown_env(&pe);
+    cr_expect_geq(time_mono_ms() - started, GRACE_MS, "SIGKILL only after the grace period");
+    cr_expect_eq(proc_group_live_count(pid), 0);
+    cr_expect_geq(F.teardown_calls, 2, "EPH_EAGAIN first");
+    /* Idempotent: nothing left to do. */
+    struct eph_err err = {0};
+    cr_expect_eq(F.drv->ops->teardown(F.drv, 7, "down", &err), 0);
+    fx_fini(&F);
+    plan_release(&pe);
+}
+
+Test(local, adopts_the_processes_of_an_earlier_server)
+{
+    struct plan_env pe;
+    char *extra;
+    char owner[80];
+    int pid;
+
+    fx_init(&F);
+    plan_init(&pe, 8, "adopt");
+    add_svc(&pe, "web", http_run, free_port(), SPEC_HEALTH_HTTP, NULL);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 20000));
+    pid = pe.st[0].pid;
+    driver_close(&F); /* leaves web running */
+    cr_assert_eq(proc_group_live_count(pid), 1);
+
+    /* A file added to the checkout survives: no second checkout. */
+    char *dir = env_dir(&pe);
+    extra = xasprintf("%s/src/extra", dir);
+    cr_assert_eq(fs_write_atomic(extra, "x", 1, 0644), 0);
+
+    driver_open(&F);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 20000), "state=%d", pe.st[0].state);
+    cr_expect_eq(pe.st[0].pid, pid, "the same process, adopted");
+    cr_expect_eq(pe.st[0].restarts, 0);
+    cr_expect(fs_exists(extra));
+    snprintf(owner, sizeof(owner), "%s/8/web", F.instance);
+    cr_expect_eq(count_groups(owner), 1, "no second copy");
+
+    /* Its exit is watched although it is not the new driver's child. */
+    kill(pid, SIGKILL);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_RESTARTING, 5000));
+    cr_expect_str_eq(pe.st[0].reason, "killed by signal 9");
+    cr_expect_eq(pe.st[0].restarts, 1);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 10000));
+    cr_expect_neq(pe.st[0].pid, pid);
+    cr_expect_eq(count_groups(owner), 1);
+    teardown_env(&pe);
+    fx_fini(&F);
+    free(extra);
+    free(dir);
+    plan_release(&pe);
+}
+
+Test(local, reruns_a_setup_an_earlier_server_left_unfinished)
+{
+    struct plan_env pe;
+    int setup_pid;
+
+    fx_init(&F);
+    plan_init(&pe, 9, "resetup");
+    add_svc(&pe, "api", "exec sleep 1000", 0, SPEC_HEALTH_NONE, NULL)->setup = "sleep 1000";
+    cr_assert(wait_state(&pe, 0, SVC_STATE_SETUP, 20000));
+    setup_pid = pe.st[0].pid;
+    cr_assert_gt(setup_pid, 0);
+    driver_close(&F);
+
+    driver_open(&F);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_SETUP, 20000));
+    cr_expect_neq(pe.st[0].pid, setup_pid, "setup started again");
+    for (int i = 0; i < 100 && proc_group_live_count(setup_pid) > 0; i++)
+        usleep(10000);
+    cr_expect_eq(proc_group_live_count(setup_pid), 0, "the old setup is killed");
+    teardown_env(&pe);
+    fx_fini(&F);
+    plan_release(&pe);
+}
+
+Test(local, sweep_stops_groups_no_plan_claimed)
+{
+    struct plan_env keep, drop;
+    int keep_pid, drop_pid;
+    char *drop_dir;
+
+    fx_init(&F);
+    plan_init(&keep, 10, "keep");
+    add_svc(&keep, "api", "exec sleep 1000", 0, SPEC_HEALTH_NONE, NULL);
+    plan_init(&drop, 11, "drop");
+    add_svc(&drop, "api", "exec sleep 1000", 0, SPEC_HEALTH_NONE, NULL);
+    F.applying[0] = &keep;
+    F.applying[1] = &drop;
+    cr_assert(run_until(&F, all_healthy, 20000));
+    keep_pid = keep.st[0].pid;
+    drop_pid = drop.st[0].pid;
+    drop_dir = env_dir(&drop);
+    driver_close(&F);
+
+    driver_open(&F);
+    cr_assert(wait_state(&keep, 0, SVC_STATE_HEALTHY, 20000));
+    cr_expect_eq(keep.st[0].pid, keep_pid);
+    F.drv->ops->sweep(F.drv);
+    for (int i = 0; i < 500 && proc_group_live_count(drop_pid) > 0; i++)
+        uv_run(&F.loop, UV_RUN_ONCE);
+    cr_expect_eq(proc_group_live_count(drop_pid), 0, "the unclaimed group is stopped");
+    cr_expect_eq(proc_group_live_count(keep_pid), 1, "the claimed one runs on");
+    cr_expect(fs_exists(drop_dir), "sweep stops processes only");
+    /* Closing with an adopted group watched through a pidfd leaves it running. */
+    driver_close(&F);
+    cr_expect_eq(proc_group_live_count(keep_pid), 1);
+    driver_open(&F);
+    teardown_env(&keep);
+    teardown_env(&drop); /* never applied by this driver: found by its directory */
+    fx_fini(&F);
+    free(drop_dir);
+    plan_release(&keep);
+    plan_release(&drop);
+}
+
+Test(local, tears_down_an_environment_an_earlier_server_ran)
+{
+    struct plan_env pe;
+    int pid;
+
+    fx_init(&F);
+    plan_init(&pe, 12, "orphan");
+    add_svc(&pe, "api", "exec sleep 1000", 0, SPEC_HEALTH_NONE, NULL);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 20000));
+    pid = pe.st[0].pid;
+    driver_close(&F);
+    driver_open(&F);
+    teardown_env(&pe);
+    cr_expect_eq(proc_group_live_count(pid), 0);
+    fx_fini(&F);
+    plan_release(&pe);
+}
+
+static bool
+prep_failed(struct fx *f)
+{
+    return cond_pe->status.prep == DRV_PREP_FAILED;
+}
+
+Test(local, reports_a_checkout_that_fails)
+{
+    struct plan_env pe;
+
+    fx_init(&F);
+    plan_init(&pe, 13, "nocommit");
+    pe.plan.commit = "0123456789012345678901234567890123456789";
+    add_svc(&pe, "api", "exec sleep 1000", 0, SPEC_HEALTH_NONE, NULL);
+    F.applying[0] = &pe;
+    cond_pe = &pe;
+    cr_assert(run_until(&F, prep_failed, 20000), "prep=%d", pe.status.prep);
+    cr_expect(strncmp(pe.status.reason, "cannot check out commit 0123456: ", 33) == 0, "%s",
+              pe.status.reason);
+    cr_expect_eq(pe.st[0].state, SVC_STATE_PENDING);
+    teardown_env(&pe);
+    fx_fini(&F);
+    plan_release(&pe);
+}
+
+Test(local, closes_while_a_checkout_is_running)
+{
+    struct plan_env pe;
+    struct eph_err err = {0};
+
+    fx_init(&F);
+    plan_init(&pe, 15, "early");
+    add_svc(&pe, "api", "exec sleep 1000", 0, SPEC_HEALTH_NONE, NULL);
+    cr_assert_eq(F.drv->ops->apply(F.drv, &pe.plan, &err), 0);
+    F.drv->ops->observe(F.drv, &pe.plan, &pe.status);
+    cr_expect_eq(pe.status.prep, DRV_PREP_CHECKOUT);
+    driver_close(&F); /* done only once the worker has finished */
+    driver_open(&F);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 20000));
+    teardown_env(&pe);
+    fx_fini(&F);
+    plan_release(&pe);
+}
+
+Test(local, refuses_a_plan_it_cannot_run)
+{
+    static const struct {
+        const char *name, *dir;
+        int port;
+        enum spec_health_kind health;
+        const char *want;
+    } bad[] = {
+        {"../x", NULL, 0, SPEC_HEALTH_NONE, "invalid service name '../x'"},
+        {"api", "../up", 0, SPEC_HEALTH_NONE, "service 'api': invalid dir '../up'"},
+        {"api", "/abs", 0, SPEC_HEALTH_NONE, "service 'api': invalid dir '/abs'"},
+        {"api", NULL, 0, SPEC_HEALTH_TCP, "service 'api' has a health check but no port"},
+    };
+
+    fx_init(&F);
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        struct plan_env pe;
+        struct drv_service *s;
+        struct eph_err err = {0};
+
+        plan_init(&pe, 14, "bad");
+        s = add_svc(&pe, bad[i].name, "true", bad[i].port, bad[i].health, NULL);
+        s->dir = bad[i].dir;
+        cr_expect_eq(F.drv->ops->apply(F.drv, &pe.plan, &err), EPH_EINVAL, "case %zu", i);
+        cr_expect_str_eq(err.msg, bad[i].want, "case %zu", i);
+        plan_release(&pe);
+    }
+    fx_fini(&F);
+}
