@@ -27,8 +27,10 @@ int auth_random_hex(size_t bytes, char *out);
 bool auth_equal_ct(const void *a, size_t a_len, const void *b, size_t b_len);
 
 /*
- * Extracts the token from an "Authorization: Bearer <token>" header value.
- * Returns a pointer into `header` or NULL.
+ * Extracts the token from an "Authorization: Bearer <token>" header value:
+ * the scheme in any case, blanks before and after it skipped. Returns a
+ * pointer into `header`, or NULL for another scheme, no token, or a token
+ * holding characters outside RFC 6750's b64token set (blanks included).
  */
 const char *auth_bearer_token(const char *header);
 

@@ -9,6 +9,7 @@
  * and an idle timeout are handled here.
  *
  * One loop: every function runs on the loop the server was started on.
+ * The process must ignore SIGPIPE (libuv writes to sockets with write(2)).
  */
 #ifndef EPH_GATEWAY_HTTP_SERVER_H
 #define EPH_GATEWAY_HTTP_SERVER_H
@@ -38,11 +39,18 @@ struct http_server_config {
     void *handler_arg;
 };
 
+/*
+ * Binds host:port and listens. Returns 0 and *out, or EPH_EINVAL / EPH_ECONFLICT
+ * (address in use) with a message; after a failure, run the loop once more so
+ * the listener's close callback frees it before uv_loop_close().
+ */
 int http_server_start(const struct http_server_config *cfg, struct http_server **out,
                       struct eph_err *err);
 int http_server_port(const struct http_server *srv);
 /* Stops listening, closes idle connections, and calls done(arg) once every
- * connection is closed (in-flight exchanges are finished by their handlers). */
+ * connection is closed (in-flight exchanges are finished by their handlers,
+ * then their connections close). Frees the server just after done returns;
+ * done is never called from inside this function. */
 void http_server_close(struct http_server *srv, void (*done)(void *arg), void *arg);
 
 /* ---- the request: borrowed, valid until the exchange is finished ---- */
@@ -72,8 +80,12 @@ size_t http_stream_pending(const struct http_exchange *x);
 void http_stream_end(struct http_exchange *x);
 /* True once the client has closed the connection. */
 bool http_client_gone(const struct http_exchange *x);
-/* Called once if the client goes before the exchange is finished; the
- * handler must still finish the exchange (respond or end) to release it. */
+/* Called once if the client goes, or the server is being closed
+ * (http_server_close), before the exchange is finished: a stream should end
+ * then. The handler must still finish the exchange (respond or end) to
+ * release it, and may do so inside the callback. It runs from a callback of
+ * the loop, never from inside another http_* call. If http_client_gone() is
+ * already true when this is called, cb may never run: check that too. */
 void http_on_gone(struct http_exchange *x, http_gone_cb *cb, void *arg);
 /* Any per-exchange pointer a handler wants to keep. */
 void http_set_data(struct http_exchange *x, void *data);

@@ -1,0 +1,706 @@
+/*
+ * api/api_envs.c - /api/v1/envs: list, get, create, extend and delete.
+ *
+ * Creating reads the repository (mirror, resolve the ref, read ephemera.yaml)
+ * on the thread pool; everything after that runs on the loop in one go
+ * (parse and check the template and params, pick ports, record), so that two
+ * creations never pick the same port or name. Nothing is recorded unless the
+ * whole request is good. Every change kicks the reconciler.
+ */
+#include "api/api_int.h"
+
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sources/git.h"
+#include "util/fs.h"
+#include "util/time.h"
+#include "util/xmalloc.h"
+
+#define LOG_MOD "api"
+#include "util/log.h"
+
+#define ENV_EVENTS_SHOWN 20 /* GET /envs/{name} shows the last 20 events */
+
+static void
+reply_env(struct http_exchange *x, int status, const struct env *env)
+{
+    api__reply_json(x, status, api__env_json_parsed(env));
+}
+
+/* Loads the live environment `name`; NULL after answering 404 or 500. */
+static struct env *
+load_env(struct api_call *call, const char *name)
+{
+    struct env *env = NULL;
+    struct eph_err err = {0};
+    int rc = store_env_get(call->api->st, name, &env, &err);
+
+    if (rc == EPH_ENOTFOUND) {
+        api__reply_error(call->x, 404, "environment '%s' not found", name);
+        return NULL;
+    }
+    if (rc < 0) {
+        api__reply_failure(call->x, rc, &err);
+        return NULL;
+    }
+    return env;
+}
+
+/* ------------------------------------------------------------- list and get */
+
+void
+api__envs_list(struct api_call *call, const struct api_params *params)
+{
+    struct env **envs = NULL;
+    size_t n = 0;
+    struct eph_err err = {0};
+    json_t *arr;
+    int rc;
+
+    (void)params;
+    rc = store_env_list(call->api->st, api__query_flag(call->x, "all"), &envs, &n, &err);
+    if (rc < 0) {
+        api__reply_failure(call->x, rc, &err);
+        goto out;
+    }
+    arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, api__env_json_parsed(envs[i]));
+    api__reply_json(call->x, 200, json_pack("{s:o}", "envs", arr));
+out:
+    env_list_free(envs, n);
+    api__call_free(call);
+}
+
+void
+api__envs_get(struct api_call *call, const struct api_params *params)
+{
+    struct env *env = load_env(call, params->name);
+    struct event **evs = NULL;
+    size_t n = 0;
+    struct eph_err err = {0};
+    char *target = NULL;
+    json_t *o;
+    json_t *arr;
+    int rc;
+
+    if (env == NULL)
+        goto out;
+    target = xasprintf("env/%s", env->name);
+    rc = store_event_list(call->api->st, target, -1, ENV_EVENTS_SHOWN, &evs, &n, &err);
+    if (rc < 0) {
+        api__reply_failure(call->x, rc, &err);
+        goto out;
+    }
+    o = api__env_json_parsed(env);
+    arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, api__event_json(evs[i]));
+    json_object_set_new(o, "events", arr);
+    api__reply_json(call->x, 200, o);
+out:
+    event_list_free(evs, n);
+    free(target);
+    env_free(env);
+    api__call_free(call);
+}
+
+/* ------------------------------------------------------------- create */
+
+struct create_job {
+    uv_work_t work;
+    struct api_call *call;
+    /* the request, checked on the loop */
+    char *project;
+    char *repo;
+    char *cache_dir;
+    char *ref;      /* as asked; NULL: the repository's default branch */
+    char *name;     /* as asked; NULL: derived from project and ref */
+    int64_t ttl_s;  /* as asked; 0: the template's, else the server's default */
+    json_t *params; /* {"name": "value"} as asked, or NULL */
+    /* what the work found out */
+    char *branch; /* the default branch when ref was NULL (NULL if unknown) */
+    char sha[GIT_SHA_HEX + 1];
+    char *yaml; /* ephemera.yaml at sha */
+    size_t yaml_len;
+    int rc;
+    struct eph_err err;
+};
+
+static void
+create_job_free(struct create_job *job)
+{
+    free(job->project);
+    free(job->repo);
+    free(job->cache_dir);
+    free(job->ref);
+    free(job->name);
+    json_decref(job->params);
+    free(job->branch);
+    free(job->yaml);
+    free(job);
+}
+
+/*
+ * The branch a bare mirror's HEAD names ("ref: refs/heads/main" -> "main"),
+ * or NULL. A plain file read: the mirror's HEAD is the remote's default.
+ */
+static char *
+default_branch(const char *cache_dir)
+{
+    static const char prefix[] = "ref: refs/heads/";
+    char *path = xasprintf("%s/HEAD", cache_dir);
+    char *text = NULL;
+    char *branch = NULL;
+    size_t len = 0;
+
+    if (fs_read_all(path, 4096, &text, &len) == 0 &&
+        strncmp(text, prefix, sizeof(prefix) - 1) == 0) {
+        size_t n = strcspn(text + sizeof(prefix) - 1, "\r\n");
+
+        if (n > 0)
+            branch = xstrndup(text + sizeof(prefix) - 1, n);
+    }
+    free(text);
+    free(path);
+    return branch;
+}
+
+/* Thread pool: everything git (blocking). Touches nothing but the job. */
+static void
+create_work(uv_work_t *w)
+{
+    struct create_job *job = container_of(w, struct create_job, work);
+    const char *ref = job->ref;
+
+    job->rc = git_cache_sync(job->repo, job->cache_dir, &job->err);
+    if (job->rc < 0)
+        return;
+    if (ref == NULL) {
+        job->branch = default_branch(job->cache_dir);
+        ref = job->branch ? job->branch : "HEAD";
+    }
+    job->rc = git_resolve_ref(job->cache_dir, ref, job->sha, &job->err);
+    if (job->rc < 0)
+        return;
+    job->rc = git_read_file(job->cache_dir, job->sha, "ephemera.yaml", SPEC_MAX_BYTES, &job->yaml,
+                            &job->yaml_len, &job->err);
+}
+
+/*
+ * "<project>-<ref>" as a DNS label: lower case, runs of other characters as
+ * one '-', no '-' at either end, at most ENV_NAME_MAX characters.
+ */
+static char *
+derive_name(const char *project, const char *ref)
+{
+    char *src = xasprintf("%s-%s", project, ref);
+    char *out = xmalloc(strlen(src) + 1);
+    size_t n = 0;
+
+    for (const char *p = src; *p && n < ENV_NAME_MAX; p++) {
+        char c = *p;
+
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c + 32);
+        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
+            out[n++] = c;
+        else if (n > 0 && out[n - 1] != '-')
+            out[n++] = '-';
+    }
+    while (n > 0 && out[n - 1] == '-')
+        n--;
+    out[n] = '\0';
+    free(src);
+    if (n == 0) {
+        free(out);
+        return xstrdup("env");
+    }
+    return out;
+}
+
+/* True if nothing listens on 127.0.0.1:port right now (bind, then close). */
+static bool
+port_free(int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    int one = 1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool ok;
+
+    if (fd < 0)
+        return false;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    /* Ports in TIME_WAIT are fine: services bind with SO_REUSEADDR too. */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return ok;
+}
+
+/*
+ * Picks the n lowest ports of the configured range that no environment holds
+ * and that can be bound now. EPH_EAGAIN when the range is exhausted.
+ */
+static int
+alloc_ports(struct api *api, size_t n, int *out, struct eph_err *err)
+{
+    unsigned char *used = xcalloc(65536 / 8, 1);
+    int *held = NULL;
+    size_t n_held = 0;
+    size_t got = 0;
+    int rc = store_ports_in_use(api->st, &held, &n_held, err);
+
+    if (rc < 0)
+        goto out;
+    for (size_t i = 0; i < n_held; i++) {
+        if (held[i] > 0 && held[i] < 65536)
+            used[held[i] / 8] |= (unsigned char)(1u << (held[i] % 8));
+    }
+    for (int p = api->cfg->port_lo; p <= api->cfg->port_hi && got < n; p++) {
+        if (p <= 0 || p >= 65536 || (used[p / 8] & (1u << (p % 8))))
+            continue;
+        if (port_free(p))
+            out[got++] = p;
+    }
+    if (got < n)
+        rc = eph_err_set(err, EPH_EAGAIN, "no free port left in %d-%d for %zu services",
+                         api->cfg->port_lo, api->cfg->port_hi, n);
+out:
+    free(held);
+    free(used);
+    return rc;
+}
+
+/* Refuses a creation after the git work: answers and says why in the log. */
+static void __attribute__((format(printf, 4, 5)))
+refuse(struct create_job *job, const char *name, int status, const char *fmt, ...)
+{
+    char msg[EPH_ERR_MSG_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    log_info("env create refused", "env=%s project=%s status=%d reason=%s", name, job->project,
+             status, log_q(msg));
+    api__reply_error(job->call->x, status, "%s", msg);
+}
+
+/* The status for a failure of the git work. */
+static int
+git_status(int rc)
+{
+    switch (rc) {
+    case EPH_EINVAL: return 400; /* a ref that is not a ref name */
+    case EPH_ENOTFOUND:          /* unknown branch, no ephemera.yaml */
+    case EPH_ETOOBIG:            /* ephemera.yaml too large */
+    case EPH_EGIT: return 422;   /* the repository cannot be read */
+    default: return 500;
+    }
+}
+
+/* Builds the record: params resolved, services with their ports. */
+static struct env *
+build_env(struct create_job *job, const char *name, const char *ref, const struct spec *spec,
+          char **values, const int *ports, int64_t ttl_s)
+{
+    struct env *env = env_new();
+    size_t k = 0;
+
+    env->name = xstrdup(name);
+    env->project = xstrdup(job->project);
+    env->ref = xstrdup(ref);
+    env->commit = xstrdup(job->sha);
+    env->owner = xstrdup(job->call->actor_name);
+    env->template_yaml = xstrndup(job->yaml, job->yaml_len);
+    env->n_params = spec->n_params;
+    env->params = xcalloc(spec->n_params ? spec->n_params : 1, sizeof(struct env_param));
+    for (size_t i = 0; i < spec->n_params; i++) {
+        env->params[i].name = xstrdup(spec->params[i].name);
+        env->params[i].value = xstrdup(values[i]);
+    }
+    env->expires_at_ms = time_wall_ms() + ttl_s * 1000;
+    env->n_services = spec->n_services;
+    env->services = xcalloc(spec->n_services ? spec->n_services : 1, sizeof(struct env_svc));
+    for (size_t i = 0; i < spec->n_services; i++) {
+        env->services[i].name = xstrdup(spec->services[i].name);
+        /* Upstream services run elsewhere and get no port of ours. */
+        env->services[i].port = spec->services[i].run ? ports[k++] : 0;
+    }
+    return env;
+}
+
+/* Loop: the git work is done; check everything else, then record. */
+static void
+create_done(uv_work_t *w, int status)
+{
+    struct create_job *job = container_of(w, struct create_job, work);
+    struct api_call *call = job->call;
+    struct api *api = call->api;
+    struct http_exchange *x = call->x;
+    const char *ref = job->ref ? job->ref : job->branch ? job->branch : "HEAD";
+    char *name = job->name ? xstrdup(job->name) : derive_name(job->project, ref);
+    struct spec *spec = NULL;
+    struct spec_kv *given = NULL;
+    size_t n_given = 0;
+    char **values = NULL;
+    int *ports = NULL;
+    size_t n_run = 0;
+    struct env *env = NULL;
+    struct env *other = NULL;
+    struct eph_err err = {0};
+    int64_t ttl_s = job->ttl_s;
+    int rc;
+
+    if (status < 0) {
+        api__reply_error(x, 500, "git work cancelled: %s", uv_strerror(status));
+        goto out;
+    }
+    if (job->rc < 0) {
+        int st = git_status(job->rc);
+
+        if (st >= 500)
+            api__reply_failure(x, job->rc, &job->err);
+        else
+            refuse(job, name, st, "%s", job->err.msg);
+        goto out;
+    }
+    rc = spec_parse(job->yaml, job->yaml_len, "ephemera.yaml", &spec, &err);
+    if (rc < 0) {
+        refuse(job, name, 422, "%s", err.msg);
+        goto out;
+    }
+    if (job->params) {
+        const char *key;
+        json_t *val;
+
+        given = xcalloc(json_object_size(job->params) + 1, sizeof(*given));
+        json_object_foreach(job->params, key, val)
+        {
+            given[n_given].key = xstrdup(key);
+            given[n_given].value = xstrdup(json_string_value(val));
+            n_given++;
+        }
+    }
+    rc = spec_resolve_params(spec, given, n_given, &values, &err);
+    if (rc < 0) {
+        refuse(job, name, 422, "%s", err.msg);
+        goto out;
+    }
+    if (ttl_s == 0)
+        ttl_s = spec->default_ttl_s > 0 ? spec->default_ttl_s : api->cfg->default_ttl_s;
+    if (ttl_s > api->cfg->max_ttl_s)
+        ttl_s = api->cfg->max_ttl_s; /* a template's default is capped, not refused */
+    if (!env_name_valid(name)) {
+        refuse(job, name, 400, "the derived name '%s' is not a DNS label: give a name", name);
+        goto out;
+    }
+    rc = store_env_get(api->st, name, &other, &err);
+    if (rc == 0) {
+        refuse(job, name, 409, "environment '%s' already exists", name);
+        goto out;
+    }
+    if (rc != EPH_ENOTFOUND) {
+        api__reply_failure(x, rc, &err);
+        goto out;
+    }
+    for (size_t i = 0; i < spec->n_services; i++)
+        n_run += spec->services[i].run != NULL;
+    ports = xcalloc(n_run + 1, sizeof(int));
+    rc = alloc_ports(api, n_run, ports, &err);
+    if (rc == EPH_EAGAIN) {
+        log_warn("env create refused", "env=%s reason=%s", name, log_q(err.msg));
+        api__reply_error(x, 503, "%s", err.msg);
+        goto out;
+    }
+    if (rc < 0) {
+        api__reply_failure(x, rc, &err);
+        goto out;
+    }
+    env = build_env(job, name, ref, spec, values, ports, ttl_s);
+    rc = store_env_create(api->st, env, &call->actor, &err);
+    if (rc < 0) {
+        if (rc == EPH_ECONFLICT)
+            refuse(job, name, 409, "%s", err.msg);
+        else
+            api__reply_failure(x, rc, &err);
+        goto out;
+    }
+    log_info("env created", "env=%s project=%s ref=%s commit=%.7s by=%s", env->name, env->project,
+             log_q(env->ref), env->commit, call->actor_name);
+    rec_kick(api->rec);
+    api__reply_json(x, 201, api__env_json(env, spec));
+out:
+    for (size_t i = 0; i < n_given; i++) {
+        free(given[i].key);
+        free(given[i].value);
+    }
+    free(given);
+    if (values)
+        spec_strv_free(values, spec->n_params);
+    spec_free(spec);
+    free(ports);
+    env_free(env);
+    env_free(other);
+    free(name);
+    create_job_free(job);
+    api__call_free(call);
+}
+
+/* Checks the params member: an object of strings. 0, or -1 after a 400. */
+static int
+check_params(struct http_exchange *x, json_t *params)
+{
+    const char *key;
+    json_t *val;
+
+    if (!json_is_object(params)) {
+        api__reply_error(x, 400, "'params' must be an object of strings");
+        return -1;
+    }
+    if (json_object_size(params) > SPEC_MAX_PARAMS) {
+        api__reply_error(x, 400, "too many params: at most %d", SPEC_MAX_PARAMS);
+        return -1;
+    }
+    json_object_foreach(params, key, val)
+    {
+        if (!json_is_string(val)) {
+            api__reply_error(x, 400, "param '%.64s' must be a string", key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void
+api__envs_create(struct api_call *call, const struct api_params *params)
+{
+    struct api *api = call->api;
+    struct http_exchange *x = call->x;
+    json_t *body = api__read_json_body(x);
+    const char *project, *ref, *name, *ttl;
+    json_t *jparams;
+    struct project *p = NULL;
+    struct env *env = NULL;
+    struct eph_err err = {0};
+    struct create_job *job = NULL;
+    int64_t ttl_s = 0;
+    int rc;
+
+    (void)params;
+    if (body == NULL)
+        goto fail;
+    if (api__json_opt_string(x, body, "project", &project) < 0 ||
+        api__json_opt_string(x, body, "ref", &ref) < 0 ||
+        api__json_opt_string(x, body, "name", &name) < 0 ||
+        api__json_opt_string(x, body, "ttl", &ttl) < 0)
+        goto fail;
+    if (project == NULL) {
+        api__reply_error(x, 400, "'project' is required");
+        goto fail;
+    }
+    if (ref != NULL && ref[0] == '\0') {
+        api__reply_error(x, 400, "'ref' must not be empty");
+        goto fail;
+    }
+    if (name != NULL && !env_name_valid(name)) {
+        api__reply_error(x, 400,
+                         "invalid name '%.64s': expected a DNS label of at most %d characters "
+                         "(a-z, 0-9 and '-' inside)",
+                         name, ENV_NAME_MAX);
+        goto fail;
+    }
+    if (ttl != NULL) {
+        char max[32];
+
+        rc = duration_parse(ttl, &ttl_s, &err);
+        if (rc < 0) {
+            api__reply_error(x, 400, "'ttl': %s", err.msg);
+            goto fail;
+        }
+        duration_format(api->cfg->max_ttl_s, max, sizeof(max));
+        if (ttl_s <= 0) {
+            api__reply_error(x, 400, "ttl %s is not a positive duration", ttl);
+            goto fail;
+        }
+        if (ttl_s > api->cfg->max_ttl_s) {
+            api__reply_error(x, 400, "ttl %s exceeds the server maximum of %s", ttl, max);
+            goto fail;
+        }
+    }
+    jparams = json_object_get(body, "params");
+    if (jparams && !json_is_null(jparams) && check_params(x, jparams) < 0)
+        goto fail;
+    rc = store_project_get(api->st, project, &p, &err);
+    if (rc == EPH_ENOTFOUND) {
+        api__reply_error(x, 404, "project '%.64s' not found", project);
+        goto fail;
+    }
+    if (rc < 0) {
+        api__reply_failure(x, rc, &err);
+        goto fail;
+    }
+    if (name != NULL) {
+        rc = store_env_get(api->st, name, &env, &err);
+        if (rc == 0) {
+            api__reply_error(x, 409, "environment '%s' already exists", name);
+            goto fail;
+        }
+        if (rc != EPH_ENOTFOUND) {
+            api__reply_failure(x, rc, &err);
+            goto fail;
+        }
+    }
+    job = xcalloc(1, sizeof(*job));
+    job->call = call;
+    job->project = xstrdup(p->name);
+    job->repo = xstrdup(p->repo);
+    job->cache_dir = config_git_cache_path(api->cfg, p->name);
+    job->ref = xstrdup(ref);
+    job->name = xstrdup(name);
+    job->ttl_s = ttl_s;
+    if (jparams && !json_is_null(jparams))
+        job->params = json_incref(jparams);
+    rc = uv_queue_work(api->loop, &job->work, create_work, create_done);
+    if (rc < 0) {
+        api__reply_error(x, 500, "cannot queue work: %s", uv_strerror(rc));
+        create_job_free(job);
+        goto fail;
+    }
+    project_free(p);
+    json_decref(body);
+    return;
+fail:
+    project_free(p);
+    env_free(env);
+    json_decref(body);
+    api__call_free(call);
+}
+
+/* ------------------------------------------------------------- extend and delete */
+
+static bool
+being_deleted(const struct env *env)
+{
+    return env->desired == ENV_WANT_DELETED || env->phase == ENV_PHASE_DELETING ||
+           env->phase == ENV_PHASE_DELETED;
+}
+
+void
+api__envs_extend(struct api_call *call, const struct api_params *params)
+{
+    struct api *api = call->api;
+    struct http_exchange *x = call->x;
+    json_t *body = api__read_json_body(x);
+    struct env *env = NULL;
+    struct env *fresh = NULL;
+    struct eph_err err = {0};
+    const char *by;
+    int64_t by_s = 0;
+    int64_t now = time_wall_ms();
+    int64_t base;
+    int64_t cap;
+    int64_t want;
+    char max[32];
+    char at[40];
+    char *detail;
+    int rc;
+
+    if (body == NULL || api__json_opt_string(x, body, "by", &by) < 0)
+        goto out;
+    if (by == NULL) {
+        api__reply_error(x, 400, "'by' is required, e.g. {\"by\": \"1h\"}");
+        goto out;
+    }
+    if (duration_parse(by, &by_s, &err) < 0) {
+        api__reply_error(x, 400, "'by': %s", err.msg);
+        goto out;
+    }
+    if (by_s <= 0) {
+        api__reply_error(x, 400, "'by' must be a positive duration");
+        goto out;
+    }
+    env = load_env(call, params->name);
+    if (env == NULL)
+        goto out;
+    if (being_deleted(env)) {
+        api__reply_error(x, 409, "environment '%s' is being deleted", env->name);
+        goto out;
+    }
+    base = env->expires_at_ms > now ? env->expires_at_ms : now;
+    cap = now + api->cfg->max_ttl_s * 1000;
+    want = base + by_s * 1000;
+    /* Capped to (almost) nothing: a few milliseconds of "extension" is a no. */
+    if (want > cap && cap - env->expires_at_ms < 1000) {
+        duration_format(api->cfg->max_ttl_s, max, sizeof(max));
+        api__reply_error(x, 400,
+                         "environment '%s' already expires at the server maximum of %s from now",
+                         env->name, max);
+        goto out;
+    }
+    if (want > cap)
+        want = cap;
+    time_format_rfc3339(want, at, sizeof(at));
+    detail = xasprintf("by %s, until %s", by, at);
+    rc = store_env_set_expiry(api->st, env->id, want, &call->actor, detail, &err);
+    free(detail);
+    if (rc < 0) {
+        api__reply_failure(x, rc, &err);
+        goto out;
+    }
+    log_info("env extended", "env=%s until=%s by=%s", env->name, at, call->actor_name);
+    rec_kick(api->rec);
+    rc = store_env_get_by_id(api->st, env->id, &fresh, &err);
+    if (rc < 0) {
+        api__reply_failure(x, rc, &err);
+        goto out;
+    }
+    reply_env(x, 200, fresh);
+out:
+    env_free(fresh);
+    env_free(env);
+    json_decref(body);
+    api__call_free(call);
+}
+
+void
+api__envs_delete(struct api_call *call, const struct api_params *params)
+{
+    struct api *api = call->api;
+    struct http_exchange *x = call->x;
+    struct env *env = load_env(call, params->name);
+    struct env *fresh = NULL;
+    struct eph_err err = {0};
+    int rc;
+
+    if (env == NULL)
+        goto out;
+    if (env->desired == ENV_WANT_DELETED) {
+        reply_env(x, 202, env); /* already on its way out */
+        goto out;
+    }
+    rc = store_env_set_desired(api->st, env->id, ENV_WANT_DELETED, &call->actor, "env.delete", NULL,
+                               &err);
+    if (rc < 0) {
+        api__reply_failure(x, rc, &err);
+        goto out;
+    }
+    log_info("env delete requested", "env=%s by=%s", env->name, call->actor_name);
+    rec_kick(api->rec);
+    rc = store_env_get_by_id(api->st, env->id, &fresh, &err);
+    if (rc < 0) {
+        api__reply_failure(x, rc, &err);
+        goto out;
+    }
+    reply_env(x, 202, fresh);
+out:
+    env_free(fresh);
+    env_free(env);
+    api__call_free(call);
+}

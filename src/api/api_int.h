@@ -1,0 +1,156 @@
+/*
+ * api/api_int.h - what only the API's own files share: the api object, one
+ * authenticated call, replies (JSON and errors), and the JSON renderings of
+ * the model (api_json.c, pure functions).
+ *
+ * Files: api.c (routing, authentication, replies), api_json.c (records ->
+ * JSON), api_projects.c, api_envs.c (list, get, create, extend, delete),
+ * api_logs.c (tail and follow), api_events.c.
+ *
+ * Control loop only, except the work functions run by uv_queue_work (they
+ * touch nothing but their own job).
+ */
+#ifndef EPH_API_API_INT_H
+#define EPH_API_API_INT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "api/api.h"
+#include "core/env.h"
+#include "core/spec.h"
+
+#ifndef EPH_VERSION
+#define EPH_VERSION "0.1.0" /* the Makefile may pass -DEPH_VERSION=... */
+#endif
+
+/* Token uses remembered to write store_token_touch at most once a minute. */
+#define API_TOUCH_SLOTS 64
+#define API_TOUCH_INTERVAL_MS 60000
+
+struct api_touch {
+    int64_t token_id;   /* 0: free slot */
+    int64_t touched_ms; /* wall clock of the last write to the store */
+};
+
+/* A project being registered (its cache is being mirrored): a second
+ * registration of the same name waits for no one and gets 409. */
+struct api_pending {
+    char *name;
+    struct api_pending *next;
+};
+
+struct api {
+    uv_loop_t *loop;
+    struct store *st;
+    struct reconciler *rec;
+    const struct config *cfg;
+    struct api_touch touches[API_TOUCH_SLOTS];
+    struct api_pending *pending_projects;
+};
+
+/* One authenticated request, alive until its reply; owned by the handler
+ * that got it (api__call_free after the reply). */
+struct api_call {
+    struct api *api;
+    struct http_exchange *x;
+    char *actor_name;         /* the token's name ("admin") */
+    char *role;               /* the token's role */
+    struct store_actor actor; /* name and source borrowed from this call */
+};
+
+void api__call_free(struct api_call *call);
+bool api__is_admin(const struct api_call *call);
+
+/* ------------------------------------------------------------- replies (api.c) */
+
+/* Sends `body` (taken: decref'd here) as JSON and finishes the exchange. */
+void api__reply_json(struct http_exchange *x, int status, json_t *body);
+
+/*
+ * Sends {"error": {"code": ..., "message": ...}} with the code that belongs to
+ * `status` (400 invalid, 401 unauthorized, 403 forbidden, 404 not_found, 405
+ * method_not_allowed, 409 conflict, 413 too_large, 422 unprocessable, 500
+ * internal, 503 unavailable) and finishes the exchange.
+ */
+void api__reply_error(struct http_exchange *x, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The status for an error code of ours: EPH_EINVAL 400, EPH_ENOTFOUND 404, ... 500. */
+int api__status_of(int rc);
+
+/*
+ * Replies to a failed call with the status api__status_of(rc) and err->msg.
+ * Server-side failures (500) are logged with their message and answered
+ * with a generic one: the details stay in the server log.
+ */
+void api__reply_failure(struct http_exchange *x, int rc, const struct eph_err *err);
+
+/*
+ * Parses the request body as a JSON object. Returns it (json_decref), or
+ * NULL after answering 400 itself.
+ */
+json_t *api__read_json_body(struct http_exchange *x);
+
+/* Reads an optional string member: 0 and *out (borrowed, NULL if absent),
+ * or -1 after answering 400 ("'<key>' must be a string"). */
+int api__json_opt_string(struct http_exchange *x, const json_t *obj, const char *key,
+                         const char **out);
+
+/* ------------------------------------------------------------- JSON (api_json.c) */
+
+/* Sets key (RFC 3339 text, null for 0) and key_ms (0 for unset). */
+void api__json_set_time(json_t *obj, const char *key, int64_t wall_ms);
+
+json_t *api__project_json(const struct project *p);
+json_t *api__event_json(const struct event *ev);
+
+/*
+ * An environment as docs/api.md shows it (without "events"). `spec` is the
+ * environment's parsed template, or NULL when it could not be parsed: it
+ * only says which services have expose: false (url null). A service with
+ * port 0 (an upstream) has url null too.
+ */
+json_t *api__env_json(const struct env *env, const struct spec *spec);
+
+/* Same, parsing env->template_yaml for the exposure of its services. */
+json_t *api__env_json_parsed(const struct env *env);
+
+/* ------------------------------------------------------------- handlers */
+
+/* Route parameters: at most two ({name}, {service}). */
+struct api_params {
+    const char *name;
+    const char *service;
+};
+
+/*
+ * A handler takes ownership of `call`: it answers (now or after work on the
+ * thread pool) and then frees it with api__call_free. `params` are borrowed
+ * for the duration of the call only: copy what an answer given later needs.
+ */
+typedef void api_handler_fn(struct api_call *call, const struct api_params *params);
+
+api_handler_fn api__projects_list;
+api_handler_fn api__projects_create;
+api_handler_fn api__projects_get;
+api_handler_fn api__envs_list;
+api_handler_fn api__envs_create;
+api_handler_fn api__envs_get;
+api_handler_fn api__envs_extend;
+api_handler_fn api__envs_delete;
+api_handler_fn api__envs_logs;
+api_handler_fn api__events_list;
+
+/*
+ * Parses a query parameter as an integer in [lo, hi]: 0 and *out (def when
+ * absent), or -1 after answering 400 naming the parameter.
+ */
+int api__query_int(struct http_exchange *x, const char *name, int64_t def, int64_t lo, int64_t hi,
+                   int64_t *out);
+
+/* True if query parameter `name` is "1", "true" or "yes". */
+bool api__query_flag(struct http_exchange *x, const char *name);
+
+#endif

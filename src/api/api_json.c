@@ -1,0 +1,139 @@
+/*
+ * api/api_json.c - records as docs/api.md shows them: projects, events and
+ * environments with their services. Pure functions of their arguments
+ * (api__env_json_parsed also parses the template it is given).
+ */
+#include "api/api_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "util/time.h"
+
+void
+api__json_set_time(json_t *obj, const char *key, int64_t wall_ms)
+{
+    char text[40];
+    char key_ms[64];
+
+    snprintf(key_ms, sizeof(key_ms), "%s_ms", key);
+    if (wall_ms > 0) {
+        time_format_rfc3339(wall_ms, text, sizeof(text));
+        json_object_set_new(obj, key, json_string(text));
+    } else {
+        json_object_set_new(obj, key, json_null());
+    }
+    json_object_set_new(obj, key_ms, json_integer(wall_ms > 0 ? wall_ms : 0));
+}
+
+/* A string, or null for NULL. */
+static json_t *
+str_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+json_t *
+api__project_json(const struct project *p)
+{
+    json_t *o = json_object();
+
+    json_object_set_new(o, "name", str_or_null(p->name));
+    json_object_set_new(o, "repo", str_or_null(p->repo));
+    json_object_set_new(o, "created_by", str_or_null(p->created_by));
+    api__json_set_time(o, "created_at", p->created_at_ms);
+    return o;
+}
+
+json_t *
+api__event_json(const struct event *ev)
+{
+    json_t *o = json_object();
+
+    json_object_set_new(o, "id", json_integer(ev->id));
+    api__json_set_time(o, "at", ev->at_ms);
+    json_object_set_new(o, "actor", str_or_null(ev->actor));
+    json_object_set_new(o, "source", json_string(ev->source ? ev->source : ""));
+    json_object_set_new(o, "action", str_or_null(ev->action));
+    json_object_set_new(o, "target", str_or_null(ev->target));
+    json_object_set_new(o, "detail", json_string(ev->detail ? ev->detail : ""));
+    return o;
+}
+
+/* True unless the template says `expose: false` for service `name`. */
+static bool
+exposed(const struct spec *spec, const char *name)
+{
+    int i = spec ? spec_service_index(spec, name) : -1;
+
+    return i < 0 || spec->services[i].expose;
+}
+
+static json_t *
+service_json(const struct env_svc *svc, const struct spec *spec)
+{
+    json_t *o = json_object();
+
+    json_object_set_new(o, "name", str_or_null(svc->name));
+    json_object_set_new(o, "port", json_integer(svc->port));
+    if (svc->port > 0 && exposed(spec, svc->name)) {
+        char url[64];
+
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d", svc->port);
+        json_object_set_new(o, "url", json_string(url));
+    } else {
+        json_object_set_new(o, "url", json_null());
+    }
+    json_object_set_new(o, "state", json_string(svc_state_name(svc->state)));
+    json_object_set_new(o, "pid", json_integer(svc->pid));
+    json_object_set_new(o, "restarts", json_integer(svc->restarts));
+    json_object_set_new(o, "reason", str_or_null(svc->reason));
+    api__json_set_time(o, "started_at", svc->started_at_ms);
+    return o;
+}
+
+json_t *
+api__env_json(const struct env *env, const struct spec *spec)
+{
+    json_t *o = json_object();
+    json_t *params = json_object();
+    json_t *services = json_array();
+
+    json_object_set_new(o, "name", str_or_null(env->name));
+    json_object_set_new(o, "project", str_or_null(env->project));
+    json_object_set_new(o, "ref", str_or_null(env->ref));
+    json_object_set_new(o, "commit", str_or_null(env->commit));
+    json_object_set_new(o, "owner", str_or_null(env->owner));
+    json_object_set_new(o, "desired", json_string(env_desired_name(env->desired)));
+    json_object_set_new(o, "phase", json_string(env_phase_name(env->phase)));
+    json_object_set_new(o, "reason", str_or_null(env->reason));
+    for (size_t i = 0; i < env->n_params; i++) {
+        if (env->params[i].name)
+            json_object_set_new(params, env->params[i].name, str_or_null(env->params[i].value));
+    }
+    json_object_set_new(o, "params", params);
+    api__json_set_time(o, "created_at", env->created_at_ms);
+    api__json_set_time(o, "expires_at", env->expires_at_ms);
+    api__json_set_time(o, "phase_at", env->phase_at_ms);
+    api__json_set_time(o, "ready_at", env->ready_at_ms);
+    for (size_t i = 0; i < env->n_services; i++)
+        json_array_append_new(services, service_json(&env->services[i], spec));
+    json_object_set_new(o, "services", services);
+    return o;
+}
+
+json_t *
+api__env_json_parsed(const struct env *env)
+{
+    struct spec *spec = NULL;
+    struct eph_err err = {0};
+    json_t *o;
+
+    /* A template that no longer parses (a newer server's keys, say) only
+     * costs the expose: false hints: every service then shows its URL. */
+    if (env->template_yaml)
+        spec_parse(env->template_yaml, strlen(env->template_yaml), "ephemera.yaml", &spec, &err);
+    o = api__env_json(env, spec);
+    spec_free(spec);
+    return o;
+}

@@ -1,0 +1,167 @@
+/*
+ * tests/unit/api/test_api_json.c - records rendered exactly as docs/api.md
+ * shows them: environments with their services, projects, events.
+ */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "api/api_int.h"
+#include "util/xmalloc.h"
+
+#define T0 1795341600000LL /* 2026-11-22T10:00:00Z */
+
+static const char template_yaml[] = "version: 1\n"
+                                    "services:\n"
+                                    "  db:\n"
+                                    "    run: redis-server --port $PORT\n"
+                                    "    expose: false\n"
+                                    "  api:\n"
+                                    "    run: python3 app.py\n"
+                                    "  ext:\n"
+                                    "    upstream: http://127.0.0.1:9\n";
+
+static struct env *
+sample_env(void)
+{
+    struct env *env = env_new();
+
+    env->id = 7;
+    env->name = xstrdup("fx");
+    env->project = xstrdup("shop");
+    env->ref = xstrdup("feature-x");
+    env->commit = xstrdup("3f2c1d0aa1b2c3d4e5f60718293a4b5c6d7e8f90");
+    env->owner = xstrdup("admin");
+    env->template_yaml = xstrdup(template_yaml);
+    env->n_params = 1;
+    env->params = xcalloc(1, sizeof(struct env_param));
+    env->params[0].name = xstrdup("dataset");
+    env->params[0].value = xstrdup("edge-cases");
+    env->created_at_ms = T0;
+    env->expires_at_ms = T0 + 2 * 3600 * 1000;
+    env->desired = ENV_WANT_RUNNING;
+    env->phase = ENV_PHASE_READY;
+    env->phase_at_ms = T0 + 5000;
+    env->ready_at_ms = 0;
+    env->n_services = 3;
+    env->services = xcalloc(3, sizeof(struct env_svc));
+    env->services[0].name = xstrdup("db");
+    env->services[0].port = 20000;
+    env->services[0].state = SVC_STATE_HEALTHY;
+    env->services[0].pid = 4241;
+    env->services[0].started_at_ms = T0 + 1000;
+    env->services[1].name = xstrdup("api");
+    env->services[1].port = 20001;
+    env->services[1].state = SVC_STATE_RESTARTING;
+    env->services[1].restarts = 2;
+    env->services[1].reason = xstrdup("exited with status 1");
+    env->services[2].name = xstrdup("ext");
+    env->services[2].port = 0;
+    env->services[2].state = SVC_STATE_HEALTHY;
+    return env;
+}
+
+static const char want_env[] =
+    "{\"name\": \"fx\", \"project\": \"shop\", \"ref\": \"feature-x\","
+    " \"commit\": \"3f2c1d0aa1b2c3d4e5f60718293a4b5c6d7e8f90\", \"owner\": \"admin\","
+    " \"desired\": \"running\", \"phase\": \"ready\", \"reason\": null,"
+    " \"params\": {\"dataset\": \"edge-cases\"},"
+    " \"created_at\": \"2026-11-22T10:00:00Z\", \"created_at_ms\": 1795341600000,"
+    " \"expires_at\": \"2026-11-22T12:00:00Z\", \"expires_at_ms\": 1795348800000,"
+    " \"phase_at\": \"2026-11-22T10:00:05Z\", \"phase_at_ms\": 1795341605000,"
+    " \"ready_at\": null, \"ready_at_ms\": 0,"
+    " \"services\": ["
+    "  {\"name\": \"db\", \"port\": 20000, \"url\": null, \"state\": \"healthy\", \"pid\": 4241,"
+    "   \"restarts\": 0, \"reason\": null,"
+    "   \"started_at\": \"2026-11-22T10:00:01Z\", \"started_at_ms\": 1795341601000},"
+    "  {\"name\": \"api\", \"port\": 20001, \"url\": \"http://127.0.0.1:20001\","
+    "   \"state\": \"restarting\", \"pid\": 0, \"restarts\": 2,"
+    "   \"reason\": \"exited with status 1\", \"started_at\": null, \"started_at_ms\": 0},"
+    "  {\"name\": \"ext\", \"port\": 0, \"url\": null, \"state\": \"healthy\", \"pid\": 0,"
+    "   \"restarts\": 0, \"reason\": null, \"started_at\": null, \"started_at_ms\": 0}"
+    " ]}";
+
+static void
+expect_json(json_t *got, const char *want_text)
+{
+    json_error_t jerr;
+    json_t *want = json_loads(want_text, 0, &jerr);
+    char *got_text = json_dumps(got, JSON_SORT_KEYS);
+
+    cr_assert_not_null(want, "bad expectation: %s", jerr.text);
+    cr_expect(json_equal(got, want), "got %s", got_text);
+    free(got_text);
+    json_decref(want);
+    json_decref(got);
+}
+
+Test(api_json, renders_an_environment_as_the_docs_show_it)
+{
+    struct env *env = sample_env();
+
+    expect_json(api__env_json_parsed(env), want_env);
+    env_free(env);
+}
+
+Test(api_json, shows_urls_for_every_service_with_a_port_when_the_template_is_unreadable)
+{
+    struct env *env = sample_env();
+    json_t *o;
+    json_t *svcs;
+
+    free(env->template_yaml);
+    env->template_yaml = xstrdup("version: 99\n");
+    o = api__env_json_parsed(env);
+    svcs = json_object_get(o, "services");
+    cr_expect_str_eq(json_string_value(json_object_get(json_array_get(svcs, 0), "url")),
+                     "http://127.0.0.1:20000");
+    cr_expect(json_is_null(json_object_get(json_array_get(svcs, 2), "url")), "port 0: no url");
+    json_decref(o);
+    env_free(env);
+}
+
+Test(api_json, renders_a_deleting_environment_with_its_reason)
+{
+    struct env *env = sample_env();
+    json_t *o;
+
+    env->desired = ENV_WANT_DELETED;
+    env->phase = ENV_PHASE_FAILED;
+    env->reason = xstrdup("service 'api' failed");
+    env->ready_at_ms = T0 + 3000;
+    o = api__env_json(env, NULL);
+    cr_expect_str_eq(json_string_value(json_object_get(o, "desired")), "deleted");
+    cr_expect_str_eq(json_string_value(json_object_get(o, "phase")), "failed");
+    cr_expect_str_eq(json_string_value(json_object_get(o, "reason")), "service 'api' failed");
+    cr_expect_str_eq(json_string_value(json_object_get(o, "ready_at")), "2026-11-22T10:00:03Z");
+    cr_expect_eq(json_integer_value(json_object_get(o, "ready_at_ms")), T0 + 3000);
+    json_decref(o);
+    env_free(env);
+}
+
+Test(api_json, renders_projects_and_events)
+{
+    struct project p = {
+        .id = 1,
+        .name = "shop",
+        .repo = "/srv/git/shop.git",
+        .created_by = "admin",
+        .created_at_ms = T0,
+    };
+    struct event ev = {
+        .id = 17,
+        .at_ms = T0,
+        .actor = "admin",
+        .source = "127.0.0.1",
+        .action = "env.create",
+        .target = "env/fx",
+        .detail = "project shop at feature-x (3f2c1d0)",
+    };
+
+    expect_json(api__project_json(&p),
+                "{\"name\": \"shop\", \"repo\": \"/srv/git/shop.git\", \"created_by\": \"admin\","
+                " \"created_at\": \"2026-11-22T10:00:00Z\", \"created_at_ms\": 1795341600000}");
+    expect_json(api__event_json(&ev),
+                "{\"id\": 17, \"at\": \"2026-11-22T10:00:00Z\", \"at_ms\": 1795341600000,"
+                " \"actor\": \"admin\", \"source\": \"127.0.0.1\", \"action\": \"env.create\","
+                " \"target\": \"env/fx\", \"detail\": \"project shop at feature-x (3f2c1d0)\"}");
+}
