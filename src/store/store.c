@@ -832,8 +832,10 @@ store_env_create(struct store *st, struct env *env, const struct store_actor *ac
     if (rc < 0)
         return rc;
     target = xasprintf("env/%s", env->name);
-    detail = xasprintf("project %s, ref %s", env->project ? env->project : "-",
-                       env->ref ? env->ref : "-");
+    /* "project shop at feature-x (3f2c1d0)": the short commit says exactly
+     * what was built, the ref what was asked for. */
+    detail = xasprintf("project %s at %s (%.7s)", env->project ? env->project : "-",
+                       env->ref ? env->ref : "-", env->commit ? env->commit : "-");
     rc = tx_begin(st, err);
     if (rc == 0)
         rc = insert_env_row(st, env, params, now, &id, err);

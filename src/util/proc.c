@@ -99,8 +99,14 @@ proc_run(const char *const argv[], const char *cwd, char *const envp[], int64_t 
             if (got > 0) {
                 append_capped(i == 0 ? &out : &err, chunk, (size_t)got);
             } else if (got == 0 || errno != EINTR) {
+                /* Forget the descriptor everywhere: the cleanup below must not
+                 * close a number that another thread may have been given. */
                 close(pfd[i].fd);
                 pfd[i].fd = -1;
+                if (i == 0)
+                    out_pipe[0] = -1;
+                else
+                    err_pipe[0] = -1;
                 open_fds--;
             }
         }

@@ -416,7 +416,7 @@ Test(store, env_create_with_services_and_params_round_trips_every_field)
     cr_expect_str_eq(evs[0]->action, "env.create");
     cr_expect_str_eq(evs[0]->actor, "alice");
     cr_expect_str_eq(evs[0]->source, "127.0.0.1");
-    cr_expect_str_eq(evs[0]->detail, "project shop, ref feature/x");
+    cr_expect_str_eq(evs[0]->detail, "project shop at feature/x (0123456)");
     event_list_free(evs, 1);
     env_free(by_id);
     env_free(by_name);
