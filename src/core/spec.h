@@ -26,6 +26,7 @@
 #define SPEC_MAX_PARAMS 64
 #define SPEC_MAX_BYTES (256 * 1024)   /* larger templates are refused before parsing */
 #define SPEC_DEFAULT_HEALTH_TIMEOUT_MS 60000
+#define SPEC_MAX_EXPANDED_BYTES (1024 * 1024) /* spec_expand() refuses longer results */
 
 enum spec_health_kind {
     SPEC_HEALTH_NONE, /* healthy as soon as started */
@@ -82,7 +83,7 @@ int spec_parse(const char *yaml, size_t len, const char *file, struct spec **out
                struct eph_err *err);
 /* Same, for a NUL-terminated string. */
 int spec_parse_string(const char *yaml, const char *file, struct spec **out, struct eph_err *err);
-/* Same, reading `path` (messages use the path as given). */
+/* Same, reading `path` (messages use the path as given); -errno if it cannot be read. */
 int spec_parse_file(const char *path, struct spec **out, struct eph_err *err);
 void spec_free(struct spec *s);
 
@@ -119,7 +120,9 @@ struct spec_vars {
 /*
  * Replaces every ${...} reference in `text`. Returns 0 and *out (free()), or
  * EPH_EINVAL for a reference the template does not define (already refused by
- * the parser for the template's own strings).
+ * the parser for the template's own strings), for an unterminated "${", or for
+ * a reference whose value `vars` leaves NULL; EPH_ETOOBIG past
+ * SPEC_MAX_EXPANDED_BYTES. "$$" is not an escape: it stays "$$".
  */
 int spec_expand(const struct spec *s, const struct spec_vars *vars, const char *text, char **out,
                 struct eph_err *err);
@@ -129,8 +132,10 @@ int spec_expand(const struct spec *s, const struct spec_vars *vars, const char *
  * NULL-terminated array (free with spec_strv_free(v, count) or by walking to
  * NULL): PORT, EPH_ENV, EPH_PARAM_<NAME> for each param, <NAME>_HOST,
  * <NAME>_PORT, <NAME>_URL for each other service (NAME upper-cased, '-' -> '_'),
- * then the service's own `env:` entries expanded (they win on a clash).
- * EPH_DATA is the driver's to add. *count_out receives the number of strings.
+ * then the service's own `env:` entries expanded (they win on a clash, in
+ * place). EPH_DATA is the driver's to add. *count_out receives the number of
+ * strings. EPH_EINVAL (nothing allocated) when `vars` lacks an array or an
+ * `env:` value cannot be expanded.
  */
 int spec_service_environ(const struct spec *s, size_t idx, const struct spec_vars *vars,
                          char ***envp_out, size_t *count_out, struct eph_err *err);

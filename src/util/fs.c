@@ -117,12 +117,14 @@ fs_read_all(const char *path, size_t max_bytes, char **out, size_t *out_len)
     data = xmalloc(cap + 1);
     for (;;) {
         if (len == cap) {
-            if (cap >= max_bytes) {
+            /* Room for one byte past the ceiling: reading it is how a file
+             * of exactly max_bytes is told from a larger one. */
+            if (cap > max_bytes) {
                 free(data);
                 close(fd);
                 return EPH_ETOOBIG;
             }
-            cap = cap * 2 > max_bytes ? max_bytes : cap * 2;
+            cap = cap * 2 > max_bytes + 1 ? max_bytes + 1 : cap * 2;
             data = xrealloc(data, cap + 1);
         }
         ssize_t n = read(fd, data + len, cap - len);

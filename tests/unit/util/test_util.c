@@ -113,7 +113,10 @@ Test(fs, writes_atomically_reads_back_and_removes_trees)
     cr_expect_str_eq(data, "hello");
     cr_expect_eq(len, 5);
     free(data);
-    cr_expect_eq(fs_read_all(file, 3, &data, &len), EPH_ETOOBIG);
+    cr_expect_eq(fs_read_all(file, 4, &data, &len), EPH_ETOOBIG);
+    cr_expect_eq(fs_read_all(file, 5, &data, &len), 0, "exactly the ceiling is fine");
+    cr_expect_str_eq(data, "hello");
+    free(data);
     cr_expect_eq(fs_rm_rf(dir), 0);
     cr_expect(!fs_exists(dir));
     cr_expect_eq(fs_rm_rf(dir), 0, "a missing path is success");
