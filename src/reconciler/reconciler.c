@@ -30,6 +30,8 @@ struct rec_plan {
     size_t n_strings;
     char ***envps;         /* per plan service */
     size_t **deps;         /* per plan service */
+    int *restart_base;     /* per plan service: restarts recorded before this server
+                              started; the driver counts from 0 in each server */
     char *error;           /* set when the plan could not be built */
     bool seen;             /* visited by the current tick */
 };
@@ -79,6 +81,7 @@ plan_free(struct rec_plan *p)
     }
     free(p->envps);
     free(p->deps);
+    free(p->restart_base);
     free(p->plan.services);
     for (size_t i = 0; i < p->n_strings; i++)
         free(p->strings[i]);
@@ -168,6 +171,7 @@ plan_build(const struct reconciler *rec, const struct env *env, struct rec_plan 
     p->plan.services = xcalloc(n + 1, sizeof(struct drv_service));
     p->envps = xcalloc(n + 1, sizeof(char **));
     p->deps = xcalloc(n + 1, sizeof(size_t *));
+    p->restart_base = xcalloc(n + 1, sizeof(int));
     p->plan.n_services = n;
     for (size_t k = 0; k < n && rc == 0; k++) {
         const struct spec_service *ss = &s->services[order[k]];
@@ -177,6 +181,8 @@ plan_build(const struct reconciler *rec, const struct env *env, struct rec_plan 
 
         ds->name = ss->name;
         ds->dir = ss->dir;
+        const struct env_svc *stored = env_svc_find(env, ss->name);
+        p->restart_base[k] = stored ? stored->restarts : 0;
         ds->port = ports[order[k]];
         ds->health_kind = ss->health_kind;
         ds->health_timeout_ms = ss->health_timeout_ms;
@@ -299,30 +305,40 @@ same_str(const char *a, const char *b)
 
 /* Writes what the driver observed of each service back to the store. */
 static void
-record_services(struct reconciler *rec, struct env *env, const struct drv_plan *plan,
+record_services(struct reconciler *rec, struct env *env, const struct rec_plan *p,
                 const struct drv_status *st)
 {
+    const struct drv_plan *plan = &p->plan;
+
     for (size_t k = 0; k < plan->n_services; k++) {
         const struct drv_svc_status *o = &st->services[k];
         struct env_svc *svc = env_svc_find(env, plan->services[k].name);
         struct eph_err err = {0};
+        int restarts = p->restart_base[k] + o->restarts;
 
         if (svc == NULL)
             continue;
-        if (o->restarts > svc->restarts) {
-            char *detail = xasprintf("service '%s' %s; restart %d", svc->name,
-                                     o->reason[0] ? o->reason : "exited", o->restarts);
+        if (restarts > svc->restarts) {
+            /* One event per observation, naming how many crashes it covers:
+             * two crashes between ticks are not silently merged. */
+            int crashes = restarts - svc->restarts;
+            const char *why = o->reason[0] ? o->reason : "exited";
+            char *detail = crashes == 1
+                               ? xasprintf("service '%s' %s; restart %d", svc->name, why,
+                                           restarts)
+                               : xasprintf("service '%s' %s; restart %d (%d crashes)",
+                                           svc->name, why, restarts, crashes);
             char *target = xasprintf("env/%s", env->name);
             store_event_append(rec->st, &system_actor, "service.crash", target, detail, &err);
             free(detail);
             free(target);
         }
-        if (svc->state == o->state && svc->pid == o->pid && svc->restarts == o->restarts &&
+        if (svc->state == o->state && svc->pid == o->pid && svc->restarts == restarts &&
             svc->started_at_ms == o->started_at_ms && same_str(svc->reason, o->reason))
             continue;
         svc->state = o->state;
         svc->pid = o->pid;
-        svc->restarts = o->restarts;
+        svc->restarts = restarts;
         svc->started_at_ms = o->started_at_ms;
         free(svc->reason);
         svc->reason = o->reason[0] ? xstrdup(o->reason) : NULL;
@@ -392,7 +408,7 @@ reconcile_running(struct reconciler *rec, struct env *env)
     st.n_services = p->plan.n_services;
     st.services = xcalloc(st.n_services + 1, sizeof(*st.services));
     rec->drv->ops->observe(rec->drv, &p->plan, &st);
-    record_services(rec, env, &p->plan, &st);
+    record_services(rec, env, p, &st);
     phase = derive_phase(env, &p->plan, &st, reason, sizeof(reason));
     set_phase(rec, env, phase, reason[0] ? reason : NULL);
     free(st.services);

@@ -111,9 +111,23 @@ proc_run(const char *const argv[], const char *cwd, char *const envp[], int64_t 
             }
         }
     }
+    /* The pipes are closed, but the command may still run (it closed its
+     * outputs, or poll failed): keep the deadline while waiting for it. */
     int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
+    for (;;) {
+        pid_t got = waitpid(pid, &status, WNOHANG);
+        if (got == pid || (got < 0 && errno != EINTR))
+            break;
+        if (got == 0 && time_mono_ms() >= deadline) {
+            res->timed_out = true;
+            kill(-pid, SIGKILL);
+            while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+                ;
+            break;
+        }
+        if (got == 0)
+            usleep(2000);
+    }
     if (WIFEXITED(status)) {
         res->exit_code = WEXITSTATUS(status);
     } else {
@@ -221,9 +235,7 @@ for_each_pid(void (*fn)(pid_t pid, void *arg), void *arg)
 
 struct group_walk {
     pid_t pgid;
-    int sig;     /* 0: only count */
     int count;
-    int first_errno;
 };
 
 static void
@@ -238,8 +250,6 @@ visit_group_member(pid_t pid, void *arg)
     if (state == 'Z' || state == 'X')
         return;
     w->count++;
-    if (w->sig && kill(pid, w->sig) < 0 && w->first_errno == 0)
-        w->first_errno = errno;
 }
 
 int
@@ -254,13 +264,11 @@ proc_group_live_count(pid_t pgid)
 int
 proc_group_signal(pid_t pgid, int sig)
 {
-    struct group_walk w = {.pgid = pgid, .sig = sig};
-
-    /* kill(-pgid) reaches the whole group at once; the walk then catches
-     * members that left for another group's session but kept the pgid. */
+    /* kill(-pgid) reaches every member at once, and exactly once: signalling
+     * them again one by one would turn one SIGTERM into two, which many
+     * programs take as "quit now, skip the clean shutdown". */
     if (kill(-pgid, sig) < 0 && errno != ESRCH)
         return -errno;
-    for_each_pid(visit_group_member, &w);
     return 0;
 }
 

@@ -384,3 +384,34 @@ Test(reconciler, gives_the_driver_log_path)
     free(path);
     env_free(env);
 }
+
+Test(reconciler, keeps_counting_restarts_across_a_server_restart)
+{
+    int64_t id = create_env("fx", template_two, time_wall_ms() + 3600000);
+    struct eph_err err = {0};
+
+    fx.drv.prep = DRV_PREP_DONE;
+    fx.drv.svc[0].state = SVC_STATE_HEALTHY;
+    fx.drv.svc[1].state = SVC_STATE_HEALTHY;
+    fx.drv.svc[1].restarts = 2;
+    tick();
+    cr_expect_eq(count_events("service.crash"), 1, "two crashes between ticks: one event");
+
+    /* A new server: a new reconciler and a driver counting from 0 again. */
+    bool closed = false;
+    rec_close(fx.rec, on_closed, &closed);
+    uv_run(&fx.loop, UV_RUN_DEFAULT);
+    cr_assert(closed);
+    cr_assert_eq(rec_new(&fx.loop, fx.st, &fx.drv.base, &fx.cfg, &fx.rec, &err), 0);
+    fx.drv.svc[1].restarts = 0;
+    tick();
+    struct env *env = load(id);
+    cr_expect_eq(env_svc_find(env, "api")->restarts, 2, "the stored count is kept");
+    env_free(env);
+    fx.drv.svc[1].restarts = 1;
+    tick();
+    env = load(id);
+    cr_expect_eq(env_svc_find(env, "api")->restarts, 3);
+    env_free(env);
+    cr_expect_eq(count_events("service.crash"), 2);
+}

@@ -203,3 +203,39 @@ Test(proc, finds_processes_by_their_environment_marker_and_stops_their_group)
     cr_expect(!proc_is_alive(child), "a zombie does not count as alive");
     waitpid(child, NULL, 0);
 }
+
+static volatile sig_atomic_t terms_seen;
+
+static void
+count_term(int sig)
+{
+    (void)sig;
+    terms_seen++;
+}
+
+Test(proc, signals_each_member_of_a_group_exactly_once)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t child = fork();
+    if (child == 0) {
+        setpgid(0, 0);
+        signal(SIGTERM, count_term);
+        char ready = 'r';
+        write(fds[1], &ready, 1);
+        while (terms_seen == 0)
+            pause();
+        usleep(200 * 1000); /* time for a second signal to arrive, if one is sent */
+        char n = (char)('0' + terms_seen);
+        write(fds[1], &n, 1);
+        _exit(0);
+    }
+    char got = 0;
+    cr_assert_eq(read(fds[0], &got, 1), 1);
+    cr_expect_eq(proc_group_signal(child, SIGTERM), 0);
+    cr_assert_eq(read(fds[0], &got, 1), 1);
+    cr_expect_eq(got, '1', "one SIGTERM, not %c", got);
+    waitpid(child, NULL, 0);
+    close(fds[0]);
+    close(fds[1]);
+}
