@@ -152,48 +152,6 @@ api__reply_failure(struct http_exchange *x, int rc, const struct eph_err *err)
     api__reply_error(x, status, "%s", msg);
 }
 
-json_t *
-api__read_json_body(struct http_exchange *x)
-{
-    size_t len = 0;
-    const char *body = http_body(x, &len);
-    json_error_t jerr;
-    json_t *root;
-
-    if (len == 0) {
-        api__reply_error(x, 400, "a JSON object body is required");
-        return NULL;
-    }
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL) {
-        api__reply_error(x, 400, "invalid JSON body: %s at line %d column %d", jerr.text, jerr.line,
-                         jerr.column);
-        return NULL;
-    }
-    if (!json_is_object(root)) {
-        json_decref(root);
-        api__reply_error(x, 400, "the body must be a JSON object");
-        return NULL;
-    }
-    return root;
-}
-
-int
-api__json_opt_string(struct http_exchange *x, const json_t *obj, const char *key, const char **out)
-{
-    const json_t *v = json_object_get(obj, key);
-
-    *out = NULL;
-    if (v == NULL || json_is_null(v))
-        return 0;
-    if (!json_is_string(v)) {
-        api__reply_error(x, 400, "'%s' must be a string", key);
-        return -1;
-    }
-    *out = json_string_value(v);
-    return 0;
-}
-
 int
 api__query_int(struct http_exchange *x, const char *name, int64_t def, int64_t lo, int64_t hi,
                int64_t *out)

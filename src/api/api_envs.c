@@ -6,6 +6,9 @@
  * (parse and check the template and params, pick ports, record), so that two
  * creations never pick the same port or name. Nothing is recorded unless the
  * whole request is good. Every change kicks the reconciler.
+ *
+ * Bodies are parsed and checked by api_request.c (pure functions); the
+ * handlers add what needs the store or the configuration.
  */
 #include "api/api_int.h"
 
@@ -115,14 +118,10 @@ out:
 struct create_job {
     uv_work_t work;
     struct api_call *call;
-    /* the request, checked on the loop */
-    char *project;
+    struct api_env_create req; /* the body, checked on the loop */
+    char *project;             /* the project's record */
     char *repo;
     char *cache_dir;
-    char *ref;      /* as asked; NULL: the repository's default branch */
-    char *name;     /* as asked; NULL: derived from project and ref */
-    int64_t ttl_s;  /* as asked; 0: the template's, else the server's default */
-    json_t *params; /* {"name": "value"} as asked, or NULL */
     /* what the work found out */
     char *branch; /* the default branch when ref was NULL (NULL if unknown) */
     char sha[GIT_SHA_HEX + 1];
@@ -135,12 +134,10 @@ struct create_job {
 static void
 create_job_free(struct create_job *job)
 {
+    api__env_create_release(&job->req);
     free(job->project);
     free(job->repo);
     free(job->cache_dir);
-    free(job->ref);
-    free(job->name);
-    json_decref(job->params);
     free(job->branch);
     free(job->yaml);
     free(job);
@@ -176,7 +173,7 @@ static void
 create_work(uv_work_t *w)
 {
     struct create_job *job = container_of(w, struct create_job, work);
-    const char *ref = job->ref;
+    const char *ref = job->req.ref;
 
     job->rc = git_cache_sync(job->repo, job->cache_dir, &job->err);
     if (job->rc < 0)
@@ -190,38 +187,6 @@ create_work(uv_work_t *w)
         return;
     job->rc = git_read_file(job->cache_dir, job->sha, "ephemera.yaml", SPEC_MAX_BYTES, &job->yaml,
                             &job->yaml_len, &job->err);
-}
-
-/*
- * "<project>-<ref>" as a DNS label: lower case, runs of other characters as
- * one '-', no '-' at either end, at most ENV_NAME_MAX characters.
- */
-static char *
-derive_name(const char *project, const char *ref)
-{
-    char *src = xasprintf("%s-%s", project, ref);
-    char *out = xmalloc(strlen(src) + 1);
-    size_t n = 0;
-
-    for (const char *p = src; *p && n < ENV_NAME_MAX; p++) {
-        char c = *p;
-
-        if (c >= 'A' && c <= 'Z')
-            c = (char)(c + 32);
-        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
-            out[n++] = c;
-        else if (n > 0 && out[n - 1] != '-')
-            out[n++] = '-';
-    }
-    while (n > 0 && out[n - 1] == '-')
-        n--;
-    out[n] = '\0';
-    free(src);
-    if (n == 0) {
-        free(out);
-        return xstrdup("env");
-    }
-    return out;
 }
 
 /* True if nothing listens on 127.0.0.1:port right now (bind, then close). */
@@ -344,18 +309,16 @@ create_done(uv_work_t *w, int status)
     struct api_call *call = job->call;
     struct api *api = call->api;
     struct http_exchange *x = call->x;
-    const char *ref = job->ref ? job->ref : job->branch ? job->branch : "HEAD";
-    char *name = job->name ? xstrdup(job->name) : derive_name(job->project, ref);
+    const char *ref = job->req.ref ? job->req.ref : job->branch ? job->branch : "HEAD";
+    char *name = job->req.name ? xstrdup(job->req.name) : api__derive_env_name(job->project, ref);
     struct spec *spec = NULL;
-    struct spec_kv *given = NULL;
-    size_t n_given = 0;
     char **values = NULL;
     int *ports = NULL;
     size_t n_run = 0;
     struct env *env = NULL;
     struct env *other = NULL;
     struct eph_err err = {0};
-    int64_t ttl_s = job->ttl_s;
+    int64_t ttl_s = job->req.ttl_s;
     int rc;
 
     if (status < 0) {
@@ -376,19 +339,7 @@ create_done(uv_work_t *w, int status)
         refuse(job, name, 422, "%s", err.msg);
         goto out;
     }
-    if (job->params) {
-        const char *key;
-        json_t *val;
-
-        given = xcalloc(json_object_size(job->params) + 1, sizeof(*given));
-        json_object_foreach(job->params, key, val)
-        {
-            given[n_given].key = xstrdup(key);
-            given[n_given].value = xstrdup(json_string_value(val));
-            n_given++;
-        }
-    }
-    rc = spec_resolve_params(spec, given, n_given, &values, &err);
+    rc = spec_resolve_params(spec, job->req.params, job->req.n_params, &values, &err);
     if (rc < 0) {
         refuse(job, name, 422, "%s", err.msg);
         goto out;
@@ -437,11 +388,6 @@ create_done(uv_work_t *w, int status)
     rec_kick(api->rec);
     api__reply_json(x, 201, api__env_json(env, spec));
 out:
-    for (size_t i = 0; i < n_given; i++) {
-        free(given[i].key);
-        free(given[i].value);
-    }
-    free(given);
     if (values)
         spec_strv_free(values, spec->n_params);
     spec_free(spec);
@@ -453,103 +399,39 @@ out:
     api__call_free(call);
 }
 
-/* Checks the params member: an object of strings. 0, or -1 after a 400. */
-static int
-check_params(struct http_exchange *x, json_t *params)
-{
-    const char *key;
-    json_t *val;
-
-    if (!json_is_object(params)) {
-        api__reply_error(x, 400, "'params' must be an object of strings");
-        return -1;
-    }
-    if (json_object_size(params) > SPEC_MAX_PARAMS) {
-        api__reply_error(x, 400, "too many params: at most %d", SPEC_MAX_PARAMS);
-        return -1;
-    }
-    json_object_foreach(params, key, val)
-    {
-        if (!json_is_string(val)) {
-            api__reply_error(x, 400, "param '%.64s' must be a string", key);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 void
 api__envs_create(struct api_call *call, const struct api_params *params)
 {
     struct api *api = call->api;
     struct http_exchange *x = call->x;
-    json_t *body = api__read_json_body(x);
-    const char *project, *ref, *name, *ttl;
-    json_t *jparams;
+    struct api_env_create req;
+    size_t len = 0;
+    const char *body = http_body(x, &len);
     struct project *p = NULL;
     struct env *env = NULL;
     struct eph_err err = {0};
     struct create_job *job = NULL;
-    int64_t ttl_s = 0;
     int rc;
 
     (void)params;
-    if (body == NULL)
-        goto fail;
-    if (api__json_opt_string(x, body, "project", &project) < 0 ||
-        api__json_opt_string(x, body, "ref", &ref) < 0 ||
-        api__json_opt_string(x, body, "name", &name) < 0 ||
-        api__json_opt_string(x, body, "ttl", &ttl) < 0)
-        goto fail;
-    if (project == NULL) {
-        api__reply_error(x, 400, "'project' is required");
+    rc = api__parse_env_create(body, len, api->cfg->max_ttl_s, &req, &err);
+    if (rc < 0) {
+        api__reply_failure(x, rc, &err);
         goto fail;
     }
-    if (ref != NULL && ref[0] == '\0') {
-        api__reply_error(x, 400, "'ref' must not be empty");
-        goto fail;
-    }
-    if (name != NULL && !env_name_valid(name)) {
-        api__reply_error(x, 400,
-                         "invalid name '%.64s': expected a DNS label of at most %d characters "
-                         "(a-z, 0-9 and '-' inside)",
-                         name, ENV_NAME_MAX);
-        goto fail;
-    }
-    if (ttl != NULL) {
-        char max[32];
-
-        rc = duration_parse(ttl, &ttl_s, &err);
-        if (rc < 0) {
-            api__reply_error(x, 400, "'ttl': %s", err.msg);
-            goto fail;
-        }
-        duration_format(api->cfg->max_ttl_s, max, sizeof(max));
-        if (ttl_s <= 0) {
-            api__reply_error(x, 400, "ttl %s is not a positive duration", ttl);
-            goto fail;
-        }
-        if (ttl_s > api->cfg->max_ttl_s) {
-            api__reply_error(x, 400, "ttl %s exceeds the server maximum of %s", ttl, max);
-            goto fail;
-        }
-    }
-    jparams = json_object_get(body, "params");
-    if (jparams && !json_is_null(jparams) && check_params(x, jparams) < 0)
-        goto fail;
-    rc = store_project_get(api->st, project, &p, &err);
+    rc = store_project_get(api->st, req.project, &p, &err);
     if (rc == EPH_ENOTFOUND) {
-        api__reply_error(x, 404, "project '%.64s' not found", project);
+        api__reply_error(x, 404, "project '%.64s' not found", req.project);
         goto fail;
     }
     if (rc < 0) {
         api__reply_failure(x, rc, &err);
         goto fail;
     }
-    if (name != NULL) {
-        rc = store_env_get(api->st, name, &env, &err);
+    if (req.name != NULL) {
+        rc = store_env_get(api->st, req.name, &env, &err);
         if (rc == 0) {
-            api__reply_error(x, 409, "environment '%s' already exists", name);
+            api__reply_error(x, 409, "environment '%s' already exists", req.name);
             goto fail;
         }
         if (rc != EPH_ENOTFOUND) {
@@ -559,14 +441,11 @@ api__envs_create(struct api_call *call, const struct api_params *params)
     }
     job = xcalloc(1, sizeof(*job));
     job->call = call;
+    job->req = req;
+    memset(&req, 0, sizeof(req)); /* the job owns the request now */
     job->project = xstrdup(p->name);
     job->repo = xstrdup(p->repo);
     job->cache_dir = config_git_cache_path(api->cfg, p->name);
-    job->ref = xstrdup(ref);
-    job->name = xstrdup(name);
-    job->ttl_s = ttl_s;
-    if (jparams && !json_is_null(jparams))
-        job->params = json_incref(jparams);
     rc = uv_queue_work(api->loop, &job->work, create_work, create_done);
     if (rc < 0) {
         api__reply_error(x, 500, "cannot queue work: %s", uv_strerror(rc));
@@ -574,12 +453,11 @@ api__envs_create(struct api_call *call, const struct api_params *params)
         goto fail;
     }
     project_free(p);
-    json_decref(body);
     return;
 fail:
+    api__env_create_release(&req);
     project_free(p);
     env_free(env);
-    json_decref(body);
     api__call_free(call);
 }
 
@@ -597,12 +475,12 @@ api__envs_extend(struct api_call *call, const struct api_params *params)
 {
     struct api *api = call->api;
     struct http_exchange *x = call->x;
-    json_t *body = api__read_json_body(x);
+    struct api_extend req;
+    size_t len = 0;
+    const char *body = http_body(x, &len);
     struct env *env = NULL;
     struct env *fresh = NULL;
     struct eph_err err = {0};
-    const char *by;
-    int64_t by_s = 0;
     int64_t now = time_wall_ms();
     int64_t base;
     int64_t cap;
@@ -612,18 +490,9 @@ api__envs_extend(struct api_call *call, const struct api_params *params)
     char *detail;
     int rc;
 
-    if (body == NULL || api__json_opt_string(x, body, "by", &by) < 0)
-        goto out;
-    if (by == NULL) {
-        api__reply_error(x, 400, "'by' is required, e.g. {\"by\": \"1h\"}");
-        goto out;
-    }
-    if (duration_parse(by, &by_s, &err) < 0) {
-        api__reply_error(x, 400, "'by': %s", err.msg);
-        goto out;
-    }
-    if (by_s <= 0) {
-        api__reply_error(x, 400, "'by' must be a positive duration");
+    rc = api__parse_extend(body, len, &req, &err);
+    if (rc < 0) {
+        api__reply_failure(x, rc, &err);
         goto out;
     }
     env = load_env(call, params->name);
@@ -635,7 +504,7 @@ api__envs_extend(struct api_call *call, const struct api_params *params)
     }
     base = env->expires_at_ms > now ? env->expires_at_ms : now;
     cap = now + api->cfg->max_ttl_s * 1000;
-    want = base + by_s * 1000;
+    want = base + req.by_s * 1000;
     /* Capped to (almost) nothing: a few milliseconds of "extension" is a no. */
     if (want > cap && cap - env->expires_at_ms < 1000) {
         duration_format(api->cfg->max_ttl_s, max, sizeof(max));
@@ -647,7 +516,7 @@ api__envs_extend(struct api_call *call, const struct api_params *params)
     if (want > cap)
         want = cap;
     time_format_rfc3339(want, at, sizeof(at));
-    detail = xasprintf("by %s, until %s", by, at);
+    detail = xasprintf("by %s, until %s", req.by, at);
     rc = store_env_set_expiry(api->st, env->id, want, &call->actor, detail, &err);
     free(detail);
     if (rc < 0) {
@@ -663,9 +532,9 @@ api__envs_extend(struct api_call *call, const struct api_params *params)
     }
     reply_env(x, 200, fresh);
 out:
+    api__extend_release(&req);
     env_free(fresh);
     env_free(env);
-    json_decref(body);
     api__call_free(call);
 }
 

@@ -4,7 +4,8 @@
  * the model (api_json.c, pure functions).
  *
  * Files: api.c (routing, authentication, replies), api_json.c (records ->
- * JSON), api_projects.c, api_envs.c (list, get, create, extend, delete),
+ * JSON), api_request.c (request bodies -> structs, pure functions),
+ * api_projects.c, api_envs.c (list, get, create, extend, delete),
  * api_logs.c (tail and follow), api_events.c.
  *
  * Control loop only, except the work functions run by uv_queue_work (they
@@ -87,16 +88,70 @@ int api__status_of(int rc);
  */
 void api__reply_failure(struct http_exchange *x, int rc, const struct eph_err *err);
 
-/*
- * Parses the request body as a JSON object. Returns it (json_decref), or
- * NULL after answering 400 itself.
- */
-json_t *api__read_json_body(struct http_exchange *x);
+/* ------------------------------------------------------------- request bodies (api_request.c) */
 
-/* Reads an optional string member: 0 and *out (borrowed, NULL if absent),
- * or -1 after answering 400 ("'<key>' must be a string"). */
-int api__json_opt_string(struct http_exchange *x, const json_t *obj, const char *key,
-                         const char **out);
+/*
+ * Pure functions of their arguments: no exchange, store or loop, so any
+ * thread may call them. Each parses a body of `len` bytes (not
+ * NUL-terminated; 0 means none was sent) and checks what can be checked
+ * without the store. They return 0 and fill *out, which the caller then
+ * owns and empties with the matching _release(); or EPH_EINVAL with the
+ * message for a 400 in *err, and *out left zeroed (releasing it is
+ * harmless). Checks run in a fixed order: a body with several faults
+ * always gets the same message.
+ */
+
+/*
+ * The body as a JSON object (duplicate keys refused). 0 and *out
+ * (json_decref), or EPH_EINVAL: "a JSON object body is required" (empty),
+ * "invalid JSON body: <jansson's text> at line L column C", "the body must
+ * be a JSON object".
+ */
+int api__parse_json_object(const char *body, size_t len, json_t **out, struct eph_err *err);
+
+/* POST /api/v1/envs, as asked; the store checks the project and the name. */
+struct api_env_create {
+    char *project;          /* required, not yet known to exist */
+    char *ref;              /* non-empty; NULL: the repository's default branch */
+    char *name;             /* a valid env name; NULL: api__derive_env_name() */
+    int64_t ttl_s;          /* in (0, max_ttl_s]; 0: the template's, else the server's default */
+    struct spec_kv *params; /* {"name": "value"} in the body's order, checked against the
+                               template later; NULL when absent or null */
+    size_t n_params;        /* at most SPEC_MAX_PARAMS */
+};
+
+/* Parses {"project", "ref", "name", "ttl", "params"}; a ttl above max_ttl_s
+ * (the server's max_ttl) is refused. */
+int api__parse_env_create(const char *body, size_t len, int64_t max_ttl_s,
+                          struct api_env_create *out, struct eph_err *err);
+void api__env_create_release(struct api_env_create *req);
+
+/*
+ * The default environment name: "<project>-<ref>" as a DNS label (lower
+ * case, each run of other characters one '-', none at either end, cut to
+ * ENV_NAME_MAX), or "env" if nothing is left. Always env_name_valid();
+ * the caller frees it.
+ */
+char *api__derive_env_name(const char *project, const char *ref);
+
+/* POST /api/v1/projects; allowed_repos and the store are checked later. */
+struct api_project_add {
+    char *name; /* a DNS label of at most ENV_NAME_MAX characters */
+    char *repo; /* as given: a path or URL, not yet checked */
+};
+
+int api__parse_project_add(const char *body, size_t len, struct api_project_add *out,
+                           struct eph_err *err);
+void api__project_add_release(struct api_project_add *req);
+
+/* POST /api/v1/envs/{name}/extend */
+struct api_extend {
+    char *by;     /* as given ("1h"), for the event's detail */
+    int64_t by_s; /* > 0 */
+};
+
+int api__parse_extend(const char *body, size_t len, struct api_extend *out, struct eph_err *err);
+void api__extend_release(struct api_extend *req);
 
 /* ------------------------------------------------------------- JSON (api_json.c) */
 

@@ -3,6 +3,7 @@
  *
  * Registering mirrors the repository into the server's git cache first, on
  * the thread pool, so that a project that cannot be read is never recorded.
+ * The body is parsed and checked by api__parse_project_add (api_request.c).
  */
 #include "api/api_int.h"
 
@@ -152,9 +153,9 @@ api__projects_create(struct api_call *call, const struct api_params *params)
 {
     struct api *api = call->api;
     struct http_exchange *x = call->x;
-    json_t *body = NULL;
-    const char *name;
-    const char *repo;
+    struct api_project_add req = {0};
+    size_t len = 0;
+    const char *body = http_body(x, &len);
     struct project *p = NULL;
     struct eph_err err = {0};
     struct project_job *job;
@@ -165,31 +166,20 @@ api__projects_create(struct api_call *call, const struct api_params *params)
         api__reply_error(x, 403, "only admins may register projects");
         goto fail;
     }
-    body = api__read_json_body(x);
-    if (body == NULL)
-        goto fail;
-    if (api__json_opt_string(x, body, "name", &name) < 0 ||
-        api__json_opt_string(x, body, "repo", &repo) < 0)
-        goto fail;
-    if (name == NULL || repo == NULL) {
-        api__reply_error(x, 400, "'%s' is required", name == NULL ? "name" : "repo");
+    rc = api__parse_project_add(body, len, &req, &err);
+    if (rc < 0) {
+        api__reply_failure(x, rc, &err);
         goto fail;
     }
-    if (!env_name_valid(name)) {
-        api__reply_error(x, 400,
-                         "invalid project name '%.64s': expected a DNS label of at most %d "
-                         "characters (a-z, 0-9 and '-' inside)",
-                         name, ENV_NAME_MAX);
+    if (!config_repo_allowed(api->cfg, req.repo)) {
+        api__reply_error(x, 403, "repository '%.256s' is not in the server's allowed_repos",
+                         req.repo);
         goto fail;
     }
-    if (!config_repo_allowed(api->cfg, repo)) {
-        api__reply_error(x, 403, "repository '%.256s' is not in the server's allowed_repos", repo);
-        goto fail;
-    }
-    rc = store_project_get(api->st, name, &p, &err);
+    rc = store_project_get(api->st, req.name, &p, &err);
     project_free(p);
-    if (rc == 0 || pending_has(api, name)) {
-        api__reply_error(x, 409, "project '%s' already exists", name);
+    if (rc == 0 || pending_has(api, req.name)) {
+        api__reply_error(x, 409, "project '%s' already exists", req.name);
         goto fail;
     }
     if (rc != EPH_ENOTFOUND) {
@@ -198,9 +188,9 @@ api__projects_create(struct api_call *call, const struct api_params *params)
     }
     job = xcalloc(1, sizeof(*job));
     job->call = call;
-    job->name = xstrdup(name);
-    job->repo = xstrdup(repo);
-    job->cache_dir = config_git_cache_path(api->cfg, name);
+    job->name = xstrdup(req.name);
+    job->repo = xstrdup(req.repo);
+    job->cache_dir = config_git_cache_path(api->cfg, req.name);
     rc = uv_queue_work(api->loop, &job->work, sync_work, sync_done);
     if (rc < 0) {
         api__reply_error(x, 500, "cannot queue work: %s", uv_strerror(rc));
@@ -211,10 +201,10 @@ api__projects_create(struct api_call *call, const struct api_params *params)
         goto fail;
     }
     /* A second registration of the name gets 409 until this one is done. */
-    pending_add(api, name);
-    json_decref(body);
+    pending_add(api, req.name);
+    api__project_add_release(&req);
     return;
 fail:
-    json_decref(body);
+    api__project_add_release(&req);
     api__call_free(call);
 }
