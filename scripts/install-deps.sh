@@ -13,7 +13,7 @@
 set -euo pipefail
 
 PACKAGES=(
-    build-essential pkg-config git clang
+    build-essential pkg-config git clang libclang-rt-14-dev
     libuv1-dev libhttp-parser-dev libjansson-dev libfyaml-dev libsqlite3-dev
     libcurl4-openssl-dev libssl-dev libcriterion-dev
     python3 python3-pytest python3-requests

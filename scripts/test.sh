@@ -14,6 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 JOBS=$(nproc 2>/dev/null || echo 2)
 E2E_TIMEOUT=${EPH_E2E_TIMEOUT:-1200}
+FUZZ_SECONDS=${EPH_FUZZ_SECONDS:-10}
 started=$SECONDS
 
 stage() {
@@ -28,6 +29,19 @@ make -j"$JOBS"
 
 stage "unit tests"
 make -j"$JOBS" unit
+
+stage "fuzz targets (build, then ${FUZZ_SECONDS}s each from the seeds)"
+make -j"$JOBS" fuzz
+for target in build/fuzz/fuzz_*; do
+    seeds="fuzz/corpus/${target#build/fuzz/fuzz_}"
+    scratch=$(mktemp -d)
+    # New inputs go to the scratch directory (the first one named), so the
+    # committed seeds stay as they are.
+    "$target" -max_total_time="$FUZZ_SECONDS" -print_final_stats=0 "$scratch" "$seeds" \
+        > "$scratch.log" 2>&1 || { tail -40 "$scratch.log"; exit 1; }
+    rm -rf "$scratch" "$scratch.log"
+    echo "$target: ok"
+done
 
 stage "end-to-end tests"
 EPH_BIN="$PWD/build/debug/eph" timeout --signal=INT --kill-after=60 "$E2E_TIMEOUT" \
