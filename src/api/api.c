@@ -20,6 +20,7 @@
 
 #define LOG_MOD "api"
 #include "util/log.h"
+#include "util/redact.h"
 
 #define API_PREFIX "/api/v1/"
 #define API_MAX_SEGMENTS 4 /* envs/{name}/logs/{service} */
@@ -109,6 +110,7 @@ void
 api__reply_error(struct http_exchange *x, int status, const char *fmt, ...)
 {
     char msg[EPH_ERR_MSG_MAX];
+    char *shown;
     json_t *body;
     va_list ap;
 
@@ -116,7 +118,11 @@ api__reply_error(struct http_exchange *x, int status, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     utf8_sanitize(msg);
-    body = json_pack("{s:{s:s, s:s}}", "error", "code", code_of(status), "message", msg);
+    /* Messages quote repository URLs and git's words about them: never a
+     * password or token a URL carried. */
+    shown = redact_credentials(msg);
+    body = json_pack("{s:{s:s, s:s}}", "error", "code", code_of(status), "message", shown);
+    free(shown);
     api__reply_json(x, status, body);
 }
 
@@ -144,8 +150,10 @@ api__reply_failure(struct http_exchange *x, int rc, const struct eph_err *err)
     const char *msg = err && err->msg[0] ? err->msg : eph_strerror(rc);
 
     if (status >= 500) {
+        char *logged = redact_credentials(msg);
         log_error("request failed", "method=%s path=%s error=%s", http_method(x),
-                  log_q(http_path(x)), log_q(msg));
+                  log_q(http_path(x)), log_q(logged));
+        free(logged);
         api__reply_error(x, 500, "internal error: see the server log");
         return;
     }

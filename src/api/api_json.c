@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "util/redact.h"
 #include "util/time.h"
 
 void
@@ -39,7 +40,9 @@ api__project_json(const struct project *p)
     json_t *o = json_object();
 
     json_object_set_new(o, "name", str_or_null(p->name));
-    json_object_set_new(o, "repo", str_or_null(p->repo));
+    char *repo = redact_credentials(p->repo); /* a URL may carry a token */
+    json_object_set_new(o, "repo", str_or_null(repo));
+    free(repo);
     json_object_set_new(o, "created_by", str_or_null(p->created_by));
     api__json_set_time(o, "created_at", p->created_at_ms);
     return o;
@@ -56,7 +59,9 @@ api__event_json(const struct event *ev)
     json_object_set_new(o, "source", json_string(ev->source ? ev->source : ""));
     json_object_set_new(o, "action", str_or_null(ev->action));
     json_object_set_new(o, "target", str_or_null(ev->target));
-    json_object_set_new(o, "detail", json_string(ev->detail ? ev->detail : ""));
+    char *detail = redact_credentials(ev->detail ? ev->detail : "");
+    json_object_set_new(o, "detail", json_string(detail));
+    free(detail);
     return o;
 }
 

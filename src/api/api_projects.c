@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "sources/git.h"
+#include "util/redact.h"
 #include "util/xmalloc.h"
 
 #define LOG_MOD "api"
@@ -126,7 +127,9 @@ sync_done(uv_work_t *w, int status)
     if (status < 0 || job->rc < 0) {
         const char *why = status < 0 ? uv_strerror(status) : job->err.msg;
 
-        log_info("project add refused", "project=%s reason=%s", job->name, log_q(why));
+        char *logged = redact_credentials(why);
+        log_info("project add refused", "project=%s reason=%s", job->name, log_q(logged));
+        free(logged);
         api__reply_error(call->x, job->rc == EPH_EINVAL ? 400 : 422, "%s", why);
         goto out;
     }
@@ -135,8 +138,10 @@ sync_done(uv_work_t *w, int status)
         api__reply_failure(call->x, rc, &err);
         goto out;
     }
-    log_info("project added", "project=%s repo=%s by=%s", job->name, log_q(job->repo),
+    char *repo = redact_credentials(job->repo);
+    log_info("project added", "project=%s repo=%s by=%s", job->name, log_q(repo),
              call->actor_name);
+    free(repo);
     rec_kick(api->rec);
     api__reply_json(call->x, 201, api__project_json(p));
 out:

@@ -1,7 +1,7 @@
 """test_03_api.py - the REST API's errors and the CLI's usage errors."""
 import re
 
-from conftest import EPH_BIN
+from conftest import EPH_BIN, free_port
 
 
 def error_of(r, status, code):
@@ -71,3 +71,16 @@ def test_03_06_help_exits_0(server):
     assert r.rc == 0, str(r)
     assert "--branch" in r.out and "--wait" in r.out, r.out
     assert EPH_BIN.exists()
+
+
+def test_03_09_credentials_in_a_repository_url_are_never_shown_or_logged(server):
+    secret = "ghp_TopSecret123"
+    port = free_port()
+    repo = f"https://robot:{secret}@127.0.0.1:{port}/shop.git"
+    r = server.api("POST", "projects", json={"name": "private", "repo": repo})
+    # Refused by the test server's allowed_repos: the reply still quotes it.
+    assert r.status_code == 403, (r.status_code, r.text)
+    message = r.json()["error"]["message"]
+    assert secret not in message, message
+    assert "https://***@127.0.0.1" in message, message
+    assert secret not in server.log_text()

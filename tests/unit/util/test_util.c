@@ -239,3 +239,26 @@ Test(proc, signals_each_member_of_a_group_exactly_once)
     close(fds[0]);
     close(fds[1]);
 }
+
+#include "util/redact.h"
+
+Test(redact, removes_user_info_from_every_url_in_a_text)
+{
+    static const struct { const char *in, *want; } cases[] = {
+        {"https://user:ghp_secret@git.example.com/shop.git",
+         "https://***@git.example.com/shop.git"},
+        {"fatal: unable to access 'https://tok@h.example/r/': 403",
+         "fatal: unable to access 'https://***@h.example/r/': 403"},
+        {"/srv/git/shop.git", "/srv/git/shop.git"},
+        {"https://git.example.com/a@b", "https://git.example.com/a@b"},
+        {"a http://x:y@h1/ and ssh://u@h2:22/r", "a http://***@h1/ and ssh://***@h2:22/r"},
+        {"https://u:p@ss@host/", "https://***@host/"},
+        {"", ""},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        char *got = redact_credentials(cases[i].in);
+        cr_expect_str_eq(got, cases[i].want, "case %zu", i);
+        free(got);
+    }
+    cr_expect_null(redact_credentials(NULL));
+}
