@@ -32,7 +32,7 @@ struct gw_request {
     bool keep_alive;           /* the client allows another request after this one */
     bool upgrade;              /* Upgrade or CONNECT: never kept alive */
     char *head;                /* the URL, NUL, then name NUL value NUL ... */
-    struct gw_header *headers; /* n_headers entries into head */
+    struct gw_header *headers; /* n_headers entries into head; never a chunked body's trailers */
     size_t n_headers;
     char *path;  /* percent-decoded, never holds a NUL byte */
     char *query; /* raw text after '?', "" if none */

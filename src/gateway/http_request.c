@@ -83,6 +83,11 @@ on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct gw_req *r = req_of(p);
 
+    /* After the head, fields are trailers of a chunked body. They are dropped:
+     * merged into the headers they could add what the head never said
+     * (Authorization) after whoever checked the head had looked. */
+    if (r->headers_done)
+        return 0;
     if (r->last != LAST_FIELD) {
         if (end_token(r) < 0)
             return -1;
@@ -101,6 +106,8 @@ on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct gw_req *r = req_of(p);
 
+    if (r->headers_done)
+        return 0; /* a trailer's value: dropped with its name */
     if (r->last == LAST_FIELD) {
         if (head_append(r, "", 1) < 0)
             return -1;
@@ -185,10 +192,6 @@ on_message_complete(http_parser *p)
 {
     struct gw_req *r = req_of(p);
 
-    /* Trailers of a chunked body arrive as headers after the body. */
-    if (end_token(r) < 0)
-        return -1;
-    r->last = LAST_NONE;
     r->complete = true;
     /* Requests are handled one at a time: what follows waits in the parser's
      * caller until this one is answered. */

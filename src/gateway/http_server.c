@@ -7,7 +7,17 @@
  * One request at a time per connection: bytes that arrive while an exchange
  * is in flight wait in a bounded input buffer (reading stops when it is
  * full), so pipelined requests are answered in order. Reading goes on while
- * an exchange is in flight only to notice a client that leaves.
+ * an exchange is in flight only to notice a client that leaves: a read error
+ * (a reset) means it has gone; an end of input (FIN) before the answer has
+ * started is a half-close, so reading stops and the answer is still sent,
+ * then the connection closes. Once a stream has started, an end of input
+ * means the client has gone: a stream has no end of its own and may write
+ * nothing for a long time, so it would otherwise never find out.
+ *
+ * Bounds: at most max_connections connections (and exchanges that outlived
+ * theirs); one more is accepted, told 503 and closed at once. A request head
+ * must arrive within header_timeout_ms, its body within body_timeout_ms of
+ * the head however it is trickled, each at 408.
  *
  * Lifetimes: a connection owns two handles (socket and timer) and is freed
  * when both close callbacks have run. An exchange still in flight at that
@@ -41,15 +51,20 @@
 #define HTTP_LINGER_MS 2000
 /* How long a closing connection may take to flush its last response. */
 #define HTTP_FLUSH_MS 30000
+/* Defaults of the config's zero fields: a control host has few clients, and a
+ * request body of the API's size needs seconds, not minutes, on any link. */
+#define HTTP_MAX_CONNECTIONS_DEFAULT 1024
+#define HTTP_BODY_TIMEOUT_MS_DEFAULT 60000
 
 enum timer_mode {
     TM_NONE,
     TM_IDLE,   /* keep-alive connection between requests: close quietly */
     TM_HEAD,   /* waiting for a whole request head: 408 */
-    TM_BODY,   /* waiting for more of the body: 408 */
+    TM_BODY,   /* waiting for more of the body (body_deadline_ms at most): 408 */
     TM_FLUSH,  /* last response queued, FIN pending: close */
     TM_LINGER, /* FIN sent, discarding input: close */
-    TM_NOTIFY, /* the server is closing: tell the exchange in flight (gone callback) */
+    TM_NOTIFY, /* the server is closing: tell the exchange in flight (gone callback);
+                  armed again if its handler registers the callback only later */
 };
 
 struct http_conn {
@@ -64,6 +79,7 @@ struct http_conn {
     size_t write_pending;          /* bytes handed to uv_write, not yet written */
     uint64_t written;              /* bytes written so far (progress for the timers) */
     uint64_t written_at_arm;       /* `written` when the timer was last armed */
+    int64_t body_deadline_ms;      /* loop time by which the current body must be in */
     int handles_open;              /* 2 until the close callbacks ran */
     enum timer_mode timer_mode;
     bool reading;       /* uv_read_start is in effect */
@@ -71,6 +87,7 @@ struct http_conn {
     bool shutting;      /* last response queued: flush, FIN, linger */
     bool processing;    /* inside conn_process (guards reentry) */
     bool sent_continue; /* "100 Continue" sent for the current request */
+    bool read_eof;      /* the client sent all it will (FIN): never read again */
     char remote[64];    /* client address */
 };
 
@@ -98,7 +115,8 @@ struct http_server {
     struct http_server_config cfg; /* host not kept: used at start only */
     int port;
     struct http_conn *conns;
-    size_t n_live; /* connections + exchanges that outlived theirs */
+    size_t n_live;  /* connections (refused ones until closed) + exchanges that outlived theirs */
+    size_t refused; /* connections refused at max_connections since the last log line */
     bool closing;
     bool listener_closed;
     void (*done)(void *arg);
@@ -129,6 +147,20 @@ server_maybe_done(struct http_server *srv)
     free(srv);
 }
 
+/* A connection, a refused one, or an exchange that outlived its connection
+ * has ended. May free the server. */
+static void
+server_unlive(struct http_server *srv)
+{
+    srv->n_live--;
+    if (srv->refused > 0 && srv->n_live < (size_t)srv->cfg.max_connections) {
+        log_warn("connections refused at the limit", "count=%zu max=%d", srv->refused,
+                 srv->cfg.max_connections);
+        srv->refused = 0;
+    }
+    server_maybe_done(srv);
+}
+
 static void
 on_listener_closed(uv_handle_t *h)
 {
@@ -153,14 +185,15 @@ timer_arm(struct http_conn *c, enum timer_mode mode, int64_t ms)
 {
     if (c->closing)
         return;
-    if (mode == TM_NONE || ms <= 0) {
+    /* 0 ms is "off" for the configured timeouts; a notice is due at once. */
+    if (mode == TM_NONE || (ms <= 0 && mode != TM_NOTIFY)) {
         c->timer_mode = TM_NONE;
         uv_timer_stop(&c->timer);
         return;
     }
     c->timer_mode = mode;
     c->written_at_arm = c->written;
-    uv_timer_start(&c->timer, on_timer, (uint64_t)ms, 0);
+    uv_timer_start(&c->timer, on_timer, ms > 0 ? (uint64_t)ms : 0, 0);
 }
 
 static void
@@ -179,11 +212,12 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b);
 
-/* Reads while there is room for input, or while lingering to discard it. */
+/* Reads while there is room for input, or while lingering to discard it;
+ * never after the client's end of input (the socket would only say it again). */
 static void
 conn_update_reading(struct http_conn *c)
 {
-    bool want = !c->closing && (c->shutting || c->in.len < c->in.max_bytes);
+    bool want = !c->closing && !c->read_eof && (c->shutting || c->in.len < c->in.max_bytes);
 
     if (want == c->reading)
         return;
@@ -270,8 +304,7 @@ conn_handle_closed(struct http_conn *c)
     buf_release(&c->in);
     free(c);
     if (x == NULL) {
-        srv->n_live--;
-        server_maybe_done(srv);
+        server_unlive(srv);
         return;
     }
     /* The exchange outlives its connection and inherits its place in n_live;
@@ -313,8 +346,8 @@ on_shutdown(uv_shutdown_t *req, int status)
 
     if (c->closing)
         return;
-    if (status < 0) {
-        conn_close(c);
+    if (status < 0 || c->read_eof) {
+        conn_close(c); /* after its FIN the client sends nothing to discard */
         return;
     }
     timer_arm(c, TM_LINGER, HTTP_LINGER_MS);
@@ -397,6 +430,24 @@ on_timer(uv_timer_t *t)
 
 /* ------------------------------------------------------------- requests */
 
+/* Waits for more of the body: at most idle_timeout_ms for the next bytes, and
+ * never past the deadline set when the head was complete, so that a body
+ * trickled a byte at a time still ends. */
+static void
+conn_wait_body(struct http_conn *c)
+{
+    const struct http_server_config *cfg = &c->srv->cfg;
+    int64_t now = (int64_t)uv_now(c->srv->loop);
+    int64_t ms;
+
+    if (c->timer_mode != TM_BODY)
+        c->body_deadline_ms = now + cfg->body_timeout_ms; /* the head just completed */
+    ms = c->body_deadline_ms - now;
+    if (cfg->idle_timeout_ms > 0 && cfg->idle_timeout_ms < ms)
+        ms = cfg->idle_timeout_ms;
+    timer_arm(c, TM_BODY, ms > 0 ? ms : 1);
+}
+
 static void
 dispatch(struct http_conn *c)
 {
@@ -447,7 +498,7 @@ conn_process(struct http_conn *c)
             continue;
         }
         if (c->req.headers_done) {
-            timer_arm(c, TM_BODY, c->srv->cfg.idle_timeout_ms);
+            conn_wait_body(c);
             if (c->req.expect_continue && !c->sent_continue) {
                 static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -462,6 +513,28 @@ conn_process(struct http_conn *c)
     conn_update_reading(c);
 }
 
+/*
+ * The client has sent all it will (FIN) but may still be reading: a request
+ * in flight is answered, then the connection closes; so is a response still
+ * being written. Returns false when nothing is owed to it, or when a stream
+ * has already started (see the top of the file): then the client has gone.
+ */
+static bool
+conn_half_closed(struct http_conn *c)
+{
+    c->read_eof = true;
+    conn_update_reading(c);
+    if (c->x != NULL && !c->x->started) {
+        c->x->close_after = true; /* the response says "Connection: close" */
+        return true;
+    }
+    if (c->x == NULL && c->write_pending > 0) {
+        conn_shutdown(c); /* a partial request in c->in is dropped with it */
+        return true;
+    }
+    return false;
+}
+
 static void
 on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
@@ -474,8 +547,11 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
             conn_update_reading(c);
             return;
         }
-        /* EOF or a reset: the client has gone (an exchange in flight learns
-         * it from its gone callback once the handles are closed). */
+        if (nread == UV_EOF && !c->shutting && conn_half_closed(c))
+            return;
+        /* A reset, or an end of input nothing waits for: the client has gone
+         * (an exchange in flight learns it from its gone callback once the
+         * handles are closed). */
         conn_close(c);
         return;
     }
@@ -491,6 +567,52 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         conn_update_reading(c);
 }
 
+/* A connection over max_connections: accepted only to be told so and
+ * closed, which costs its few bytes for one loop iteration. */
+struct http_reject {
+    uv_tcp_t tcp;
+    struct http_server *srv;
+};
+
+static void
+on_reject_closed(uv_handle_t *h)
+{
+    struct http_reject *r = container_of((uv_tcp_t *)h, struct http_reject, tcp);
+    struct http_server *srv = r->srv;
+
+    free(r);
+    server_unlive(srv);
+}
+
+/* Accepts (leaving it in the backlog would stop libuv accepting at all),
+ * answers 503 if the socket takes it at once, and closes. */
+static void
+refuse_connection(struct http_server *srv)
+{
+    static const char body[] =
+        "{\"error\": {\"code\": \"unavailable\", \"message\": \"too many connections\"}}\n";
+    struct http_reject *r = xcalloc(1, sizeof(*r));
+    char msg[512];
+    int n;
+
+    if (srv->refused++ == 0)
+        log_warn("connection limit reached", "max=%d", srv->cfg.max_connections);
+    r->srv = srv;
+    srv->n_live++; /* until its close callback, so that close waits for it */
+    uv_tcp_init(srv->loop, &r->tcp);
+    if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&r->tcp) == 0) {
+        uv_buf_t ub;
+
+        n = snprintf(msg, sizeof(msg),
+                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
+                     sizeof(body) - 1, body);
+        ub = uv_buf_init(msg, (unsigned int)n);
+        (void)uv_try_write((uv_stream_t *)&r->tcp, &ub, 1); /* a new socket takes it whole */
+    }
+    uv_close((uv_handle_t *)&r->tcp, on_reject_closed);
+}
+
 static void
 on_connection(uv_stream_t *ls, int status)
 {
@@ -501,6 +623,10 @@ on_connection(uv_stream_t *ls, int status)
 
     if (status < 0) {
         log_warn("accept failed", "error=%s", uv_strerror(status));
+        return;
+    }
+    if (srv->n_live >= (size_t)srv->cfg.max_connections) {
+        refuse_connection(srv);
         return;
     }
     c = xcalloc(1, sizeof(*c));
@@ -552,6 +678,10 @@ http_server_start(const struct http_server_config *cfg, struct http_server **out
     srv->loop = cfg->loop;
     srv->cfg = *cfg;
     srv->cfg.host = NULL;
+    if (srv->cfg.max_connections <= 0)
+        srv->cfg.max_connections = HTTP_MAX_CONNECTIONS_DEFAULT;
+    if (srv->cfg.body_timeout_ms <= 0)
+        srv->cfg.body_timeout_ms = HTTP_BODY_TIMEOUT_MS_DEFAULT;
     uv_tcp_init(cfg->loop, &srv->listener);
     rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&addr, 0);
     if (rc == 0)
@@ -591,8 +721,9 @@ http_server_close(struct http_server *srv, void (*done)(void *arg), void *arg)
         if (c->x != NULL) {
             /* Finishes its exchange, then closes. A stream has no end of its
              * own: its handler learns of the close through the gone callback,
-             * from the loop rather than from inside this call. */
-            timer_arm(c, TM_NOTIFY, 1);
+             * from the loop rather than from inside this call (and later, if
+             * it registers the callback later: see http_on_gone). */
+            timer_arm(c, TM_NOTIFY, 0);
             continue;
         }
         if (c->shutting)
@@ -718,8 +849,7 @@ finish(struct http_exchange *x)
     buf_release(&x->resp_headers);
     free(x);
     if (c == NULL) {
-        srv->n_live--;
-        server_maybe_done(srv);
+        server_unlive(srv);
         return;
     }
     c->x = NULL;
@@ -824,8 +954,16 @@ http_client_gone(const struct http_exchange *x)
 void
 http_on_gone(struct http_exchange *x, http_gone_cb *cb, void *arg)
 {
+    struct http_conn *c = x->conn;
+
     x->gone_cb = cb;
     x->gone_arg = arg;
+    /* The server's close notice went out before there was a callback to hear
+     * it (a handler that registers after work on another thread): deliver it
+     * from the loop now, or close would wait for this client forever. A
+     * closing connection delivers its own from its close callbacks. */
+    if (x->srv->closing && !x->gone_fired && c != NULL && !c->closing)
+        timer_arm(c, TM_NOTIFY, 0);
 }
 
 void

@@ -90,6 +90,17 @@ on_client_gone(struct http_exchange *x, void *arg)
     http_stream_end(x);
 }
 
+/* Registers the gone callback only now, as a handler does that first
+ * finishes work on another thread (a log follow). */
+static void
+on_late_register(uv_timer_t *t)
+{
+    struct later *l = container_of(t, struct later, timer);
+
+    http_on_gone(l->x, on_client_gone, &H);
+    uv_close((uv_handle_t *)t, on_later_closed);
+}
+
 static void
 handler(struct http_exchange *x, void *arg)
 {
@@ -112,17 +123,25 @@ handler(struct http_exchange *x, void *arg)
     } else if (strcmp(path, "/close") == 0) {
         http_add_header(x, "Connection", "close");
         http_respond(x, 200, "text/plain", "bye", 3);
-    } else if (strcmp(path, "/async") == 0 || strcmp(path, "/stream") == 0) {
+    } else if (strcmp(path, "/auth") == 0) {
+        const char *auth = http_header(x, "authorization");
+
+        http_respond(x, 200, "text/plain", auth ? auth : "-", auth ? strlen(auth) : 1);
+    } else if (strcmp(path, "/async") == 0 || strcmp(path, "/slow") == 0 ||
+               strcmp(path, "/stream") == 0 || strcmp(path, "/late-gone") == 0) {
         struct later *l = xcalloc(1, sizeof(*l));
-        bool stream = strcmp(path, "/stream") == 0;
 
         l->x = x;
         uv_timer_init(&h->loop, &l->timer);
-        if (stream) {
+        if (strcmp(path, "/stream") == 0) {
             http_stream_start(x, 200, "text/plain");
             uv_timer_start(&l->timer, on_stream_tick, 20, 20);
+        } else if (strcmp(path, "/late-gone") == 0) {
+            http_stream_start(x, 200, "text/plain");
+            http_stream_write(x, "started\n", 8);
+            uv_timer_start(&l->timer, on_late_register, 200, 0);
         } else {
-            uv_timer_start(&l->timer, on_async_answer, 50, 0);
+            uv_timer_start(&l->timer, on_async_answer, strcmp(path, "/slow") == 0 ? 100 : 50, 0);
         }
     } else if (strcmp(path, "/hang") == 0) {
         http_stream_start(x, 200, "text/plain");
@@ -161,19 +180,20 @@ client_main(void *arg)
     return NULL;
 }
 
-/* Runs the server with `cfg` tweaks until `client` is done, then checks the
- * loop closes cleanly. */
+/* Runs the server until `client` is done, then checks the loop closes
+ * cleanly. Non-zero fields of `over` replace the defaults below. */
 static void
-run(void (*client)(struct harness *h), size_t max_header_bytes, size_t max_body_bytes,
-    int64_t header_timeout_ms)
+run_with(void (*client)(struct harness *h), const struct http_server_config *over)
 {
     struct http_server_config cfg = {
         .host = "127.0.0.1",
         .port = 0,
-        .max_header_bytes = max_header_bytes ? max_header_bytes : 8192,
-        .max_body_bytes = max_body_bytes ? max_body_bytes : 65536,
-        .header_timeout_ms = header_timeout_ms ? header_timeout_ms : 5000,
-        .idle_timeout_ms = 5000,
+        .max_header_bytes = over->max_header_bytes ? over->max_header_bytes : 8192,
+        .max_body_bytes = over->max_body_bytes ? over->max_body_bytes : 65536,
+        .header_timeout_ms = over->header_timeout_ms ? over->header_timeout_ms : 5000,
+        .idle_timeout_ms = over->idle_timeout_ms ? over->idle_timeout_ms : 5000,
+        .body_timeout_ms = over->body_timeout_ms,
+        .max_connections = over->max_connections,
         .handler = handler,
         .handler_arg = &H,
     };
@@ -194,6 +214,19 @@ run(void (*client)(struct harness *h), size_t max_header_bytes, size_t max_body_
     pthread_join(t, NULL);
     cr_expect_eq(H.done_calls, 1);
     cr_expect_eq(uv_loop_close(&H.loop), 0);
+}
+
+static void
+run(void (*client)(struct harness *h), size_t max_header_bytes, size_t max_body_bytes,
+    int64_t header_timeout_ms)
+{
+    struct http_server_config over = {
+        .max_header_bytes = max_header_bytes,
+        .max_body_bytes = max_body_bytes,
+        .header_timeout_ms = header_timeout_ms,
+    };
+
+    run_with(client, &over);
 }
 
 /* ------------------------------------------------------------- client side */
@@ -794,4 +827,144 @@ Test(http_server, ends_streams_cleanly_when_closed, .timeout = 20)
     run(client_stream_at_close, 0, 0, 0);
     cr_expect_str_eq(H.out[0], "200|1|started\n");
     cr_expect_eq(H.gone_calls, 1, "the handler heard of the close");
+}
+
+static void
+client_late_gone_at_close(struct harness *h)
+{
+    struct client *c = c_connect(h->port);
+    char b[256];
+
+    c_sends(c, "GET /late-gone HTTP/1.1\r\nHost: x\r\n\r\n");
+    /* The stream has started: the handler ran, with no gone callback yet. */
+    recv(c->fd, b, sizeof(b), MSG_PEEK);
+    h->stop_sent = true;
+    uv_async_send(&h->stop); /* closes before the handler registers (200 ms) */
+    st = c_read(c);          /* still connected: only the server can end this */
+    v[0] = c_sees_eof(c);
+    snprintf(h->out[0], sizeof(h->out[0]), "%d|%d|%s", st, v[0], c->body);
+    c_close(c);
+}
+
+Test(http_server, tells_a_handler_that_registers_late_of_the_close, .timeout = 20)
+{
+    run(client_late_gone_at_close, 0, 0, 0);
+    cr_expect_str_eq(H.out[0], "200|1|started\n");
+    cr_expect_eq(H.gone_calls, 1, "the gone callback ran though registered after the close");
+}
+
+static void
+client_half_close(struct harness *h)
+{
+    struct client *c = c_connect(h->port);
+
+    c_sends(c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    shutdown(c->fd, SHUT_WR); /* all it will send; it still reads */
+    st = c_read(c);
+    v[0] = has_header(c, "connection: close");
+    v[1] = c_sees_eof(c);
+    snprintf(h->out[0], sizeof(h->out[0]), "%d|%d|%d|%s", st, v[0], v[1], c->body);
+    c_close(c);
+}
+
+Test(http_server, answers_a_client_that_half_closed_after_its_request, .timeout = 20)
+{
+    run(client_half_close, 0, 0, 0);
+    cr_expect_str_eq(H.out[0], "200|1|1|async");
+    cr_expect_eq(H.handled, 1);
+}
+
+static void
+client_trailer(struct harness *h)
+{
+    struct client *c = c_connect(h->port);
+
+    c_sends(c, "POST /auth HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "2\r\nok\r\n0\r\nAuthorization: x\r\n\r\n");
+    st = c_read(c);
+    snprintf(h->out[0], sizeof(h->out[0]), "%d|%s", st, c->body);
+    c_sends(c, "GET /auth HTTP/1.1\r\nHost: x\r\nAuthorization: real\r\n\r\n");
+    st = c_read(c);
+    snprintf(h->out[1], sizeof(h->out[1]), "%d|%s", st, c->body);
+    c_close(c);
+}
+
+Test(http_server, never_takes_trailers_for_headers, .timeout = 20)
+{
+    run(client_trailer, 0, 0, 0);
+    cr_expect_str_eq(H.out[0], "200|-", "a trailer cannot add Authorization");
+    cr_expect_str_eq(H.out[1], "200|real");
+}
+
+static void
+client_over_the_limit(struct harness *h)
+{
+    struct client *a = c_connect(h->port);
+    struct client *b = c_connect(h->port);
+    struct client *c;
+
+    /* Two kept-alive connections: the limit is reached. */
+    c_sends(a, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+    st = c_read(a);
+    v[0] = st;
+    c_sends(b, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+    st = c_read(b);
+    snprintf(h->out[0], sizeof(h->out[0]), "%d|%d", v[0], st);
+
+    c = c_connect(h->port);
+    st = c_read(c);
+    v[0] = has_header(c, "connection: close");
+    v[1] = c_sees_eof(c);
+    snprintf(h->out[1], sizeof(h->out[1]), "%d|%d|%d|%s", st, v[0], v[1], c->body);
+    c_close(c);
+
+    /* One leaves: there is room again. */
+    c_close(a);
+    usleep(100 * 1000);
+    c = c_connect(h->port);
+    c_sends(c, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+    st = c_read(c);
+    snprintf(h->out[2], sizeof(h->out[2]), "%d", st);
+    c_close(c);
+    c_close(b);
+}
+
+Test(http_server, refuses_connections_over_the_limit_with_503, .timeout = 20)
+{
+    struct http_server_config over = {.max_connections = 2, .header_timeout_ms = 1000};
+
+    run_with(client_over_the_limit, &over);
+    cr_expect_str_eq(H.out[0], "200|200");
+    cr_expect_str_eq(H.out[1], "503|1|1|{\"error\": {\"code\": \"unavailable\", "
+                               "\"message\": \"too many connections\"}}\n");
+    cr_expect_str_eq(H.out[2], "200");
+}
+
+static void
+client_trickle_body(struct harness *h)
+{
+    struct client *c = c_connect(h->port);
+    char rest[100];
+
+    /* One byte every 50 ms keeps each wait short, never the whole. */
+    c_sends(c, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n");
+    for (int i = 0; i < 12; i++) {
+        c_sends(c, "a");
+        usleep(50 * 1000);
+    }
+    memset(rest, 'a', sizeof(rest));
+    c_send(c, rest, sizeof(rest) - 12);
+    st = c_read(c);
+    v[0] = c_sees_eof(c);
+    snprintf(h->out[0], sizeof(h->out[0]), "%d|%d", st, v[0]);
+    c_close(c);
+}
+
+Test(http_server, times_out_a_trickled_body_with_408, .timeout = 20)
+{
+    struct http_server_config over = {.body_timeout_ms = 300, .idle_timeout_ms = 5000};
+
+    run_with(client_trickle_body, &over);
+    cr_expect_str_eq(H.out[0], "408|1");
+    cr_expect_eq(H.handled, 0);
 }
