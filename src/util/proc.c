@@ -317,3 +317,39 @@ proc_scan_marker(const char *var, proc_marker_cb *cb, void *arg)
 
     return rc < 0 ? rc : w.matches;
 }
+
+struct groups_walk {
+    const pid_t *pgids;
+    int *counts;
+    size_t n;
+};
+
+static void
+visit_groups_member(pid_t pid, void *arg)
+{
+    struct groups_walk *w = arg;
+    char state = 0;
+    pid_t pgid = 0;
+
+    if (read_stat(pid, &state, &pgid, NULL) < 0 || state == 'Z' || state == 'X')
+        return;
+    for (size_t i = 0; i < w->n; i++) {
+        if (w->pgids[i] == pgid)
+            w->counts[i]++;
+    }
+}
+
+int
+proc_groups_live_counts(const pid_t *pgids, int *counts, size_t n)
+{
+    struct groups_walk w = {.pgids = pgids, .counts = counts, .n = n};
+    int rc;
+
+    memset(counts, 0, n * sizeof(*counts));
+    if (n == 0)
+        return 0;
+    rc = for_each_pid(visit_groups_member, &w);
+    if (rc < 0)
+        memset(counts, 0, n * sizeof(*counts));
+    return rc;
+}

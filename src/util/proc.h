@@ -58,4 +58,12 @@ int proc_group_signal(pid_t pgid, int sig);
 typedef void proc_marker_cb(pid_t pid, pid_t pgid, const char *value, void *arg);
 int proc_scan_marker(const char *var, proc_marker_cb *cb, void *arg);
 
+/*
+ * Counts, in one pass over /proc, the live (non-zombie) members of each of
+ * the n groups pgids[0..n-1] into counts[0..n-1] (a pgid listed twice gets
+ * the same count twice). Cheaper than n calls of proc_group_live_count() when
+ * several groups are watched at once. 0, or -errno with counts all 0.
+ */
+int proc_groups_live_counts(const pid_t *pgids, int *counts, size_t n);
+
 #endif

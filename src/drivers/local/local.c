@@ -9,7 +9,8 @@
  * each change asks the reconciler for an early tick through cfg->kick.
  *
  * A server that restarts finds the groups its predecessor left running by
- * their EPH_OWNER marker (local_proc.c). A plan that names a service adopts its
+ * their EPH_OWNER marker and by the records in each environment's state/
+ * (local_proc.c). A plan that names a service adopts its
  * group instead of starting a second copy; sweep() stops the groups no plan
  * claimed.
  */
@@ -255,25 +256,35 @@ env_destroy(struct local_env *env)
     free(env);
 }
 
-/* Moves the groups found at start-up for env into it. With a plan, those of
- * services the plan no longer names are stopped. */
+/* Moves env's groups from the list at *head into env->groups. */
 static void
-claim_orphans(struct local_env *env, const struct drv_plan *plan)
+claim_from(struct local_env *env, struct local_group **head, const struct drv_plan *plan)
 {
-    struct local_driver *drv = env->drv;
-    struct local_group *g = drv->orphans, *next;
+    struct local_group *g = *head, *next;
 
     for (; g != NULL; g = next) {
         next = g->next;
         if (g->env_id != env->id)
             continue;
-        local__group_unlink(&drv->orphans, g);
+        local__group_unlink(head, g);
         g->next = env->groups;
         g->linked = true;
         env->groups = g;
         if (plan != NULL && !plan_has_service(plan, g->svc_name))
             local__group_stop(g);
     }
+}
+
+/* Moves the groups found at start-up for env into it. With a plan, those of
+ * services the plan no longer names are stopped. Without one (teardown), the
+ * env's groups that sweep() is stopping come too, so that its directory (and
+ * their records) is removed only once they are gone. */
+static void
+claim_orphans(struct local_env *env, const struct drv_plan *plan)
+{
+    claim_from(env, &env->drv->orphans, plan);
+    if (plan == NULL)
+        claim_from(env, &env->drv->swept, NULL);
 }
 
 /* The directory of environment id: <id>-<name> if it exists, else the first
@@ -555,10 +566,15 @@ local_teardown(struct driver *d, int64_t env_id, const char *env_name, struct ep
     if (drv->closing)
         return eph_err_set(err, EPH_ECONFLICT, "the local driver is closing");
     if (env == NULL) {
-        /* Not applied by this process: what an earlier one left, if anything. */
+        /* Not applied by this process: what an earlier one left, if anything.
+         * Its records are read again, in case a group lost its marker. */
         char *dir = find_env_dir(drv, env_id, env_name);
         bool has_orphans = false;
+        if (dir != NULL)
+            local__scan_env_records(drv, dir, env_id);
         for (struct local_group *g = drv->orphans; g != NULL && !has_orphans; g = g->next)
+            has_orphans = g->env_id == env_id;
+        for (struct local_group *g = drv->swept; g != NULL && !has_orphans; g = g->next)
             has_orphans = g->env_id == env_id;
         if (dir == NULL && !has_orphans)
             return 0;

@@ -7,11 +7,15 @@
  *   data/<service>/      EPH_DATA, kept across restarts
  *   logs/<service>.log   setup and run output, appended
  *   state/               what the driver must remember across its own restarts
- *                        (checkout done, setup done), written atomically
+ *                        (checkout done, setup done, and each live process group
+ *                        as <service>.<run|setup>.<pgid>), written atomically
  *
  * Each process it starts carries EPH_OWNER=<instance>/<env id>/<service>[/setup]
- * in its environment, so a new server can find, adopt or stop the processes of
- * an earlier one by scanning /proc, even those it never recorded.
+ * in its environment, and each group is recorded in state/ right after its
+ * spawn, so a new server can find, adopt or stop the processes of an earlier
+ * one: by the marker even those spawned a moment before a crash and never
+ * recorded, by the record those whose programs overwrote their environment
+ * (process titles) so that no member shows the marker.
  *
  * A service's processes get PATH, HOME, USER, LOGNAME, SHELL, LANG, LANGUAGE,
  * LC_*, TZ, TMPDIR and TERM from the server's environment (nothing else, so the

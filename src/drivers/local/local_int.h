@@ -7,7 +7,8 @@
  *                   crash back-off, adoption
  *   local_proc.c    process groups: spawning, watching a leader's exit (our
  *                   child or, adopted, through a pidfd), stopping with a grace
- *                   period, the /proc scan for an earlier server's processes
+ *                   period, the group records in state/, and finding an earlier
+ *                   server's groups (markers in /proc plus those records)
  *   local_health.c  one TCP or HTTP health probe
  *
  * Everything runs on the control loop. Objects that hold libuv handles are
@@ -61,9 +62,11 @@ struct local_group {
     int64_t env_id;
     char *svc_name;
     enum local_kind kind;
-    pid_t pgid;       /* == its leader's pid */
-    bool leader_seen; /* found at start-up: the leader itself carries the marker */
-    bool adopted;     /* started by an earlier server */
+    pid_t pgid;           /* == its leader's pid */
+    uint64_t start_ticks; /* the leader's start time (proc_start_ticks), 0 if unknown */
+    bool leader_seen;     /* found at start-up: the leader itself is alive (it carries
+                             the marker, or a record names it with its start time) */
+    bool adopted;         /* started by an earlier server */
     enum local_watch watch;
     union {
         uv_process_t proc; /* LOCAL_WATCH_CHILD */
@@ -77,6 +80,8 @@ struct local_group {
     bool killed;        /* SIGKILL sent */
     bool gone;          /* no live member left */
     int64_t kill_at_ms; /* monotonic: SIGKILL after this while members live */
+    char *record;       /* absolute path of the state file naming this group, NULL if
+                           none; removed once the group is counted empty */
 };
 
 struct local_probe;
@@ -205,10 +210,24 @@ void local__group_kill(struct local_group *g);
 void local__group_release(struct local_group *g);
 /* Removes g from the list at *head. */
 void local__group_unlink(struct local_group **head, struct local_group *g);
-/* One pass over stopping groups: count, SIGKILL late ones, drop empty ones. */
+/* One pass over stopping groups (one walk of /proc for all of them): count,
+ * SIGKILL late ones, drop empty ones. */
 void local__reap(struct local_driver *drv);
-/* Fills drv->orphans with the groups of an earlier server. 0 or -errno. */
+/*
+ * Writes g's record, env_dir/state/<service>.<run|setup>.<pgid>, unless it has
+ * one: what finds the group again after a restart when no member shows the
+ * EPH_OWNER marker any more. A failure is logged; the marker remains.
+ */
+void local__group_record(struct local_group *g, const char *env_dir);
+/*
+ * Fills drv->orphans with the groups of an earlier server: those whose
+ * processes carry our marker, and those named by a record in an environment's
+ * state/ that are still alive with the recorded start time. 0 or -errno.
+ */
 int local__scan(struct local_driver *drv);
+/* The records of one environment only (teardown of one not applied in this
+ * process): live groups not yet known join drv->orphans, stale records go. */
+void local__scan_env_records(struct local_driver *drv, const char *env_dir, int64_t env_id);
 /* Wall clock at which `pid` started, from /proc; 0 if unknown. */
 int64_t local__proc_started_ms(pid_t pid);
 

@@ -2,20 +2,32 @@
  * drivers/local/local_proc.c - the local driver's process groups: spawning a
  * service's command in a session of its own, learning when its leader exits
  * (our child through libuv, an adopted one through a pidfd), stopping a group
- * with a grace period, and finding an earlier server's groups in /proc.
+ * with a grace period, and finding an earlier server's groups again.
  *
- * A group's liveness is always counted in /proc (proc_group_live_count): PID 1
- * on these machines may not reap orphans, so a dead member can linger as a
+ * A group's liveness is always counted in /proc (proc_groups_live_counts): PID
+ * 1 on these machines may not reap orphans, so a dead member can linger as a
  * zombie that kill(pid, 0) would call alive.
+ *
+ * An earlier server's groups are found two ways, and the union counts. Each
+ * process carries the EPH_OWNER marker in its environment from the first
+ * instant; but programs that rewrite their process title (redis, nginx,
+ * postgres) overwrite the memory /proc/PID/environ shows, and when such a
+ * program is the group's leader (`exec redis-server`) no member may show the
+ * marker any more. So each group is also recorded, right after its spawn, in
+ * its environment's state/ as <service>.<run|setup>.<pgid> holding
+ * "<pgid> <start ticks>"; the start time tells the leader from a later process
+ * given the same pid. The record is removed once the group is counted empty.
  */
 #define LOG_MOD "local"
 
 #include "drivers/local/local_int.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +50,15 @@ static const char *const passed_vars[] = {
     "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
 };
 
+/* Longest record file we read: "<pgid> <start ticks>\n" needs well under this. */
+#define RECORD_MAX_BYTES 64
+
+static const char *
+kind_name(enum local_kind kind)
+{
+    return kind == LOCAL_KIND_RUN ? "run" : "setup";
+}
+
 /* ---------------------------------------------------------------- groups */
 
 static struct local_group *
@@ -58,6 +79,7 @@ group_new(struct local_driver *drv, int64_t env_id, const char *svc_name, enum l
 static void
 group_free(struct local_group *g)
 {
+    free(g->record); /* the file stays: the group may outlive us */
     free(g->svc_name);
     free(g);
 }
@@ -240,27 +262,92 @@ local__group_watch(struct local_group *g)
     return 0;
 }
 
-/* Counts one list down; drops groups with nothing left. True if any remain
- * to be watched. */
+/*
+ * The group was counted empty: nothing is left to find after a restart, so
+ * its record goes. `counted` false: /proc could not be read; the group was
+ * signalled, so stop counting it, but leave the record for the next start-up
+ * to judge.
+ */
+static void
+group_gone(struct local_group *g, bool counted)
+{
+    g->gone = true;
+    if (g->record == NULL || !counted)
+        return;
+    if (unlink(g->record) < 0 && errno != ENOENT)
+        log_warn("cannot remove group record", "pgid=%d path=%s error=%s", (int)g->pgid,
+                 log_q(g->record), log_q(strerror(errno)));
+    free(g->record);
+    g->record = NULL;
+}
+
+/* Counts in *n the groups of a list that still need counting, and stores
+ * them at gs[*n...] unless gs is NULL. */
+static void
+collect_counting(struct local_group *head, struct local_group **gs, size_t *n)
+{
+    for (struct local_group *g = head; g != NULL; g = g->next) {
+        if (!g->stopping || g->gone)
+            continue;
+        if (gs != NULL)
+            gs[*n] = g;
+        (*n)++;
+    }
+}
+
+/* Counts every stopping group in one walk of /proc (a walk per group would
+ * cost a teardown of many services dozens of walks per tick), marks the empty
+ * ones gone and SIGKILLs those past their grace period. */
+static void
+count_stopping(struct local_driver *drv, int64_t now)
+{
+    struct local_group **gs;
+    pid_t *pgids;
+    int *counts;
+    size_t n = 0, k = 0;
+    int rc;
+
+    for (struct local_env *env = drv->envs; env != NULL; env = env->next)
+        collect_counting(env->groups, NULL, &n);
+    collect_counting(drv->swept, NULL, &n);
+    if (n == 0)
+        return;
+    gs = xcalloc(n, sizeof(*gs));
+    pgids = xcalloc(n, sizeof(*pgids));
+    counts = xcalloc(n, sizeof(*counts));
+    for (struct local_env *env = drv->envs; env != NULL; env = env->next)
+        collect_counting(env->groups, gs, &k);
+    collect_counting(drv->swept, gs, &k);
+    EPH_ASSERT(k == n);
+    for (size_t i = 0; i < n; i++)
+        pgids[i] = gs[i]->pgid;
+    rc = proc_groups_live_counts(pgids, counts, n);
+    for (size_t i = 0; i < n; i++) {
+        struct local_group *g = gs[i];
+        /* An error reading /proc would keep us counting for ever: treat it
+         * as empty; the group was signalled already. */
+        if (rc < 0 || counts[i] <= 0) {
+            group_gone(g, rc == 0);
+        } else if (!g->killed && now >= g->kill_at_ms) {
+            log_info("group killed", "pgid=%d service=%s", (int)g->pgid, g->svc_name);
+            g->killed = true;
+            proc_group_signal(g->pgid, SIGKILL);
+        }
+    }
+    free(gs);
+    free(pgids);
+    free(counts);
+}
+
+/* Drops a list's counted-out groups. True if any remain to be watched. */
 static bool
-reap_list(struct local_group **head, int64_t now)
+reap_list(struct local_group **head)
 {
     bool busy = false;
     struct local_group *g = *head, *next;
 
     for (; g != NULL; g = next) {
         next = g->next;
-        if (g->stopping && !g->gone) {
-            /* An error reading /proc would keep us counting for ever: treat
-             * it as empty; the group was signalled already. */
-            if (proc_group_live_count(g->pgid) <= 0) {
-                g->gone = true;
-            } else if (!g->killed && now >= g->kill_at_ms) {
-                log_info("group killed", "pgid=%d service=%s", (int)g->pgid, g->svc_name);
-                g->killed = true;
-                proc_group_signal(g->pgid, SIGKILL);
-            }
-        }
         if (g->gone && !g->handle_open && g->svc == NULL) {
             local__group_unlink(head, g);
             local__group_release(g);
@@ -274,19 +361,19 @@ reap_list(struct local_group **head, int64_t now)
 void
 local__reap(struct local_driver *drv)
 {
-    int64_t now = time_mono_ms();
     bool busy = false;
     struct local_env *env, *next;
 
+    count_stopping(drv, time_mono_ms());
     for (env = drv->envs; env != NULL; env = next) {
         next = env->next; /* env_progress never frees, but stay safe */
         bool had = env->groups != NULL;
-        if (reap_list(&env->groups, now))
+        if (reap_list(&env->groups))
             busy = true;
         if (env->tearing_down && had && env->groups == NULL)
             local__env_progress(env);
     }
-    if (reap_list(&drv->swept, now))
+    if (reap_list(&drv->swept))
         busy = true;
     if (!busy && !drv->closing)
         uv_timer_stop(&drv->reap_timer);
@@ -364,6 +451,7 @@ local__spawn(struct local_svc *s, enum local_kind kind, struct local_group **out
     char *cwd = s->dir ? xasprintf("%s/src/%s", env->dir, s->dir) : xasprintf("%s/src", env->dir);
     char *data_dir = xasprintf("%s/data/%s", env->dir, s->name);
     char *logs_dir = xasprintf("%s/logs", env->dir);
+    char *state_dir = xasprintf("%s/state", env->dir);
     char *log_path = xasprintf("%s/%s.log", logs_dir, s->name);
     char *owner = xasprintf("%s%" PRId64 "/%s%s", drv->owner_prefix, env->id, s->name,
                             kind == LOCAL_KIND_SETUP ? "/setup" : "");
@@ -376,7 +464,7 @@ local__spawn(struct local_svc *s, enum local_kind kind, struct local_group **out
     int rc;
 
     *out = NULL;
-    const char *dirs[] = {data_dir, logs_dir};
+    const char *dirs[] = {data_dir, logs_dir, state_dir};
     for (size_t i = 0; i < ARRAY_LEN(dirs); i++) {
         rc = fs_mkdir_p(dirs[i], 0755);
         if (rc < 0) {
@@ -430,6 +518,11 @@ local__spawn(struct local_svc *s, enum local_kind kind, struct local_group **out
     g->next = env->groups;
     g->linked = true;
     env->groups = g;
+    /* uv_spawn() returns once the child has exec'd /bin/sh: its start time is
+     * final, and it cannot have been reaped yet (that happens on this loop). */
+    if (proc_start_ticks(g->pgid, &g->start_ticks) < 0)
+        g->start_ticks = 0;
+    local__group_record(g, env->dir);
     *out = g;
     rc = 0;
 out:
@@ -441,12 +534,66 @@ out:
     free(cwd);
     free(data_dir);
     free(logs_dir);
+    free(state_dir);
     free(log_path);
     free(owner);
     return rc;
 }
 
+/* ---------------------------------------------------------------- records */
+
+void
+local__group_record(struct local_group *g, const char *env_dir)
+{
+    char content[RECORD_MAX_BYTES];
+    char *path;
+    int n, rc;
+
+    if (g->record != NULL || env_dir == NULL)
+        return;
+    path = xasprintf("%s/state/%s.%s.%d", env_dir, g->svc_name, kind_name(g->kind), (int)g->pgid);
+    n = snprintf(content, sizeof(content), "%d %" PRIu64 "\n", (int)g->pgid, g->start_ticks);
+    rc = fs_write_atomic(path, content, (size_t)n, 0644);
+    if (rc < 0) {
+        log_warn("cannot record process group", "pgid=%d service=%s path=%s error=%s", (int)g->pgid,
+                 g->svc_name, log_q(path), log_q(eph_strerror(rc)));
+        free(path);
+        return;
+    }
+    g->record = path;
+}
+
 /* ---------------------------------------------------------------- scanning */
+
+/* A group already known, found at start-up or being swept, by what names it. */
+static struct local_group *
+known_group(struct local_driver *drv, int64_t env_id, const char *svc, enum local_kind kind,
+            pid_t pgid)
+{
+    struct local_group *lists[] = {drv->orphans, drv->swept};
+
+    for (size_t i = 0; i < ARRAY_LEN(lists); i++) {
+        for (struct local_group *g = lists[i]; g != NULL; g = g->next) {
+            if (g->pgid == pgid && g->env_id == env_id && g->kind == kind &&
+                strcmp(g->svc_name, svc) == 0)
+                return g;
+        }
+    }
+    return NULL;
+}
+
+static struct local_group *
+add_orphan(struct local_driver *drv, int64_t env_id, const char *svc, enum local_kind kind,
+           pid_t pgid)
+{
+    struct local_group *g = group_new(drv, env_id, svc, kind, pgid);
+
+    g->adopted = true;
+    g->linked = true;
+    g->next = drv->orphans;
+    drv->orphans = g;
+    return g;
+}
 
 struct scan {
     struct local_driver *drv;
@@ -500,27 +647,196 @@ on_marked_process(pid_t pid, pid_t pgid, const char *value, void *arg)
         return;
     if (pgid <= 1 || pgid == getpgrp())
         return; /* never ours to signal */
-    for (g = drv->orphans; g != NULL; g = g->next) {
-        if (g->pgid == pgid && g->env_id == env_id && g->kind == kind &&
-            strcmp(g->svc_name, svc) == 0)
-            break;
-    }
+    g = known_group(drv, env_id, svc, kind, pgid);
     if (g == NULL) {
-        g = group_new(drv, env_id, svc, kind, pgid);
-        g->adopted = true;
-        g->linked = true;
-        g->next = drv->orphans;
-        drv->orphans = g;
+        g = add_orphan(drv, env_id, svc, kind, pgid);
         sc->found++;
     }
-    if (pid == pgid)
+    if (pid == pgid) {
         g->leader_seen = true;
+        if (g->start_ticks == 0 && proc_start_ticks(pid, &g->start_ticks) < 0)
+            g->start_ticks = 0;
+    }
+}
+
+/* One record read from an environment's state/. */
+struct record {
+    char *path;
+    int64_t env_id;
+    char *svc;
+    enum local_kind kind;
+    pid_t pgid;
+    uint64_t start_ticks;
+};
+
+struct records {
+    struct record *v;
+    size_t n, cap;
+};
+
+/* "<service>.<run|setup>.<pgid>" -> its parts; false for any other file
+ * (checkout.done, setup-<service>.done, a temporary file of fs_write_atomic). */
+static bool
+parse_record_name(const char *name, char *svc, size_t svc_size, enum local_kind *kind, pid_t *pgid)
+{
+    const char *dot = strrchr(name, '.');
+    char *end;
+    long pid;
+    size_t n;
+
+    if (dot == NULL || !isdigit((unsigned char)dot[1]))
+        return false;
+    errno = 0;
+    pid = strtol(dot + 1, &end, 10);
+    if (errno != 0 || *end != '\0' || pid <= 1 || pid > INT_MAX)
+        return false;
+    n = (size_t)(dot - name);
+    if (n > 4 && memcmp(dot - 4, ".run", 4) == 0) {
+        *kind = LOCAL_KIND_RUN;
+        n -= 4;
+    } else if (n > 6 && memcmp(dot - 6, ".setup", 6) == 0) {
+        *kind = LOCAL_KIND_SETUP;
+        n -= 6;
+    } else {
+        return false;
+    }
+    if (n == 0 || n >= svc_size)
+        return false;
+    memcpy(svc, name, n);
+    svc[n] = '\0';
+    *pgid = (pid_t)pid;
+    return true;
+}
+
+/* Adds the records in env_dir/state/ to rs. A record that cannot be read
+ * names nothing we could check: it is removed. */
+static void
+records_read(struct records *rs, const char *env_dir, int64_t env_id)
+{
+    char *state = xasprintf("%s/state", env_dir);
+    DIR *d = opendir(state);
+    struct dirent *de;
+
+    while (d != NULL && (de = readdir(d)) != NULL) {
+        char svc[256], *path, *data = NULL;
+        enum local_kind kind;
+        pid_t pgid;
+        long long recorded_pgid = 0;
+        unsigned long long ticks = 0;
+
+        if (!parse_record_name(de->d_name, svc, sizeof(svc), &kind, &pgid))
+            continue;
+        path = xasprintf("%s/%s", state, de->d_name);
+        if (fs_read_all(path, RECORD_MAX_BYTES, &data, NULL) < 0 ||
+            sscanf(data, "%lld %llu", &recorded_pgid, &ticks) != 2 || recorded_pgid != pgid) {
+            log_warn("bad group record removed", "path=%s", log_q(path));
+            unlink(path);
+            free(path);
+            free(data);
+            continue;
+        }
+        free(data);
+        if (rs->n == rs->cap) {
+            rs->cap = rs->cap ? rs->cap * 2 : 8;
+            rs->v = xrealloc(rs->v, rs->cap * sizeof(*rs->v));
+        }
+        rs->v[rs->n++] = (struct record){
+            .path = path,
+            .env_id = env_id,
+            .svc = xstrdup(svc),
+            .kind = kind,
+            .pgid = pgid,
+            .start_ticks = ticks,
+        };
+    }
+    if (d != NULL)
+        closedir(d);
+    free(state);
+}
+
+/*
+ * Judges the records read, counting all their groups in one walk of /proc. A
+ * group is alive if it has members and its leader is the recorded process
+ * (same start time) or is gone: the kernel gives no new process a pid still
+ * in use as a group id, so then the members are the recorded group's. A live
+ * group joins drv->orphans unless already known; a dead one's record is
+ * removed. Empties rs.
+ */
+static void
+records_resolve(struct local_driver *drv, struct records *rs)
+{
+    pid_t *pgids = xcalloc(rs->n + 1, sizeof(*pgids));
+    int *counts = xcalloc(rs->n + 1, sizeof(*counts));
+    int rc;
+
+    for (size_t i = 0; i < rs->n; i++)
+        pgids[i] = rs->v[i].pgid;
+    rc = proc_groups_live_counts(pgids, counts, rs->n);
+    for (size_t i = 0; i < rs->n; i++) {
+        struct record *r = &rs->v[i];
+        struct local_group *g;
+        uint64_t ticks = 0;
+        int trc = proc_start_ticks(r->pgid, &ticks);
+        bool leader = trc == 0 && ticks == r->start_ticks;
+
+        if (rc < 0)
+            goto next; /* cannot tell: keep the record for a later look */
+        if (counts[i] <= 0 || !(leader || trc < 0) || r->pgid == getpgrp()) {
+            log_debug("stale group record removed", "path=%s", log_q(r->path));
+            unlink(r->path);
+            goto next;
+        }
+        g = known_group(drv, r->env_id, r->svc, r->kind, r->pgid);
+        if (g == NULL)
+            g = add_orphan(drv, r->env_id, r->svc, r->kind, r->pgid);
+        if (g->record == NULL) {
+            g->record = r->path;
+            r->path = NULL;
+        }
+        if (leader && proc_is_alive(r->pgid))
+            g->leader_seen = true;
+        if (g->start_ticks == 0)
+            g->start_ticks = r->start_ticks;
+    next:
+        free(r->path);
+        free(r->svc);
+    }
+    free(rs->v);
+    memset(rs, 0, sizeof(*rs));
+    free(pgids);
+    free(counts);
+}
+
+void
+local__scan_env_records(struct local_driver *drv, const char *env_dir, int64_t env_id)
+{
+    struct records rs = {0};
+
+    records_read(&rs, env_dir, env_id);
+    records_resolve(drv, &rs);
+}
+
+/* The id of an environment directory, "<id>-<name>"; 0 if it is not one. */
+static int64_t
+env_dir_id(const char *name)
+{
+    char *end;
+    long long id;
+
+    if (!isdigit((unsigned char)name[0]))
+        return 0;
+    errno = 0;
+    id = strtoll(name, &end, 10);
+    return errno == 0 && id > 0 && *end == '-' ? id : 0;
 }
 
 int
 local__scan(struct local_driver *drv)
 {
     struct scan sc = {.drv = drv};
+    struct records rs = {0};
+    DIR *d;
+    struct dirent *de;
     int rc = 0;
 
     /* Twice: a process caught in the middle of an execve() shows an empty
@@ -531,9 +847,25 @@ local__scan(struct local_driver *drv)
         rc = proc_scan_marker("EPH_OWNER", on_marked_process, &sc);
     if (rc < 0)
         return rc;
+    /* Then the records: they find the groups whose members all lost the
+     * marker, and confirm leaders the marker scan could not see. */
+    d = opendir(drv->envs_dir);
+    while (d != NULL && (de = readdir(d)) != NULL) {
+        int64_t id = env_dir_id(de->d_name);
+        if (id <= 0)
+            continue;
+        char *dir = xasprintf("%s/%s", drv->envs_dir, de->d_name);
+        records_read(&rs, dir, id);
+        free(dir);
+    }
+    if (d != NULL)
+        closedir(d);
+    records_resolve(drv, &rs);
     for (struct local_group *g = drv->orphans; g != NULL; g = g->next) {
-        log_info("process group found", "env_id=%" PRId64 " service=%s kind=%s pgid=%d", g->env_id,
-                 g->svc_name, g->kind == LOCAL_KIND_RUN ? "run" : "setup", (int)g->pgid);
+        log_info("process group found",
+                 "env_id=%" PRId64 " service=%s kind=%s pgid=%d leader=%s recorded=%s", g->env_id,
+                 g->svc_name, kind_name(g->kind), (int)g->pgid, g->leader_seen ? "yes" : "no",
+                 g->record ? "yes" : "no");
     }
     return 0;
 }

@@ -294,6 +294,8 @@ adopt(struct local_svc *s)
             g->kind != LOCAL_KIND_RUN || !g->leader_seen || !proc_is_alive(g->pgid) ||
             proc_start_ticks(g->pgid, &ticks) < 0)
             continue;
+        if (g->start_ticks != 0 && ticks != g->start_ticks)
+            continue; /* the leader died since the scan and its pid was given again */
         /* The oldest is the one we started; a younger one is a daemon that
          * escaped into a session of its own. */
         if (keep == NULL || ticks < keep_ticks) {
@@ -315,6 +317,7 @@ adopt(struct local_svc *s)
         return false;
     keep->svc = s;
     s->run_group = keep;
+    local__group_record(keep, env->dir); /* found by its marker only: record it now */
     s->started_at_ms = local__proc_started_ms(keep->pgid);
     if (s->started_at_ms == 0)
         s->started_at_ms = time_wall_ms();

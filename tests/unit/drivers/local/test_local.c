@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "sources/git.h"
@@ -396,6 +398,49 @@ teardown_env(struct plan_env *pe)
     free(dir);
 }
 
+/* Counts (and with `kill`, SIGKILLs) the live groups that the driver's records
+ * under envs/<id>-<name>/state/ name: they include those whose leaders lost the
+ * marker. */
+static int
+recorded_live(const char *envs, bool kill_them)
+{
+    int n = 0;
+
+    DIR *d = opendir(envs);
+    struct dirent *de;
+
+    while (d != NULL && (de = readdir(d)) != NULL) {
+        char *state = xasprintf("%s/%s/state", envs, de->d_name);
+        DIR *sd = de->d_name[0] == '.' ? NULL : opendir(state);
+        struct dirent *se;
+
+        while (sd != NULL && (se = readdir(sd)) != NULL) {
+            char *path = xasprintf("%s/%s", state, se->d_name), *data = NULL;
+            int pgid = 0;
+            unsigned long long want = 0;
+            uint64_t ticks = 0;
+
+            if ((strstr(se->d_name, ".run.") || strstr(se->d_name, ".setup.")) &&
+                fs_read_all(path, 64, &data, NULL) == 0 &&
+                sscanf(data, "%d %llu", &pgid, &want) == 2 && pgid > 1 &&
+                proc_start_ticks(pgid, &ticks) == 0 && ticks == want &&
+                proc_group_live_count(pgid) > 0) {
+                n++;
+                if (kill_them)
+                    kill(-pgid, SIGKILL);
+            }
+            free(data);
+            free(path);
+        }
+        if (sd != NULL)
+            closedir(sd);
+        free(state);
+    }
+    if (d != NULL)
+        closedir(d);
+    return n;
+}
+
 /* Everything of the test gone: processes, driver, loop, files. */
 static void
 fx_fini(struct fx *f)
@@ -403,6 +448,7 @@ fx_fini(struct fx *f)
     if (f->drv)
         driver_close(f);
     cr_expect_eq(count_instance_groups(), 0, "no process of this test is left");
+    cr_expect_eq(recorded_live(f->envs, false), 0, "no recorded group is left");
     uv_close((uv_handle_t *)&f->tick, NULL);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     cr_expect_eq(uv_loop_close(&f->loop), 0, "every handle is closed");
@@ -410,12 +456,24 @@ fx_fini(struct fx *f)
     free(f->repo);
     free(f->cache);
     free(f->envs);
+    f->repo = f->cache = f->envs = NULL; /* kill_leftovers() runs after us */
 }
 
 static const char *http_run = "exec /usr/bin/python3 -m http.server $PORT --bind 127.0.0.1";
 static const char *tcp_run = "exec /usr/bin/python3 tcp.py";
 
 /* ---------------------------------------------------------------- tests */
+
+/* Groups of a test that carry no marker, for kill_leftovers() to find. */
+static pid_t unmarked[8];
+static size_t n_unmarked;
+
+static void
+remember_unmarked(pid_t pgid)
+{
+    cr_assert_lt(n_unmarked, ARRAY_LEN(unmarked));
+    unmarked[n_unmarked++] = pgid;
+}
 
 /* After a failed assertion: leave no process and no directory behind. */
 static void
@@ -424,6 +482,12 @@ kill_leftovers(void)
     char prefix[80];
     struct marker_count mc = {.prefix = prefix};
 
+    for (size_t i = 0; i < n_unmarked; i++) {
+        if (proc_group_live_count(unmarked[i]) > 0)
+            kill(-unmarked[i], SIGKILL);
+    }
+    if (F.envs != NULL)
+        recorded_live(F.envs, true);
     if (F.instance[0] == '\0')
         return;
     snprintf(prefix, sizeof(prefix), "%s/", F.instance);
@@ -869,4 +933,175 @@ Test(local, refuses_a_plan_it_cannot_run)
         plan_release(&pe);
     }
     fx_fini(&F);
+}
+
+/* ---------------------------------------------------------------- records */
+
+/* `env -i` execs sleep with an empty environment: like a server that rewrites
+ * its process title, the group's only process no longer shows EPH_OWNER. */
+static const char *unmarked_run = "exec env -i sleep 1000";
+
+static char *
+record_path(const struct plan_env *pe, const char *svc, const char *kind, int pgid)
+{
+    char *dir = env_dir(pe);
+    char *path = xasprintf("%s/state/%s.%s.%d", dir, svc, kind, pgid);
+
+    free(dir);
+    return path;
+}
+
+/* Starts service 0 of pe (an unmarked_run), waits until its leader has lost
+ * the marker, and returns its pid. */
+static int
+start_unmarked(struct plan_env *pe)
+{
+    char owner[80];
+
+    cr_assert(wait_state(pe, 0, SVC_STATE_HEALTHY, 20000), "state=%d", pe->st[0].state);
+    int pid = pe->st[0].pid;
+    cr_assert_gt(pid, 0);
+    remember_unmarked(pid);
+    snprintf(owner, sizeof(owner), "%s/%" PRId64 "/%s", F.instance, pe->plan.env_id,
+             pe->svcs[0].name);
+    for (int i = 0; i < 500 && count_groups(owner) > 0; i++)
+        usleep(10000);
+    cr_assert_eq(count_groups(owner), 0, "the leader exec'd with an empty environment");
+    cr_assert_eq(proc_group_live_count(pid), 1);
+    return pid;
+}
+
+/* Files in pe's state/ whose name starts with `prefix`. */
+static int
+count_state_files(const struct plan_env *pe, const char *prefix)
+{
+    char *dir = env_dir(pe), *cmd = xasprintf("ls %s/state", dir);
+    char line[256];
+    FILE *p = popen(cmd, "r");
+    int n = 0;
+
+    cr_assert_not_null(p);
+    while (fgets(line, sizeof(line), p) != NULL)
+        n += strncmp(line, prefix, strlen(prefix)) == 0;
+    pclose(p);
+    free(cmd);
+    free(dir);
+    return n;
+}
+
+Test(local, adopts_a_group_whose_leader_lost_the_marker)
+{
+    struct plan_env pe;
+    char *record, *data = NULL, want[64];
+    uint64_t ticks = 0;
+    int pid;
+
+    fx_init(&F);
+    plan_init(&pe, 20, "unmarked");
+    add_svc(&pe, "api", unmarked_run, 0, SPEC_HEALTH_NONE, NULL);
+    pid = start_unmarked(&pe);
+    record = record_path(&pe, "api", "run", pid);
+    cr_assert_eq(fs_read_all(record, 64, &data, NULL), 0, "the group is recorded");
+    cr_assert_eq(proc_start_ticks(pid, &ticks), 0);
+    snprintf(want, sizeof(want), "%d %" PRIu64 "\n", pid, ticks);
+    cr_expect_str_eq(data, want);
+    free(data);
+    driver_close(&F); /* leaves api running */
+
+    driver_open(&F);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 20000), "state=%d", pe.st[0].state);
+    cr_expect_eq(pe.st[0].pid, pid, "the same process, adopted");
+    cr_expect_eq(pe.st[0].restarts, 0);
+    cr_expect_eq(count_state_files(&pe, "api.run."), 1, "no second copy was started");
+    cr_expect(fs_exists(record));
+
+    /* Its exit is watched; the dead group's record goes, the new one's comes. */
+    kill(pid, SIGKILL);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_RESTARTING, 5000));
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 10000));
+    int pid2 = pe.st[0].pid;
+    remember_unmarked(pid2);
+    cr_expect_neq(pid2, pid);
+    cr_expect(!fs_exists(record), "the dead group's record is removed");
+    cr_expect_eq(count_state_files(&pe, "api.run."), 1);
+
+    teardown_env(&pe);
+    cr_expect_eq(proc_group_live_count(pid2), 0, "teardown stops it");
+    fx_fini(&F);
+    free(record);
+    plan_release(&pe);
+}
+
+/* A group leader that is none of ours, for a record naming its pid with
+ * another start time: what a recorded leader's pid given again looks like. */
+static pid_t
+start_stranger(void)
+{
+    pid_t pid = fork();
+
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        setsid();
+        execl("/bin/sleep", "sleep", "1000", (char *)NULL);
+        _exit(127);
+    }
+    remember_unmarked(pid);
+    for (int i = 0; i < 500 && getpgid(pid) != pid; i++)
+        usleep(1000);
+    return pid;
+}
+
+Test(local, sweeps_and_tears_down_unmarked_groups_of_an_earlier_server)
+{
+    struct plan_env swept, deleted;
+    char *swept_record, *stale_record, *deleted_dir;
+    int swept_pid, deleted_pid;
+    pid_t stranger;
+    uint64_t ticks = 0;
+    char content[64];
+
+    fx_init(&F);
+    plan_init(&swept, 21, "swept");
+    add_svc(&swept, "api", unmarked_run, 0, SPEC_HEALTH_NONE, NULL);
+    plan_init(&deleted, 22, "deleted");
+    add_svc(&deleted, "api", unmarked_run, 0, SPEC_HEALTH_NONE, NULL);
+    swept_pid = start_unmarked(&swept);
+    deleted_pid = start_unmarked(&deleted);
+    swept_record = record_path(&swept, "api", "run", swept_pid);
+    deleted_dir = env_dir(&deleted);
+    driver_close(&F);
+
+    /* A record whose pid now names another process: not ours to stop. */
+    stranger = start_stranger();
+    cr_assert_eq(proc_start_ticks(stranger, &ticks), 0);
+    stale_record = record_path(&swept, "web", "run", (int)stranger);
+    snprintf(content, sizeof(content), "%d %" PRIu64 "\n", (int)stranger, ticks + 1);
+    cr_assert_eq(fs_write_atomic(stale_record, content, strlen(content), 0644), 0);
+
+    driver_open(&F);
+    cr_expect(!fs_exists(stale_record), "a stale record is removed at start-up");
+
+    /* Deleted while no server ran: found by its record alone. */
+    teardown_env(&deleted);
+    cr_expect_eq(proc_group_live_count(deleted_pid), 0, "teardown stops it");
+    cr_expect(!fs_exists(deleted_dir));
+
+    F.drv->ops->sweep(F.drv);
+    for (int i = 0; i < 500 && proc_group_live_count(swept_pid) > 0; i++)
+        uv_run(&F.loop, UV_RUN_ONCE);
+    cr_expect_eq(proc_group_live_count(swept_pid), 0, "sweep stops it");
+    for (int64_t end = time_mono_ms() + 2000; fs_exists(swept_record) && time_mono_ms() < end;)
+        uv_run(&F.loop, UV_RUN_ONCE); /* the reaper's next count */
+    cr_expect(!fs_exists(swept_record), "its record goes with it");
+    cr_expect_eq(proc_group_live_count(stranger), 1, "the stranger runs on");
+    teardown_env(&swept);
+    cr_expect_eq(proc_group_live_count(stranger), 1);
+    kill(stranger, SIGKILL);
+    waitpid(stranger, NULL, 0);
+    fx_fini(&F);
+    free(swept_record);
+    free(stale_record);
+    free(deleted_dir);
+    plan_release(&swept);
+    plan_release(&deleted);
 }
