@@ -8,16 +8,21 @@
 # lock on shared machines: wait for it rather than fail.
 #
 # redis-server is installed for the examples and tests, which run their own
-# redis on loopback ports; the distribution's system service is neither
-# started by this script nor needed (policy-rc.d keeps apt from starting it).
+# redis on loopback ports; nginx and wrk for bench/gateway.sh, which runs its
+# own nginx with its own config on loopback ports. Neither distribution
+# service is started by this script nor needed (policy-rc.d keeps apt from
+# starting them; should one start anyway, it is stopped again, so that
+# nothing is left listening on port 80). python3-websockets is the WebSocket
+# peer of the gateway tests.
 set -euo pipefail
 
 PACKAGES=(
     build-essential pkg-config git clang libclang-rt-14-dev
     libuv1-dev libhttp-parser-dev libjansson-dev libfyaml-dev libsqlite3-dev
     libcurl4-openssl-dev libssl-dev libcriterion-dev
-    python3 python3-pytest python3-requests
-    redis-server procps curl
+    python3 python3-pytest python3-requests python3-websockets
+    redis-server procps curl iproute2
+    nginx wrk
 )
 
 missing=()
@@ -45,7 +50,7 @@ fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 
-# Keep apt from starting redis-server (or any other daemon) as a system
+# Keep apt from starting redis-server, nginx (or any other daemon) as a system
 # service while these packages install: exit code 101 of policy-rc.d means
 # "action forbidden". Only when no policy is in place already, and removed
 # again afterwards.
@@ -68,8 +73,21 @@ trap cleanup EXIT
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
     apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${missing[@]}"
 
-# On a machine booted with systemd, the package enables redis-server at boot:
-# undo that when this run is what installed it.
-if [[ " ${missing[*]} " == *" redis-server "* && -d /run/systemd/system ]]; then
-    "${SUDO[@]}" systemctl disable --now redis-server >/dev/null 2>&1 || true
+# On a machine booted with systemd, the packages enable redis-server and
+# nginx at boot: undo that when this run is what installed them.
+for svc in redis-server nginx; do
+    if [[ " ${missing[*]} " == *" $svc "* && -d /run/systemd/system ]]; then
+        "${SUDO[@]}" systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    fi
+done
+
+# A policy-rc.d that was already in place may have let the package start
+# nginx's system service (on its default site, port 80): stop that master by
+# its pid file, the only nginx this script may have started.
+if [[ " ${missing[*]} " == *" nginx "* && -s /run/nginx.pid ]]; then
+    "${SUDO[@]}" start-stop-daemon --stop --quiet --pidfile /run/nginx.pid \
+        --exec /usr/sbin/nginx --retry QUIT/5/TERM/5 >/dev/null 2>&1 || true
+fi
+if command -v ss >/dev/null && [[ -n $(ss -Hltn 'sport = :80' 2>/dev/null) ]]; then
+    echo "install-deps: warning: something listens on port 80 (not started by this script)" >&2
 fi

@@ -1,7 +1,8 @@
 /*
  * api/api.c - the front of the REST API: routes /api/v1 paths to their
  * handlers, authenticates bearer tokens against the store, and formats
- * every reply (JSON bodies and the error shape of docs/api.md).
+ * every reply (JSON bodies and the error shape of docs/api.md). Also
+ * GET /metrics, which needs no token.
  *
  * Handlers live beside this file by resource (api_projects.c, api_envs.c,
  * api_logs.c, api_events.c); JSON renderings of records in api_json.c.
@@ -24,6 +25,8 @@
 
 #define API_PREFIX "/api/v1/"
 #define API_MAX_SEGMENTS 4 /* envs/{name}/logs/{service} */
+/* A scrape of 10,000 environments' request series fits with room. */
+#define API_METRICS_MAX_BYTES (64 * 1024 * 1024)
 
 /* ------------------------------------------------------------- replies */
 
@@ -204,6 +207,7 @@ api__call_free(struct api_call *call)
         return;
     free(call->actor_name);
     free(call->role);
+    free(call->source);
     free(call);
 }
 
@@ -239,6 +243,52 @@ touch_token(struct api *api, int64_t token_id)
     slot->touched_ms = now;
     if (store_token_touch(api->st, token_id, now, &err) < 0)
         log_warn("cannot record token use", "error=%s", log_q(err.msg));
+}
+
+void
+api__forwarded_client(const char *xff, char *out, size_t out_size)
+{
+    const char *start, *end;
+    size_t len;
+
+    out[0] = '\0';
+    if (xff == NULL || out_size == 0)
+        return;
+    start = strrchr(xff, ',');
+    start = start ? start + 1 : xff;
+    end = start + strlen(start);
+    while (*start == ' ' || *start == '\t')
+        start++;
+    while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    len = (size_t)(end - start);
+    if (len == 0 || len >= out_size || len > 45) /* INET6_ADDRSTRLEN - 1 */
+        return;
+    for (const char *c = start; c < end; c++) {
+        if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f') || (*c >= 'A' && *c <= 'F') ||
+              *c == '.' || *c == ':'))
+            return;
+    }
+    memcpy(out, start, len);
+    out[len] = '\0';
+}
+
+/*
+ * The client's address for events: behind the gateway, the entry it appended
+ * to X-Forwarded-For (the address it accepted the connection from), else the
+ * peer of this connection (free()).
+ */
+static char *
+client_address(const struct api *api, struct http_exchange *x)
+{
+    char forwarded[64];
+
+    if (api->hooks.behind_gateway) {
+        api__forwarded_client(http_header(x, "X-Forwarded-For"), forwarded, sizeof(forwarded));
+        if (forwarded[0])
+            return xstrdup(forwarded);
+    }
+    return xstrdup(http_remote_addr(x));
 }
 
 /* Authenticates the request. Returns a call, or NULL after answering 401/500. */
@@ -278,7 +328,8 @@ authenticate(struct api *api, struct http_exchange *x)
     t->role = NULL;
     store_token_free(t);
     call->actor.name = call->actor_name;
-    call->actor.source = http_remote_addr(x);
+    call->source = client_address(api, x);
+    call->actor.source = call->source;
     return call;
 }
 
@@ -370,6 +421,23 @@ route_matches(const struct route *r, char **segs, int n, struct api_params *para
     return true;
 }
 
+/* GET /metrics: Prometheus text, without a token, as scrapers expect. */
+static void
+metrics(struct api *api, struct http_exchange *x)
+{
+    struct buf out;
+    struct eph_err err = {0};
+    int rc;
+
+    buf_init(&out, API_METRICS_MAX_BYTES);
+    rc = api__metrics_text(api->st, api->hooks.metrics, api->hooks.arg, &out, &err);
+    if (rc < 0)
+        api__reply_failure(x, rc, &err);
+    else
+        http_respond(x, 200, "text/plain; version=0.0.4; charset=utf-8", buf_cstr(&out), out.len);
+    buf_release(&out);
+}
+
 void
 api_handle(struct http_exchange *x, void *arg)
 {
@@ -387,6 +455,13 @@ api_handle(struct http_exchange *x, void *arg)
     if (strcmp(path, "/api/v1/healthz") == 0) {
         if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
             healthz(x);
+        else
+            api__reply_error(x, 405, "method %s not allowed on %s", method, path);
+        return;
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
+            metrics(api, x);
         else
             api__reply_error(x, 405, "method %s not allowed on %s", method, path);
         return;
@@ -446,6 +521,12 @@ api_new(uv_loop_t *loop, struct store *st, struct reconciler *rec, const struct 
     api->cfg = cfg;
     *out = api;
     return 0;
+}
+
+void
+api_set_hooks(struct api *api, const struct api_hooks *hooks)
+{
+    api->hooks = *hooks;
 }
 
 void

@@ -1,8 +1,8 @@
 /*
  * api/api.h - the REST API under /api/v1 (docs/api.md): JSON in, store and
- * reconciler calls, JSON out.
+ * reconciler calls, JSON out; and GET /metrics (Prometheus text).
  *
- * Every request but /api/v1/healthz carries "Authorization: Bearer <token>";
+ * Every request but /api/v1/healthz and /metrics carries "Authorization: Bearer <token>";
  * the token's hash is looked up in the store. Validation errors are 4xx with
  * {"error": {"code": ..., "message": ...}}. Work that blocks (git) runs on
  * the libuv thread pool and the answer follows when it is done.
@@ -12,6 +12,8 @@
 #ifndef EPH_API_API_H
 #define EPH_API_API_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <uv.h>
 
 #include "core/config.h"
@@ -20,10 +22,38 @@
 #include "store/store.h"
 
 struct api;
+struct buf;
+
+/* Formats the public URL of a service ("http://web.fx.localhost:8080/") into out. */
+typedef void api_service_url_cb(void *arg, const char *service, const char *env, char *out,
+                                size_t out_size);
+/* Appends metrics in Prometheus text format (the gateway's) to out. */
+typedef void api_metrics_cb(void *arg, struct buf *out);
+
+/*
+ * What the API learns from the composition root (server/serve.c) about the
+ * gateway in front of it, which the API does not include. Every part is
+ * optional; `arg` goes to both callbacks, which run on the control loop.
+ */
+struct api_hooks {
+    api_service_url_cb *service_url; /* NULL: every service's url is null */
+    api_metrics_cb *metrics;         /* NULL: GET /metrics has the server's own gauges only */
+    void *arg;
+    /*
+     * Every request arrives through the gateway, which appends the address it
+     * accepted the connection from to X-Forwarded-For: events then record the
+     * last entry of that header as their source. Only for a listener that
+     * nothing but the gateway can reach (loopback, port 0).
+     */
+    bool behind_gateway;
+};
 
 /* Borrows everything; they must outlive the api. */
 int api_new(uv_loop_t *loop, struct store *st, struct reconciler *rec, const struct config *cfg,
             struct api **out, struct eph_err *err);
+
+/* Copies *hooks into the api; before the first request. */
+void api_set_hooks(struct api *api, const struct api_hooks *hooks);
 
 /* The http_handler_cb to give the HTTP server, with the api as its arg. */
 void api_handle(struct http_exchange *x, void *api);

@@ -30,9 +30,9 @@
 #define ENV_EVENTS_SHOWN 20 /* GET /envs/{name} shows the last 20 events */
 
 static void
-reply_env(struct http_exchange *x, int status, const struct env *env)
+reply_env(struct api_call *call, int status, const struct env *env)
 {
-    api__reply_json(x, status, api__env_json_parsed(env));
+    api__reply_json(call->x, status, api__env_json_parsed(env, &call->api->hooks));
 }
 
 /* Loads the live environment `name`; NULL after answering 404 or 500. */
@@ -73,7 +73,7 @@ api__envs_list(struct api_call *call, const struct api_params *params)
     }
     arr = json_array();
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, api__env_json_parsed(envs[i]));
+        json_array_append_new(arr, api__env_json_parsed(envs[i], &call->api->hooks));
     api__reply_json(call->x, 200, json_pack("{s:o}", "envs", arr));
 out:
     env_list_free(envs, n);
@@ -100,7 +100,7 @@ api__envs_get(struct api_call *call, const struct api_params *params)
         api__reply_failure(call->x, rc, &err);
         goto out;
     }
-    o = api__env_json_parsed(env);
+    o = api__env_json_parsed(env, &call->api->hooks);
     arr = json_array();
     for (size_t i = 0; i < n; i++)
         json_array_append_new(arr, api__event_json(evs[i]));
@@ -386,7 +386,7 @@ create_done(uv_work_t *w, int status)
     log_info("env created", "env=%s project=%s ref=%s commit=%.7s by=%s", env->name, env->project,
              log_q(env->ref), env->commit, call->actor_name);
     rec_kick(api->rec);
-    api__reply_json(x, 201, api__env_json(env, spec));
+    api__reply_json(x, 201, api__env_json(env, spec, &api->hooks));
 out:
     if (values)
         spec_strv_free(values, spec->n_params);
@@ -530,7 +530,7 @@ api__envs_extend(struct api_call *call, const struct api_params *params)
         api__reply_failure(x, rc, &err);
         goto out;
     }
-    reply_env(x, 200, fresh);
+    reply_env(call, 200, fresh);
 out:
     api__extend_release(&req);
     env_free(fresh);
@@ -551,7 +551,7 @@ api__envs_delete(struct api_call *call, const struct api_params *params)
     if (env == NULL)
         goto out;
     if (env->desired == ENV_WANT_DELETED) {
-        reply_env(x, 202, env); /* already on its way out */
+        reply_env(call, 202, env); /* already on its way out */
         goto out;
     }
     rc = store_env_set_desired(api->st, env->id, ENV_WANT_DELETED, &call->actor, "env.delete", NULL,
@@ -567,7 +567,7 @@ api__envs_delete(struct api_call *call, const struct api_params *params)
         api__reply_failure(x, rc, &err);
         goto out;
     }
-    reply_env(x, 202, fresh);
+    reply_env(call, 202, fresh);
 out:
     env_free(fresh);
     env_free(env);

@@ -6,7 +6,7 @@
  * Files: api.c (routing, authentication, replies), api_json.c (records ->
  * JSON), api_request.c (request bodies -> structs, pure functions),
  * api_projects.c, api_envs.c (list, get, create, extend, delete),
- * api_logs.c (tail and follow), api_events.c.
+ * api_logs.c (tail and follow), api_events.c, api_metrics.c (GET /metrics).
  *
  * Control loop only, except the work functions run by uv_queue_work (they
  * touch nothing but their own job).
@@ -21,6 +21,7 @@
 #include "api/api.h"
 #include "core/env.h"
 #include "core/spec.h"
+#include "util/buf.h"
 
 #ifndef EPH_VERSION
 #define EPH_VERSION "0.1.0" /* the Makefile may pass -DEPH_VERSION=... */
@@ -47,6 +48,7 @@ struct api {
     struct store *st;
     struct reconciler *rec;
     const struct config *cfg;
+    struct api_hooks hooks;
     struct api_touch touches[API_TOUCH_SLOTS];
     struct api_pending *pending_projects;
 };
@@ -58,6 +60,7 @@ struct api_call {
     struct http_exchange *x;
     char *actor_name;         /* the token's name ("admin") */
     char *role;               /* the token's role */
+    char *source;             /* the client's address (api.c: client_address) */
     struct store_actor actor; /* name and source borrowed from this call */
 };
 
@@ -164,13 +167,27 @@ json_t *api__event_json(const struct event *ev);
 /*
  * An environment as docs/api.md shows it (without "events"). `spec` is the
  * environment's parsed template, or NULL when it could not be parsed: it
- * only says which services have expose: false (url null). A service with
- * port 0 (an upstream) has url null too.
+ * says which services have expose: false (url null) and what an upstream's
+ * URL is (internal_url). `hooks` (may be NULL) formats the gateway URLs.
  */
-json_t *api__env_json(const struct env *env, const struct spec *spec);
+json_t *api__env_json(const struct env *env, const struct spec *spec,
+                      const struct api_hooks *hooks);
 
-/* Same, parsing env->template_yaml for the exposure of its services. */
-json_t *api__env_json_parsed(const struct env *env);
+/* Same, parsing env->template_yaml first. */
+json_t *api__env_json_parsed(const struct env *env, const struct api_hooks *hooks);
+
+/*
+ * The client address a request carries in X-Forwarded-For (`xff`, NULL if
+ * absent): its last entry, which the gateway appended, trimmed; "" when that
+ * entry is empty or holds anything but an IPv4 or IPv6 address (a client's
+ * own header passed on by another proxy). Writes into out.
+ */
+void api__forwarded_client(const char *xff, char *out, size_t out_size);
+
+/* The Prometheus text of GET /metrics: the environments of each phase (from
+ * the store), then `extra` (the gateway's), into out. 0 or a store error. */
+int api__metrics_text(struct store *st, api_metrics_cb *extra, void *arg, struct buf *out,
+                      struct eph_err *err);
 
 /* ------------------------------------------------------------- handlers */
 

@@ -1,7 +1,8 @@
 /*
  * api/api_json.c - records as docs/api.md shows them: projects, events and
  * environments with their services. Pure functions of their arguments
- * (api__env_json_parsed also parses the template it is given).
+ * (api__env_json_parsed also parses the template it is given), but for the
+ * URL formatter they are handed.
  */
 #include "api/api_int.h"
 
@@ -10,6 +11,7 @@
 
 #include "util/redact.h"
 #include "util/time.h"
+#include "util/xmalloc.h"
 
 void
 api__json_set_time(json_t *obj, const char *key, int64_t wall_ms)
@@ -74,21 +76,87 @@ exposed(const struct spec *spec, const char *name)
     return i < 0 || spec->services[i].expose;
 }
 
+/*
+ * The URL an `upstream:` service names, expanded with the environment's
+ * params as the reconciler expands it (free()); NULL if the template does
+ * not say or the expansion fails.
+ */
+static char *
+upstream_url(const struct env *env, const struct spec *spec, const char *name)
+{
+    int idx = spec ? spec_service_index(spec, name) : -1;
+    size_t n = spec ? spec->n_services : 0;
+    char **params, **hosts, **urls;
+    int *ports;
+    char *out = NULL;
+    struct eph_err err = {0};
+
+    if (idx < 0 || spec->services[idx].upstream == NULL)
+        return NULL;
+    params = xcalloc(spec->n_params + 1, sizeof(char *));
+    for (size_t i = 0; i < spec->n_params; i++) {
+        const char *value = spec->params[i].default_value;
+        for (size_t j = 0; j < env->n_params; j++) {
+            if (env->params[j].name && strcmp(env->params[j].name, spec->params[i].name) == 0)
+                value = env->params[j].value;
+        }
+        params[i] = (char *)(value ? value : "");
+    }
+    ports = xcalloc(n + 1, sizeof(int));
+    hosts = xcalloc(n + 1, sizeof(char *));
+    urls = xcalloc(n + 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        const struct env_svc *svc = env_svc_find(env, spec->services[i].name);
+        ports[i] = svc ? svc->port : 0;
+        hosts[i] = "127.0.0.1";
+        urls[i] = xasprintf("http://127.0.0.1:%d", ports[i]);
+    }
+    struct spec_vars vars = {
+        .env_name = env->name,
+        .param_values = params,
+        .ports = ports,
+        .hosts = hosts,
+        .urls = urls,
+    };
+    if (spec_expand(spec, &vars, spec->services[idx].upstream, &out, &err) < 0)
+        out = NULL;
+    for (size_t i = 0; i < n; i++)
+        free(urls[i]);
+    free(urls);
+    free(hosts);
+    free(ports);
+    free(params);
+    return out;
+}
+
 static json_t *
-service_json(const struct env_svc *svc, const struct spec *spec)
+service_json(const struct env *env, const struct env_svc *svc, const struct spec *spec,
+             const struct api_hooks *hooks)
 {
     json_t *o = json_object();
+    char *internal = NULL;
 
     json_object_set_new(o, "name", str_or_null(svc->name));
     json_object_set_new(o, "port", json_integer(svc->port));
-    if (svc->port > 0 && exposed(spec, svc->name)) {
-        char url[64];
+    /* The gateway's URL, for browsers and people; services among themselves
+     * use internal_url (docs/gateway.md says why). */
+    if (hooks && hooks->service_url && exposed(spec, svc->name)) {
+        char url[512];
 
-        snprintf(url, sizeof(url), "http://127.0.0.1:%d", svc->port);
+        hooks->service_url(hooks->arg, svc->name, env->name, url, sizeof(url));
         json_object_set_new(o, "url", json_string(url));
     } else {
         json_object_set_new(o, "url", json_null());
     }
+    if (svc->port > 0) {
+        internal = xasprintf("http://127.0.0.1:%d", svc->port);
+    } else {
+        char *raw = upstream_url(env, spec, svc->name);
+        internal = raw ? redact_credentials(raw) : NULL;
+        free(raw);
+    }
+    json_object_set_new(o, "internal_url", str_or_null(internal));
+    free(internal);
     json_object_set_new(o, "state", json_string(svc_state_name(svc->state)));
     json_object_set_new(o, "pid", json_integer(svc->pid));
     json_object_set_new(o, "restarts", json_integer(svc->restarts));
@@ -98,7 +166,7 @@ service_json(const struct env_svc *svc, const struct spec *spec)
 }
 
 json_t *
-api__env_json(const struct env *env, const struct spec *spec)
+api__env_json(const struct env *env, const struct spec *spec, const struct api_hooks *hooks)
 {
     json_t *o = json_object();
     json_t *params = json_object();
@@ -122,23 +190,23 @@ api__env_json(const struct env *env, const struct spec *spec)
     api__json_set_time(o, "phase_at", env->phase_at_ms);
     api__json_set_time(o, "ready_at", env->ready_at_ms);
     for (size_t i = 0; i < env->n_services; i++)
-        json_array_append_new(services, service_json(&env->services[i], spec));
+        json_array_append_new(services, service_json(env, &env->services[i], spec, hooks));
     json_object_set_new(o, "services", services);
     return o;
 }
 
 json_t *
-api__env_json_parsed(const struct env *env)
+api__env_json_parsed(const struct env *env, const struct api_hooks *hooks)
 {
     struct spec *spec = NULL;
     struct eph_err err = {0};
     json_t *o;
 
     /* A template that no longer parses (a newer server's keys, say) only
-     * costs the expose: false hints: every service then shows its URL. */
+     * costs the expose: false hints and the upstreams' internal URLs. */
     if (env->template_yaml)
         spec_parse(env->template_yaml, strlen(env->template_yaml), "ephemera.yaml", &spec, &err);
-    o = api__env_json(env, spec);
+    o = api__env_json(env, spec, hooks);
     spec_free(spec);
     return o;
 }

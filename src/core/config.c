@@ -5,6 +5,7 @@
 #include "core/config.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <fnmatch.h>
 #include <libfyaml.h>
 #include <stddef.h>
@@ -19,7 +20,8 @@ enum setting_type {
     SETTING_STRING,
     SETTING_DURATION_S,  /* int64_t seconds, written as "2h" */
     SETTING_DURATION_MS, /* int64_t milliseconds, written as "10s" */
-    SETTING_BYTES,       /* int64_t, a plain number */
+    SETTING_BYTES,       /* int64_t, a plain positive number */
+    SETTING_INT,         /* int64_t, a plain number, may be 0 */
 };
 
 struct setting {
@@ -28,34 +30,85 @@ struct setting {
     const char *def;      /* default, as text; NULL for computed defaults */
     const char *help;
     size_t offset;        /* of the field in struct config */
+    /* Inclusive bounds checked by config_validate(), in the field's unit
+     * (milliseconds for SETTING_DURATION_MS); both 0: checked by hand there. */
+    int64_t min, max;
 };
 
 #define FIELD(f) offsetof(struct config, f)
+#define DAY_MS (86400LL * 1000)
+#define GATEWAY_WORKERS_MAX 256 /* more loops than this is a typo, not a machine */
 
 static const struct setting settings[] = {
     {"data_dir", SETTING_STRING, NULL,
      "where the store, git caches and environments live (default ~/.local/share/ephemera)",
-     FIELD(data_dir)},
-    {"listen", SETTING_STRING, "127.0.0.1:8080", "HOST:PORT of the API", FIELD(listen)},
+     FIELD(data_dir), 0, 0},
+    {"listen", SETTING_STRING, "127.0.0.1:8080",
+     "HOST:PORT of the gateway: the API on the control host and every service URL",
+     FIELD(listen), 0, 0},
     {"port_range", SETTING_STRING, "20000-29999", "LO-HI: ports handed to services",
-     FIELD(port_range)},
+     FIELD(port_range), 0, 0},
     {"default_ttl", SETTING_DURATION_S, "8h",
-     "lifetime of an environment when neither --ttl nor the template says", FIELD(default_ttl_s)},
+     "lifetime of an environment when neither --ttl nor the template says", FIELD(default_ttl_s),
+     0, 0},
     {"max_ttl", SETTING_DURATION_S, "7d", "no environment lives longer than this from now",
-     FIELD(max_ttl_s)},
+     FIELD(max_ttl_s), 0, 0},
     {"stop_grace", SETTING_DURATION_MS, "10s",
-     "time between SIGTERM and SIGKILL when stopping a service", FIELD(stop_grace_ms)},
+     "time between SIGTERM and SIGKILL when stopping a service", FIELD(stop_grace_ms), 0, 0},
     {"reconcile_interval", SETTING_DURATION_MS, "1s",
      "period of the reconciler's level-triggered pass (changes also trigger one at once)",
-     FIELD(reconcile_interval_ms)},
+     FIELD(reconcile_interval_ms), 0, 0},
     {"allowed_repos", SETTING_STRING, "*",
-     "comma-separated glob patterns of repositories admins may register", FIELD(allowed_repos)},
-    {"log_level", SETTING_STRING, "info", "debug, info, warn or error", FIELD(log_level)},
+     "comma-separated glob patterns of repositories admins may register", FIELD(allowed_repos),
+     0, 0},
+    {"log_level", SETTING_STRING, "info", "debug, info, warn or error", FIELD(log_level), 0, 0},
     {"client_config", SETTING_STRING, NULL,
      "where the first start writes the admin's client config (default $EPH_CONFIG or "
      "~/.config/ephemera/config)",
-     FIELD(client_config)},
-    {"max_body_bytes", SETTING_BYTES, "1048576", "largest API request body", FIELD(max_body_bytes)},
+     FIELD(client_config), 0, 0},
+    {"max_body_bytes", SETTING_BYTES, "1048576", "largest API request body",
+     FIELD(max_body_bytes), 0, 0},
+    /* ---- the gateway: docs/gateway.md */
+    {"domain", SETTING_STRING, "localhost",
+     "host name of the control host (the API), and {domain} in host_pattern", FIELD(domain), 0,
+     0},
+    {"host_pattern", SETTING_STRING, "{service}.{env}.{domain}",
+     "host name of a service's URL: {service} and {env} once each, {domain} if wanted",
+     FIELD(host_pattern), 0, 0},
+    {"gateway_workers", SETTING_INT, "0",
+     "gateway event loops sharing the listening port; 0: one per core", FIELD(gateway_workers), 0,
+     GATEWAY_WORKERS_MAX},
+    {"max_header_bytes", SETTING_BYTES, "16384",
+     "largest request line plus headers of one request (431 beyond)", FIELD(max_header_bytes),
+     1024, 1024 * 1024},
+    {"header_timeout", SETTING_DURATION_MS, "10s",
+     "time a client has to send a whole request head (408 beyond)", FIELD(header_timeout_ms), 100,
+     DAY_MS},
+    {"idle_timeout", SETTING_DURATION_MS, "60s",
+     "how long a keep-alive client connection may wait for its next request",
+     FIELD(idle_timeout_ms), 100, DAY_MS},
+    {"upstream_connect_timeout", SETTING_DURATION_MS, "5s",
+     "time to connect to a service (504 beyond)", FIELD(upstream_connect_timeout_ms), 100,
+     DAY_MS},
+    {"upstream_first_byte_timeout", SETTING_DURATION_MS, "60s",
+     "time a service has to start its response once the request is sent (504 beyond)",
+     FIELD(upstream_first_byte_timeout_ms), 100, DAY_MS},
+    /* Shorter than the 5 s keep-alive of Node.js and many other servers, so
+     * that a pooled connection is not reused just as the service closes it. */
+    {"upstream_idle_timeout", SETTING_DURATION_MS, "4s",
+     "how long an idle connection to a service is kept for reuse",
+     FIELD(upstream_idle_timeout_ms), 100, DAY_MS},
+    {"max_connections", SETTING_INT, "10000",
+     "client connections over all gateway workers (503 beyond)", FIELD(max_connections), 1,
+     1000000},
+    {"access_log", SETTING_STRING, "",
+     "one line per request to this file, '-' for stderr, '' for none", FIELD(access_log), 0, 0},
+    {"shutdown_grace", SETTING_DURATION_MS, "10s",
+     "on SIGTERM, how long requests in flight may take to finish", FIELD(shutdown_grace_ms), 0,
+     3600 * 1000},
+    {"public_url_port", SETTING_INT, "0",
+     "port the URLs of services advertise (behind a load balancer: 80); 0: the listening port",
+     FIELD(public_url_port), 0, 65535},
 };
 
 static void *
@@ -118,6 +171,24 @@ config_release(struct config *cfg)
     cfg->listen_host = NULL;
 }
 
+/* "250ms": true and *out_ms; anything else is left to duration_parse(). */
+static bool
+parse_millis(const char *text, int64_t *out_ms)
+{
+    size_t n = strlen(text);
+    int64_t v = 0;
+
+    if (n < 3 || n > 12 || strcmp(text + n - 2, "ms") != 0)
+        return false;
+    for (size_t i = 0; i < n - 2; i++) {
+        if (!isdigit((unsigned char)text[i]))
+            return false;
+        v = v * 10 + (text[i] - '0');
+    }
+    *out_ms = v;
+    return true;
+}
+
 int
 config_set(struct config *cfg, const char *key, const char *value, struct eph_err *err)
 {
@@ -136,6 +207,11 @@ config_set(struct config *cfg, const char *key, const char *value, struct eph_er
     }
     case SETTING_DURATION_S:
     case SETTING_DURATION_MS:
+        /* Milliseconds ("250ms") where the unit allows; else 30s, 2h, 1h30m. */
+        if (s->type == SETTING_DURATION_MS && parse_millis(value, &v)) {
+            *(int64_t *)field_ptr(cfg, s) = v;
+            return 0;
+        }
         rc = duration_parse(value, &v, err);
         if (rc < 0)
             return eph_err_prefix(err, rc, "%s: ", key);
@@ -146,6 +222,15 @@ config_set(struct config *cfg, const char *key, const char *value, struct eph_er
         long long n = strtoll(value, &end, 10);
         if (*value == '\0' || *end != '\0' || n <= 0)
             return eph_err_set(err, EPH_EINVAL, "%s: '%s' is not a positive number", key, value);
+        *(int64_t *)field_ptr(cfg, s) = n;
+        return 0;
+    }
+    case SETTING_INT: {
+        char *end;
+        errno = 0;
+        long long n = strtoll(value, &end, 10);
+        if (*value == '\0' || *end != '\0' || errno != 0)
+            return eph_err_set(err, EPH_EINVAL, "%s: '%s' is not a number", key, value);
         *(int64_t *)field_ptr(cfg, s) = n;
         return 0;
     }
@@ -268,6 +353,66 @@ parse_port_range(struct config *cfg, struct eph_err *err)
     return 0;
 }
 
+/* Lower-case letters, digits, '-' and '.', in labels that neither start
+ * nor end with '-': what the gateway compares Host headers against. */
+static bool
+host_name_valid(const char *s)
+{
+    size_t label = 0;
+
+    if (*s == '\0' || strlen(s) > 253)
+        return false;
+    for (const char *p = s; *p; p++) {
+        if (*p == '.') {
+            if (label == 0 || p[-1] == '-')
+                return false;
+            label = 0;
+            continue;
+        }
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
+            return false;
+        if ((*p == '-' && label == 0) || ++label > 63)
+            return false;
+    }
+    return label > 0 && s[strlen(s) - 1] != '-';
+}
+
+/* Milliseconds as a setting is written: "250ms", "10s", "1h30m". */
+static void
+format_ms(int64_t ms, char *out, size_t n)
+{
+    if (ms % 1000)
+        snprintf(out, n, "%lldms", (long long)ms);
+    else
+        duration_format(ms / 1000, out, n);
+}
+
+/* Every setting with bounds in the table, within them. */
+static int
+check_bounds(const struct config *cfg, struct eph_err *err)
+{
+    for (size_t i = 0; i < ARRAY_LEN(settings); i++) {
+        const struct setting *s = &settings[i];
+        int64_t v;
+
+        if (s->type == SETTING_STRING || (s->min == 0 && s->max == 0))
+            continue;
+        v = *(const int64_t *)((const char *)cfg + s->offset);
+        if (v >= s->min && v <= s->max)
+            continue;
+        if (s->type == SETTING_DURATION_MS) {
+            char lo[32], hi[32];
+
+            format_ms(s->min, lo, sizeof(lo));
+            format_ms(s->max, hi, sizeof(hi));
+            return eph_err_set(err, EPH_EINVAL, "%s: must be from %s to %s", s->name, lo, hi);
+        }
+        return eph_err_set(err, EPH_EINVAL, "%s: %lld is not from %lld to %lld", s->name,
+                           (long long)v, (long long)s->min, (long long)s->max);
+    }
+    return 0;
+}
+
 int
 config_validate(struct config *cfg, struct eph_err *err)
 {
@@ -276,8 +421,14 @@ config_validate(struct config *cfg, struct eph_err *err)
 
     if (rc == 0)
         rc = parse_port_range(cfg, err);
+    if (rc == 0)
+        rc = check_bounds(cfg, err);
     if (rc < 0)
         return rc;
+    if (!host_name_valid(cfg->domain))
+        return eph_err_set(err, EPH_EINVAL,
+                           "domain: '%s' is not a lower-case host name such as 'localhost'",
+                           cfg->domain);
     if (cfg->data_dir == NULL || cfg->data_dir[0] == '\0')
         return eph_err_set(err, EPH_EINVAL, "data_dir: must not be empty");
     if (cfg->max_ttl_s < MIN_TTL_S || cfg->default_ttl_s < MIN_TTL_S)
@@ -301,13 +452,9 @@ format_value(const struct config *cfg, const struct setting *s, char *out, size_
     switch (s->type) {
     case SETTING_STRING: snprintf(out, n, "%s", *(char *const *)p ? *(char *const *)p : ""); break;
     case SETTING_DURATION_S: duration_format(*(const int64_t *)p, out, n); break;
-    case SETTING_DURATION_MS:
-        if (*(const int64_t *)p % 1000)
-            snprintf(out, n, "%lldms", (long long)*(const int64_t *)p);
-        else
-            duration_format(*(const int64_t *)p / 1000, out, n);
-        break;
-    case SETTING_BYTES: snprintf(out, n, "%lld", (long long)*(const int64_t *)p); break;
+    case SETTING_DURATION_MS: format_ms(*(const int64_t *)p, out, n); break;
+    case SETTING_BYTES:
+    case SETTING_INT: snprintf(out, n, "%lld", (long long)*(const int64_t *)p); break;
     }
 }
 
@@ -325,9 +472,11 @@ void
 config_print_help(FILE *out)
 {
     for (size_t i = 0; i < ARRAY_LEN(settings); i++) {
-        fprintf(out, "  --%-20s %s", settings[i].name, settings[i].help);
-        if (settings[i].def)
+        fprintf(out, "  --%-28s %s", settings[i].name, settings[i].help);
+        if (settings[i].def && settings[i].def[0])
             fprintf(out, " (default %s)", settings[i].def);
+        else if (settings[i].def)
+            fputs(" (default '')", out);
         fputc('\n', out);
     }
 }

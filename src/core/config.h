@@ -18,7 +18,7 @@
 
 struct config {
     char *data_dir;              /* store, git caches, environment directories */
-    char *listen;                /* "HOST:PORT" of the API (and later the gateway) */
+    char *listen;                /* "HOST:PORT" of the gateway: every URL, the API behind it */
     char *listen_host;           /* parsed from listen */
     int listen_port;             /* parsed from listen; 0 picks a free port */
     char *port_range;            /* "LO-HI": ports handed to services */
@@ -31,6 +31,20 @@ struct config {
     char *log_level;             /* debug, info, warn, error */
     char *client_config;         /* where the first start writes the admin's client config */
     int64_t max_body_bytes;      /* largest API request body */
+    /* the gateway (docs/gateway.md) */
+    char *domain;                /* the control host, and {domain} in host_pattern */
+    char *host_pattern;          /* "{service}.{env}.{domain}": a service's host name */
+    int64_t gateway_workers;     /* event loops accepting on `listen`; 0: one per core */
+    int64_t max_header_bytes;    /* request line + headers of one request: 431 beyond */
+    int64_t header_timeout_ms;   /* a whole request head must arrive within this: 408 */
+    int64_t idle_timeout_ms;     /* a keep-alive client connection without a request */
+    int64_t upstream_connect_timeout_ms;    /* connecting to a service: 504 beyond */
+    int64_t upstream_first_byte_timeout_ms; /* a service's response head after the request */
+    int64_t upstream_idle_timeout_ms;       /* an idle pooled connection to a service */
+    int64_t max_connections;     /* client connections over all workers: 503 beyond */
+    char *access_log;            /* path, "-" for stderr, "" for none */
+    int64_t shutdown_grace_ms;   /* SIGTERM: in-flight requests get this long to finish */
+    int64_t public_url_port;     /* the port URLs advertise; 0: the port the gateway bound */
 };
 
 /* Fills *cfg with the defaults. */
@@ -49,7 +63,11 @@ int config_load_environment(struct config *cfg, struct eph_err *err);
 /* Sets one setting by name from text ("listen", "127.0.0.1:9090"). */
 int config_set(struct config *cfg, const char *key, const char *value, struct eph_err *err);
 
-/* Checks values and derives parsed fields (listen_host/port, port_lo/hi). */
+/*
+ * Checks values and derives parsed fields (listen_host/port, port_lo/hi).
+ * host_pattern is checked by the gateway's own parser (gw_host_pattern_init),
+ * which core may not call: `eph serve` validates it right after this.
+ */
 int config_validate(struct config *cfg, struct eph_err *err);
 
 /* Writes every setting as YAML (`--print-config`), or the help table. */

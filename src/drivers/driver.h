@@ -30,6 +30,8 @@ struct drv_service {
     const char *dir;          /* relative to the checkout; NULL: its root */
     char *const *envp;        /* NAME=VALUE, NULL-terminated; the driver adds EPH_DATA */
     int port;                 /* where the health check looks; 0: none */
+    const char *health_host;  /* ... on this host (an upstream's, name or IP literal);
+                                 NULL: 127.0.0.1 */
     enum spec_health_kind health_kind;
     const char *health_path;  /* for HTTP health */
     int64_t health_timeout_ms;

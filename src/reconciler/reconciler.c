@@ -32,6 +32,8 @@ struct rec_plan {
     size_t **deps;         /* per plan service */
     int *restart_base;     /* per plan service: restarts recorded before this server
                               started; the driver counts from 0 in each server */
+    struct rec_svc_view *views; /* per template service, in template order: its route,
+                                   without state (rec_env_view.services of a tick) */
     char *error;           /* set when the plan could not be built */
     bool seen;             /* visited by the current tick */
 };
@@ -48,6 +50,8 @@ struct reconciler {
     bool swept;              /* the driver's start-up sweep is done */
     struct rec_plan **plans;
     size_t n_plans;
+    rec_observer_cb *observer; /* told what runs where at the end of each tick */
+    void *observer_arg;
     int closing_handles;
     void (*close_done)(void *arg);
     void *close_arg;
@@ -82,6 +86,7 @@ plan_free(struct rec_plan *p)
     free(p->envps);
     free(p->deps);
     free(p->restart_base);
+    free(p->views);
     free(p->plan.services);
     for (size_t i = 0; i < p->n_strings; i++)
         free(p->strings[i]);
@@ -92,20 +97,58 @@ plan_free(struct rec_plan *p)
     free(p);
 }
 
-/* The port an upstream URL names when it points at this machine, else 0. */
+/*
+ * Splits an expanded upstream URL, "http://HOST:PORT" with an optional
+ * trailing '/', into its host (free(); an IPv6 literal without its brackets)
+ * and port. The parser checked the text already unless it held ${...}, so a
+ * param can still make it wrong here: EPH_EINVAL.
+ */
 static int
-loopback_upstream_port(const char *url)
+upstream_split(const char *url, char **host, int *port, struct eph_err *err)
 {
-    const char *hosts[] = {"http://127.0.0.1:", "http://localhost:"};
+    const char *auth, *end, *colon = NULL, *h, *h_end;
+    long n = 0;
 
-    for (size_t i = 0; i < ARRAY_LEN(hosts); i++) {
-        size_t n = strlen(hosts[i]);
-        if (strncmp(url, hosts[i], n) == 0) {
-            int port = atoi(url + n);
-            return port > 0 && port < 65536 ? port : 0;
-        }
+    *host = NULL;
+    *port = 0;
+    if (strncmp(url, "http://", 7) != 0)
+        goto bad;
+    auth = h = url + 7;
+    end = strchr(auth, '/');
+    if (end == NULL)
+        end = auth + strlen(auth);
+    if (*end == '/' && end[1] != '\0')
+        goto bad;
+    for (const char *c = auth; c < end; c++) {
+        if (*c == ':')
+            colon = c;
     }
+    if (colon == NULL || colon == auth || end - colon < 2 || end - colon > 6)
+        goto bad;
+    for (const char *c = colon + 1; c < end; c++) {
+        if (*c < '0' || *c > '9')
+            goto bad;
+        n = n * 10 + (*c - '0');
+    }
+    if (n < 1 || n > 65535)
+        goto bad;
+    h_end = colon;
+    if (*h == '[') {
+        if (h_end[-1] != ']' || h_end - h < 3)
+            goto bad;
+        h++;
+        h_end--;
+    }
+    for (const char *c = h; c < h_end; c++) {
+        if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+              *c == '.' || *c == '-' || (*c == ':' && auth[0] == '[')))
+            goto bad;
+    }
+    *host = xstrndup(h, (size_t)(h_end - h));
+    *port = (int)n;
     return 0;
+bad:
+    return eph_err_set(err, EPH_EINVAL, "upstream '%s' must look like http://HOST:PORT", url);
 }
 
 /* Builds the plan of `env` from its template, params and ports. */
@@ -151,16 +194,29 @@ plan_build(const struct reconciler *rec, const struct env *env, struct rec_plan 
         .hosts = hosts,
         .urls = urls,
     };
-    /* An upstream's URL may use params: expand it first, then take its port. */
+    /* An upstream's URL may use params: expand it first, then take its host
+     * and port, which the gateway routes to and the health check probes. */
     for (size_t i = 0; i < n; i++) {
         if (s->services[i].upstream == NULL)
             continue;
-        char *url = NULL;
+        char *url = NULL, *host = NULL;
         rc = spec_expand(s, &vars, s->services[i].upstream, &url, err);
-        if (rc < 0)
+        if (rc == 0)
+            rc = upstream_split(url, &host, &ports[i], err);
+        if (rc < 0) {
+            free(url);
+            eph_err_prefix(err, rc, "service '%s': ", s->services[i].name);
             goto out;
-        ports[i] = loopback_upstream_port(url);
+        }
+        hosts[i] = keep(p, host);
         urls[i] = keep(p, url);
+    }
+    p->views = xcalloc(n + 1, sizeof(*p->views));
+    for (size_t i = 0; i < n; i++) {
+        p->views[i].name = s->services[i].name;
+        p->views[i].upstream_host = hosts[i];
+        p->views[i].upstream_port = ports[i];
+        p->views[i].expose = s->services[i].expose;
     }
 
     order = xcalloc(n + 1, sizeof(size_t));
@@ -184,6 +240,7 @@ plan_build(const struct reconciler *rec, const struct env *env, struct rec_plan 
         const struct env_svc *stored = env_svc_find(env, ss->name);
         p->restart_base[k] = stored ? stored->restarts : 0;
         ds->port = ports[order[k]];
+        ds->health_host = ss->upstream ? hosts[order[k]] : NULL;
         ds->health_kind = ss->health_kind;
         ds->health_timeout_ms = ss->health_timeout_ms;
         rc = spec_service_environ(s, order[k], &vars, &p->envps[k], &count, err);
@@ -448,6 +505,81 @@ expire_if_due(struct reconciler *rec, struct env *env, int64_t now_ms)
     env->desired = ENV_WANT_DELETED;
 }
 
+/* ------------------------------------------------------------- views */
+
+/* The services of `env` as stored, for an environment without a plan. */
+static void
+view_from_record(const struct env *env, bool deleting, struct rec_svc_view *out)
+{
+    for (size_t j = 0; j < env->n_services; j++) {
+        const struct env_svc *svc = &env->services[j];
+
+        out[j].name = svc->name;
+        out[j].upstream_host = "127.0.0.1";
+        out[j].upstream_port = svc->port;
+        /* Without the template nothing says `expose: false`: the gateway then
+         * answers 503 with the phase, which is what there is to know. */
+        out[j].expose = true;
+        out[j].state = deleting ? SVC_STATE_STOPPED : svc->state;
+    }
+}
+
+/* Tells the observer what runs where after this tick's observations. */
+static void
+notify_observer(struct reconciler *rec, struct env **envs, size_t n)
+{
+    struct rec_env_view *views;
+    size_t n_views = 0;
+
+    if (rec->observer == NULL)
+        return;
+    views = xcalloc(n + 1, sizeof(*views));
+    for (size_t i = 0; i < n; i++) {
+        const struct env *env = envs[i];
+        bool deleting = env->desired == ENV_WANT_DELETED || env->phase == ENV_PHASE_DELETING;
+        const struct rec_plan *p = deleting ? NULL : plan_find(rec, env->id);
+        struct rec_env_view *v;
+        struct rec_svc_view *svcs;
+
+        if (env->phase == ENV_PHASE_DELETED)
+            continue;
+        v = &views[n_views++];
+        v->id = env->id;
+        v->name = env->name;
+        v->phase = env->phase;
+        v->reason = env->reason;
+        if (p == NULL || p->error != NULL) {
+            svcs = xcalloc(env->n_services + 1, sizeof(*svcs));
+            view_from_record(env, deleting, svcs);
+            v->n_services = env->n_services;
+        } else {
+            svcs = xcalloc(p->spec->n_services + 1, sizeof(*svcs));
+            for (size_t j = 0; j < p->spec->n_services; j++) {
+                const struct env_svc *stored = env_svc_find(env, p->views[j].name);
+
+                svcs[j] = p->views[j];
+                svcs[j].state = stored ? stored->state : SVC_STATE_PENDING;
+                /* A run service's port is the one stored with the environment. */
+                if (p->spec->services[j].run && stored)
+                    svcs[j].upstream_port = stored->port;
+            }
+            v->n_services = p->spec->n_services;
+        }
+        v->services = svcs;
+    }
+    rec->observer(rec->observer_arg, views, n_views);
+    for (size_t i = 0; i < n_views; i++)
+        free((void *)views[i].services);
+    free(views);
+}
+
+void
+rec_set_observer(struct reconciler *rec, rec_observer_cb *cb, void *arg)
+{
+    rec->observer = cb;
+    rec->observer_arg = arg;
+}
+
 /* ------------------------------------------------------------- ticks */
 
 static void
@@ -474,6 +606,7 @@ tick(struct reconciler *rec)
         else
             reconcile_running(rec, env);
     }
+    notify_observer(rec, envs, n);
     env_list_free(envs, n);
     plan_forget_unseen(rec);
     if (!rec->swept) {

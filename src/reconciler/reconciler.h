@@ -13,6 +13,7 @@
 #ifndef EPH_RECONCILER_RECONCILER_H
 #define EPH_RECONCILER_RECONCILER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -32,6 +33,40 @@ void rec_start(struct reconciler *rec);
 
 /* Asks for a tick soon (coalesced); safe to call often. */
 void rec_kick(struct reconciler *rec);
+
+/* ---- what runs where, for the gateway's route table ---- */
+
+/* One service of a view: borrowed, valid during the observer call only. */
+struct rec_svc_view {
+    const char *name;
+    const char *upstream_host; /* "127.0.0.1", or the host of an `upstream:` URL */
+    int upstream_port;         /* the service's port, or the upstream URL's; 0: none */
+    bool expose;               /* false: `expose: false` in the template, no URL */
+    enum svc_state state;      /* as just observed; STOPPED while being deleted */
+};
+
+/* One environment of a view. */
+struct rec_env_view {
+    int64_t id;
+    const char *name;
+    enum env_phase phase;                /* as just recorded */
+    const char *reason;                  /* NULL if none */
+    const struct rec_svc_view *services; /* in template order */
+    size_t n_services;
+};
+
+/*
+ * Called at the end of every tick with every environment not yet deleted,
+ * oldest first: those being deleted in phase DELETING with every service
+ * STOPPED, one whose template cannot be planned with its services as stored.
+ * An environment that became deleted in this tick is absent. The views are
+ * borrowed for the call. It runs in the same tick as the observations it
+ * shows, so a service that just became healthy is in it at once.
+ */
+typedef void rec_observer_cb(void *arg, const struct rec_env_view *envs, size_t n_envs);
+
+/* Sets the observer (NULL: none). Before rec_start(), or any time after. */
+void rec_set_observer(struct reconciler *rec, rec_observer_cb *cb, void *arg);
 
 /* Path of a service's log file for the API (free()); the file may not exist. */
 char *rec_log_path(struct reconciler *rec, const struct env *env, const char *service);

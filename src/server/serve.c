@@ -2,14 +2,23 @@
  * server/serve.c - `eph serve`: settings, the data directory, first-start
  * admin token, and the control loop with everything on it.
  *
- * Shutdown (SIGTERM/SIGINT) stops accepting, lets in-flight requests finish,
- * closes every handle and exits; environments keep running and are adopted
- * by the next start, so upgrading the server does not take them down.
+ * The gateway owns the one public port (--listen): service hosts are proxied
+ * to their services, the control host to the API's HTTP server, which
+ * listens on 127.0.0.1 and a port of the kernel's choosing that nothing but
+ * the gateway is told about. After every reconciler tick the routes are
+ * rebuilt from what the reconciler saw and published when they changed.
+ *
+ * Shutdown (SIGTERM/SIGINT): the gateway stops accepting and gives requests
+ * in flight `shutdown_grace` to finish while the API finishes its own (log
+ * streams end at once); then the reconciler and the driver close and the
+ * process exits. Environments keep running and are adopted by the next
+ * start, so upgrading the server does not take them down.
  */
 #include "server/serve.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <libgen.h>
 #include <signal.h>
@@ -26,6 +35,7 @@
 #include "auth/auth.h"
 #include "core/config.h"
 #include "drivers/local/local.h"
+#include "gateway/gateway.h"
 #include "gateway/http_server.h"
 #include "reconciler/reconciler.h"
 #include "store/store.h"
@@ -33,9 +43,15 @@
 #include "util/log.h"
 #include "util/xmalloc.h"
 
-#define SERVE_HEADER_TIMEOUT_MS 10000
-#define SERVE_IDLE_TIMEOUT_MS 60000
-#define SERVE_MAX_HEADER_BYTES (16 * 1024)
+/* The API's own listener: loopback, a port only the gateway is told. */
+#define SERVE_API_HOST "127.0.0.1"
+/* The gateway adds X-Forwarded-For/-Proto/-Host and Forwarded to a request
+ * head it accepted within max_header_bytes: the API allows for them. */
+#define SERVE_FORWARD_HEADROOM_BYTES 4096
+/* The API keeps an idle connection from the gateway this much longer than
+ * the gateway keeps it in its pool, so the gateway is always the one to
+ * close it and never sends a request on a connection being closed. */
+#define SERVE_API_IDLE_MARGIN_MS 30000
 
 struct server {
     struct config cfg;
@@ -45,8 +61,17 @@ struct server {
     struct driver *driver;
     struct reconciler *rec;
     struct api *api;
-    struct http_server *http;
-    int lock_fd;          /* flock on data_dir/eph.lock: one server per data dir */
+    struct http_server *http;       /* the API, behind the gateway */
+    struct gateway *gw;             /* NULL once stopped */
+    struct gw_host_pattern pattern; /* for the URLs the API shows */
+    int public_port;                /* the port those URLs name */
+    int workers;                    /* gateway event loops */
+    FILE *access_log;               /* NULL: none */
+    bool access_log_owned;          /* we opened it (not stderr): we close it */
+    uint64_t routes_version;        /* of the last table published; increases */
+    uint64_t routes_signature;      /* what it was built from (route_signature) */
+    int lock_fd;                    /* flock on data_dir/eph.lock: one server per data dir */
+    int stopping_parts;             /* the gateway and the API server, while they close */
     bool stopping;
 };
 
@@ -55,8 +80,9 @@ usage(FILE *out)
 {
     fputs("usage: eph serve [--config FILE] [--SETTING VALUE]... [--check] [--print-config]\n"
           "\n"
-          "Runs the server: the REST API, the reconciler and the local driver, in the\n"
-          "foreground. Settings come from defaults, then --config FILE (YAML), then\n"
+          "Runs the server in the foreground: the gateway on --listen (the API on the\n"
+          "control host, every service at its own URL), the reconciler and the local\n"
+          "driver. Settings come from defaults, then --config FILE (YAML), then\n"
           "EPH_<SETTING> environment variables, then flags (--data-dir, --listen,\n"
           "--port-range, ...: '-' and '_' are the same in flags).\n"
           "\n"
@@ -67,6 +93,19 @@ usage(FILE *out)
           "\nSettings:\n",
           out);
     config_print_help(out);
+}
+
+/* The host pattern is the gateway's to parse, and core may not call it:
+ * checked here, with the rest of the settings, before anything starts. */
+static int
+check_host_pattern(const struct config *cfg, struct eph_err *err)
+{
+    struct gw_host_pattern p;
+    int rc = gw_host_pattern_init(&p, cfg->host_pattern, cfg->domain, err);
+
+    if (rc == 0)
+        gw_host_pattern_release(&p);
+    return rc;
 }
 
 /* Reads settings in precedence order; returns 0, 1 (exit 0 now) or 2 (usage). */
@@ -140,7 +179,7 @@ load_settings(struct config *cfg, int argc, char **argv, bool *check, bool *prin
             return 2;
         }
     }
-    if (config_validate(cfg, &err) < 0) {
+    if (config_validate(cfg, &err) < 0 || check_host_pattern(cfg, &err) < 0) {
         fprintf(stderr, "eph serve: %s\n", err.msg);
         return 2;
     }
@@ -171,8 +210,8 @@ prepare_data_dir(struct server *srv, struct eph_err *err)
         goto out;
     }
     if (flock(srv->lock_fd, LOCK_EX | LOCK_NB) < 0) {
-        rc = eph_err_set(err, EPH_ECONFLICT,
-                         "another eph serve is using data directory '%s'", srv->cfg.data_dir);
+        rc = eph_err_set(err, EPH_ECONFLICT, "another eph serve is using data directory '%s'",
+                         srv->cfg.data_dir);
         goto out;
     }
 out:
@@ -247,11 +286,137 @@ first_start(struct server *srv, int port, struct eph_err *err)
     fflush(stdout);
     rc = write_client_config(srv->cfg.client_config, url, token, err);
     if (rc == 0)
-        log_info("client config written", "path=%s server=%s", log_q(srv->cfg.client_config),
-                 url);
+        log_info("client config written", "path=%s server=%s", log_q(srv->cfg.client_config), url);
     explicit_bzero(token, sizeof(token));
     free(url);
     return rc;
+}
+
+/* ------------------------------------------------------------- routes */
+
+/* FNV-1a over a string and its terminating NUL, so "ab"+"c" != "a"+"bc". */
+static uint64_t
+sig_str(uint64_t h, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)(s ? s : "");
+
+    do {
+        h ^= *p;
+        h *= 1099511628211ULL;
+    } while (*p++);
+    return h;
+}
+
+static uint64_t
+sig_int(uint64_t h, int64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        h ^= (uint64_t)(v >> (i * 8)) & 0xff;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+/* Everything a route table is built from, hashed: equal signatures, equal
+ * tables (a collision would only delay a publish to the next change). */
+static uint64_t
+route_signature(const struct rec_env_view *envs, size_t n)
+{
+    uint64_t h = sig_int(1469598103934665603ULL, (int64_t)n);
+
+    for (size_t i = 0; i < n; i++) {
+        h = sig_str(h, envs[i].name);
+        h = sig_int(h, envs[i].phase);
+        h = sig_str(h, envs[i].reason);
+        h = sig_int(h, (int64_t)envs[i].n_services);
+        for (size_t j = 0; j < envs[i].n_services; j++) {
+            const struct rec_svc_view *v = &envs[i].services[j];
+            h = sig_str(h, v->name);
+            h = sig_str(h, v->upstream_host);
+            h = sig_int(h, v->upstream_port);
+            h = sig_int(h, v->expose);
+            h = sig_int(h, v->state);
+        }
+    }
+    return h;
+}
+
+/* Builds a route table from the views and hands it to the gateway. */
+static void
+publish_routes(struct server *srv, const struct rec_env_view *envs, size_t n, uint64_t signature)
+{
+    struct gw_route_env_in *in = xcalloc(n + 1, sizeof(*in));
+    size_t n_routes = 0;
+    struct gw_routes *table;
+
+    for (size_t i = 0; i < n; i++) {
+        struct gw_route_service_in *svcs = xcalloc(envs[i].n_services + 1, sizeof(*svcs));
+
+        for (size_t j = 0; j < envs[i].n_services; j++) {
+            const struct rec_svc_view *v = &envs[i].services[j];
+            svcs[j] = (struct gw_route_service_in){
+                .name = v->name,
+                .upstream_host = v->upstream_host,
+                .upstream_port = v->upstream_port,
+                .expose = v->expose,
+                .state = v->state,
+            };
+            n_routes += v->expose;
+        }
+        in[i] = (struct gw_route_env_in){
+            .name = envs[i].name,
+            .phase = envs[i].phase,
+            .reason = envs[i].reason,
+            .services = svcs,
+            .n_services = envs[i].n_services,
+        };
+    }
+    table = gw_routes_build(in, n, ++srv->routes_version);
+    srv->routes_signature = signature;
+    gw_publish(srv->gw, table); /* the gateway holds the reference now */
+    log_debug("routes published", "version=%" PRIu64 " envs=%zu routes=%zu", srv->routes_version, n,
+              n_routes);
+    for (size_t i = 0; i < n; i++)
+        free((void *)in[i].services);
+    free(in);
+}
+
+/*
+ * The reconciler's observer: runs at the end of each tick, in the tick that
+ * recorded a change, so a service that just became healthy is routable
+ * before the loop turns again. Publishes only when something changed.
+ */
+static void
+on_reconciled(void *arg, const struct rec_env_view *envs, size_t n)
+{
+    struct server *srv = arg;
+    uint64_t signature;
+
+    if (srv->gw == NULL || srv->stopping)
+        return;
+    signature = route_signature(envs, n);
+    if (srv->routes_version > 0 && signature == srv->routes_signature)
+        return;
+    publish_routes(srv, envs, n, signature);
+}
+
+/* ------------------------------------------------------------- hooks for the API */
+
+static void
+service_url(void *arg, const char *service, const char *env, char *out, size_t out_size)
+{
+    struct server *srv = arg;
+
+    gw_host_url(&srv->pattern, service, env, srv->public_port, out, out_size);
+}
+
+static void
+gateway_metrics(void *arg, struct buf *out)
+{
+    struct server *srv = arg;
+
+    if (srv->gw)
+        gw_metrics(srv->gw, out);
 }
 
 /* ------------------------------------------------------------- shutdown */
@@ -275,15 +440,33 @@ on_rec_closed(void *arg)
     srv->driver = NULL;
 }
 
+/* Once both the gateway and the API server are closed: the rest. */
+static void
+on_part_stopped(struct server *srv)
+{
+    if (--srv->stopping_parts > 0)
+        return;
+    api_free(srv->api);
+    srv->api = NULL;
+    rec_close(srv->rec, on_rec_closed, srv);
+}
+
 static void
 on_http_closed(void *arg)
 {
     struct server *srv = arg;
 
     srv->http = NULL;
-    api_free(srv->api);
-    srv->api = NULL;
-    rec_close(srv->rec, on_rec_closed, srv);
+    on_part_stopped(srv);
+}
+
+static void
+on_gateway_stopped(void *arg)
+{
+    struct server *srv = arg;
+
+    srv->gw = NULL;
+    on_part_stopped(srv);
 }
 
 static void
@@ -294,7 +477,12 @@ on_signal(uv_signal_t *sig, int signum)
     if (srv->stopping)
         return;
     srv->stopping = true;
-    log_info("stopping", "signal=%d", signum);
+    log_info("stopping", "signal=%d grace_ms=%" PRId64, signum, srv->cfg.shutdown_grace_ms);
+    /* Both at once: the gateway finishes what is in flight, requests for the
+     * API included, which the API server finishes too; streams of followed
+     * logs end now rather than at the deadline. */
+    srv->stopping_parts = 2;
+    gw_stop(srv->gw, &srv->loop, srv->cfg.shutdown_grace_ms, on_gateway_stopped, srv);
     http_server_close(srv->http, on_http_closed, srv);
 }
 
@@ -315,6 +503,107 @@ nothing_to_do(void *arg)
     (void)arg;
 }
 
+/* Opens the access log the settings name: "" none, "-" stderr, else a file
+ * appended to, line by line so that a tail -f sees each request at once. */
+static int
+open_access_log(struct server *srv, struct eph_err *err)
+{
+    const char *path = srv->cfg.access_log;
+
+    if (path == NULL || path[0] == '\0')
+        return 0;
+    if (strcmp(path, "-") == 0) {
+        srv->access_log = stderr;
+        return 0;
+    }
+    srv->access_log = fopen(path, "ae");
+    if (srv->access_log == NULL)
+        return eph_err_set(err, -errno, "cannot open access log '%s': %s", path, strerror(errno));
+    setvbuf(srv->access_log, NULL, _IOLBF, 0);
+    srv->access_log_owned = true;
+    return 0;
+}
+
+/* The API's HTTP server, on loopback and a free port: only the gateway uses it. */
+static int
+start_api_server(struct server *srv, struct eph_err *err)
+{
+    int64_t idle_ms = srv->cfg.upstream_idle_timeout_ms + SERVE_API_IDLE_MARGIN_MS;
+    struct http_server_config hc = {
+        .loop = &srv->loop,
+        .host = SERVE_API_HOST,
+        .port = 0,
+        .max_header_bytes = (size_t)srv->cfg.max_header_bytes + SERVE_FORWARD_HEADROOM_BYTES,
+        .max_body_bytes = (size_t)srv->cfg.max_body_bytes,
+        .header_timeout_ms = srv->cfg.header_timeout_ms,
+        .idle_timeout_ms = idle_ms > srv->cfg.idle_timeout_ms ? idle_ms : srv->cfg.idle_timeout_ms,
+        .max_connections = (int)srv->cfg.max_connections,
+        .handler = api_handle,
+        .handler_arg = srv->api,
+    };
+    struct api_hooks hooks = {
+        .service_url = service_url,
+        .metrics = gateway_metrics,
+        .arg = srv,
+        .behind_gateway = true,
+    };
+
+    api_set_hooks(srv->api, &hooks);
+    return http_server_start(&hc, &srv->http, err);
+}
+
+static int
+start_gateway(struct server *srv, struct eph_err *err)
+{
+    int workers = (int)srv->cfg.gateway_workers;
+    struct gw_config gc = {
+        .listen_host = srv->cfg.listen_host,
+        .listen_port = srv->cfg.listen_port,
+        .host_pattern = srv->cfg.host_pattern,
+        .domain = srv->cfg.domain,
+        .control_host = SERVE_API_HOST,
+        .control_port = http_server_port(srv->http),
+        .max_header_bytes = (size_t)srv->cfg.max_header_bytes,
+        .header_timeout_ms = srv->cfg.header_timeout_ms,
+        .idle_timeout_ms = srv->cfg.idle_timeout_ms,
+        .connect_timeout_ms = srv->cfg.upstream_connect_timeout_ms,
+        .first_byte_timeout_ms = srv->cfg.upstream_first_byte_timeout_ms,
+        .upstream_idle_ms = srv->cfg.upstream_idle_timeout_ms,
+        .max_connections = (int)srv->cfg.max_connections,
+        .access_log = srv->access_log,
+    };
+    int rc;
+
+    gc.workers = workers > 0 ? workers : (int)uv_available_parallelism();
+    rc = gw_start(&gc, &srv->gw, err);
+    if (rc < 0)
+        return rc;
+    srv->public_port =
+        srv->cfg.public_url_port > 0 ? (int)srv->cfg.public_url_port : gw_port(srv->gw);
+    srv->workers = gc.workers;
+    return 0;
+}
+
+/* Closes what a failed start opened, with the loop, before anything ran. */
+static void
+abandon_start(struct server *srv)
+{
+    if (srv->gw) {
+        gw_stop(srv->gw, &srv->loop, 0, nothing_to_do, NULL);
+        srv->gw = NULL;
+    }
+    if (srv->http)
+        http_server_close(srv->http, nothing_to_do, NULL);
+    if (srv->api)
+        api_free(srv->api);
+    if (srv->rec)
+        rec_close(srv->rec, nothing_to_do, NULL);
+    if (srv->driver)
+        srv->driver->ops->close(srv->driver, nothing_to_do, NULL);
+    uv_run(&srv->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&srv->loop);
+}
+
 static int
 run(struct server *srv, struct eph_err *err)
 {
@@ -326,7 +615,11 @@ run(struct server *srv, struct eph_err *err)
 
     log_level_parse(srv->cfg.log_level, &level);
     log_set_level(level);
-    rc = prepare_data_dir(srv, err);
+    rc = gw_host_pattern_init(&srv->pattern, srv->cfg.host_pattern, srv->cfg.domain, err);
+    if (rc == 0)
+        rc = open_access_log(srv, err);
+    if (rc == 0)
+        rc = prepare_data_dir(srv, err);
     if (rc == 0)
         rc = store_open(db, &srv->store, err);
     if (rc == 0)
@@ -347,34 +640,14 @@ run(struct server *srv, struct eph_err *err)
         rc = rec_new(&srv->loop, srv->store, srv->driver, &srv->cfg, &srv->rec, err);
     if (rc == 0)
         rc = api_new(&srv->loop, srv->store, srv->rec, &srv->cfg, &srv->api, err);
-    if (rc == 0) {
-        struct http_server_config hc = {
-            .loop = &srv->loop,
-            .host = srv->cfg.listen_host,
-            .port = srv->cfg.listen_port,
-            .max_header_bytes = SERVE_MAX_HEADER_BYTES,
-            .max_body_bytes = (size_t)srv->cfg.max_body_bytes,
-            .header_timeout_ms = SERVE_HEADER_TIMEOUT_MS,
-            .idle_timeout_ms = SERVE_IDLE_TIMEOUT_MS,
-            .handler = api_handle,
-            .handler_arg = srv->api,
-        };
-        rc = http_server_start(&hc, &srv->http, err);
-    }
     if (rc == 0)
-        rc = first_start(srv, http_server_port(srv->http), err);
+        rc = start_api_server(srv, err);
+    if (rc == 0)
+        rc = start_gateway(srv, err);
+    if (rc == 0)
+        rc = first_start(srv, gw_port(srv->gw), err);
     if (rc < 0) {
-        /* Nothing has run yet: close what was opened and leave. */
-        if (srv->http)
-            http_server_close(srv->http, nothing_to_do, NULL);
-        if (srv->api)
-            api_free(srv->api);
-        if (srv->rec)
-            rec_close(srv->rec, nothing_to_do, NULL);
-        if (srv->driver)
-            srv->driver->ops->close(srv->driver, nothing_to_do, NULL);
-        uv_run(&srv->loop, UV_RUN_DEFAULT);
-        uv_loop_close(&srv->loop);
+        abandon_start(srv); /* nothing has run yet */
         goto out;
     }
     uv_signal_init(&srv->loop, &srv->sigterm);
@@ -382,14 +655,20 @@ run(struct server *srv, struct eph_err *err)
     srv->sigterm.data = srv->sigint.data = srv;
     uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
     uv_signal_start(&srv->sigint, on_signal, SIGINT);
-    log_info("server started", "listen=%s:%d data_dir=%s instance=%s", srv->cfg.listen_host,
-             http_server_port(srv->http), log_q(srv->cfg.data_dir), instance);
+    log_info("server started",
+             "listen=%s:%d workers=%d api=%s:%d public_port=%d data_dir=%s instance=%s",
+             srv->cfg.listen_host, gw_port(srv->gw), srv->workers, SERVE_API_HOST,
+             http_server_port(srv->http), srv->public_port, log_q(srv->cfg.data_dir), instance);
+    rec_set_observer(srv->rec, on_reconciled, srv);
     rec_start(srv->rec);
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&srv->loop) != 0)
         log_warn("handles left open at exit");
     log_info("server stopped");
 out:
+    if (srv->access_log_owned)
+        fclose(srv->access_log);
+    gw_host_pattern_release(&srv->pattern);
     store_close(srv->store);
     free(instance);
     free(envs);

@@ -640,3 +640,409 @@ def run_threads(fn, items):
     if errors:
         raise errors[0]
     return results
+
+
+# ------------------------------------------------------------------ the gateway (test_07)
+#
+# The gateway serves everything on the server's one port: the control host
+# (127.0.0.1:PORT, localhost:PORT) is the API, <service>.<env>.localhost:PORT
+# is proxied to the service. glibc does not resolve *.localhost here, so the
+# tests connect to 127.0.0.1 and send the Host header (curl resolves the
+# names itself).
+
+UPSTREAMS_DIR = Path(__file__).resolve().parent / "upstreams"
+# Settings of the gateway tests' server, appended to its config file: a short
+# header timeout for the slowloris case, a short first-byte timeout for the
+# 504 case, and the access log on stderr (the server's log file).
+GATEWAY_SETTINGS = (("header_timeout", "2s"), ("upstream_first_byte_timeout", "3s"),
+                    ("access_log", "-"))
+UPSTREAM_START_TIMEOUT_S = 15
+
+PROBE_TEMPLATE = """\
+version: 1
+params:
+  start_delay: { default: "0" }
+services:
+  probe:
+    run: /usr/bin/python3 probe.py
+    env: { START_DELAY: "${params.start_delay}" }
+    health: { http: /healthz, timeout: 30s }
+"""
+
+WS_TEMPLATE = """\
+version: 1
+services:
+  ws:
+    run: /usr/bin/python3 ws_echo.py
+    health: { tcp: true, timeout: 30s }
+"""
+
+# Services that start nothing: the gateway routes them to a server the test
+# runs itself, on the port given as a param. No health check, so the
+# environment is ready whether or not that server is up.
+EXT_TEMPLATE = """\
+version: 1
+params:
+  backend_port: {}
+services:
+  alpha:
+    upstream: "http://127.0.0.1:${params.backend_port}"
+  beta:
+    upstream: "http://127.0.0.1:${params.backend_port}"
+  hiddensvc:
+    upstream: "http://127.0.0.1:${params.backend_port}"
+    expose: false
+"""
+
+
+@dataclass
+class GatewayRepos:
+    probe: Path    # one run: service, tests/e2e/upstreams/probe.py
+    ws: Path       # one run: service, tests/e2e/upstreams/ws_echo.py
+    ext: Path      # upstream: services alpha, beta, hiddensvc (not exposed)
+
+
+def make_repo(path, files):
+    """A git repository at path holding files {name: text}, one commit on main."""
+    path.mkdir(parents=True)
+    for name, text in files.items():
+        (path / name).write_text(text)
+    git(path.parent, "init", "-q", "-b", "main", str(path))
+    commit_all(path, "gateway test project")
+    return path
+
+
+@pytest.fixture(scope="session")
+def gw_repos(repos):
+    """The gateway tests' projects, beside the others (allowed_repos covers them)."""
+    probe_py = (UPSTREAMS_DIR / "probe.py").read_text()
+    ws_py = (UPSTREAMS_DIR / "ws_echo.py").read_text()
+    return GatewayRepos(
+        probe=make_repo(repos.dir / "gw-probe", {"ephemera.yaml": PROBE_TEMPLATE,
+                                                 "probe.py": probe_py}),
+        ws=make_repo(repos.dir / "gw-ws", {"ephemera.yaml": WS_TEMPLATE, "ws_echo.py": ws_py}),
+        ext=make_repo(repos.dir / "gw-ext", {"ephemera.yaml": EXT_TEMPLATE}))
+
+
+@pytest.fixture
+def gw(tmp_path, repos, gw_repos):
+    """A running `eph serve` with GATEWAY_SETTINGS, the shop registered as `shop`
+    and the gateway projects as `probe`, `ws` and `ext`; checked at teardown
+    like `server`."""
+    s = Server(tmp_path, repos.dir)
+    with open(s.config_file, "a") as f:
+        for key, value in GATEWAY_SETTINGS:
+            f.write('%s: "%s"\n' % (key, value))
+    try:
+        s.start()
+        for name, repo in (("shop", repos.shop), ("probe", gw_repos.probe),
+                           ("ws", gw_repos.ws), ("ext", gw_repos.ext)):
+            add_project(s, name, repo)
+    except BaseException:
+        problems = s.shutdown()
+        if problems:
+            print("\n".join(problems))
+        raise
+    yield s
+    problems = s.shutdown()
+    if problems:
+        pytest.fail("teardown of eph serve in %s:\n%s\n--- server log tail\n%s"
+                    % (tmp_path, "\n".join(problems), s.log_tail()), pytrace=False)
+
+
+def svc_host(server, service, env):
+    """The Host header of a service URL on this server: web.fx.localhost:PORT."""
+    return "%s.%s.localhost:%d" % (service, env, server.port)
+
+
+def gw_request(server, method, host, path="/", timeout=30, **kw):
+    """An HTTP request through the gateway with Host: host (no proxies, no token)."""
+    headers = dict(kw.pop("headers", {}))
+    headers["Host"] = host
+    return requests.request(method, "http://127.0.0.1:%d%s" % (server.port, path),
+                            headers=headers, timeout=timeout,
+                            proxies={"http": None, "https": None}, **kw)
+
+
+def create_env(server, project, name, params=None):
+    """POST /api/v1/envs; returns the created environment's JSON."""
+    body = {"project": project, "name": name}
+    if params:
+        body["params"] = {k: str(v) for k, v in params.items()}
+    r = server.api("POST", "envs", json=body)
+    assert r.status_code in (200, 201, 202), "create %s: %d %s" % (name, r.status_code, r.text)
+    return r.json()
+
+
+class Upstream:
+    """A server of tests/e2e/upstreams/ run by the test itself on 127.0.0.1:port,
+    in its own session; stopped by its pid."""
+
+    def __init__(self, script, log_dir, port=None):
+        self.script = UPSTREAMS_DIR / script
+        self.log_dir = Path(log_dir)
+        self.port = port or free_port()
+        self.proc = None
+        self.runs = 0
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def start(self):
+        assert self.proc is None, "upstream already running"
+        self.runs += 1
+        log = self.log_dir / ("%s-%d-%d.log" % (self.script.stem, self.port, self.runs))
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(["/usr/bin/python3", str(self.script)],
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                         env=clean_environ(PORT=str(self.port)),
+                                         start_new_session=True)
+
+        def accepts():
+            if self.proc.poll() is not None:
+                raise AssertionError("%s exited with %d:\n%s" % (
+                    self.script.name, self.proc.returncode, log.read_text(errors="replace")))
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_until(accepts, UPSTREAM_START_TIMEOUT_S, "%s on port %d" % (self.script.name,
+                                                                          self.port))
+        return self
+
+    def stop(self):
+        """SIGTERM by pid, then SIGKILL if it lingers; waits until the port is free."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def get(self, path):
+        """GET path on the upstream directly (not through the gateway), as JSON."""
+        r = requests.get(self.url + path, timeout=10, proxies={"http": None})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def post(self, path):
+        r = requests.post(self.url + path, timeout=10, proxies={"http": None})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+@pytest.fixture
+def probe_upstream(tmp_path):
+    """tests/e2e/upstreams/probe.py on a free loopback port, run by the test."""
+    up = Upstream("probe.py", tmp_path).start()
+    yield up
+    up.stop()
+
+
+@dataclass
+class RawResponse:
+    status: int
+    reason: str
+    headers: list          # [(lower-case name, value)] in order
+    body: bytes
+
+    def header(self, name, default=None):
+        for k, v in self.headers:
+            if k == name.lower():
+                return v
+        return default
+
+    def header_all(self, name):
+        return [v for k, v in self.headers if k == name.lower()]
+
+
+class RawHTTP:
+    """HTTP/1.1 over a plain socket to 127.0.0.1:port, for what a library would
+    hide or refuse to send: pipelining, smuggling attempts, byte-exact framing."""
+
+    def __init__(self, port, timeout=30):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+        self.eof = False
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self, deadline):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no data from the gateway before the deadline; have %r"
+                               % self.buf[:200])
+        self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(1 << 20)
+        except socket.timeout as e:
+            raise TimeoutError("no data from the gateway before the deadline; have %r"
+                               % self.buf[:200]) from e
+        if not data:
+            self.eof = True
+            raise EOFError("the gateway closed the connection; have %r" % self.buf[:200])
+        self.buf += data
+
+    def read_until(self, sep, timeout=30):
+        deadline = time.monotonic() + timeout
+        while sep not in self.buf:
+            self._fill(deadline)
+        i = self.buf.index(sep) + len(sep)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def read_exact(self, n, timeout=30):
+        deadline = time.monotonic() + timeout
+        while len(self.buf) < n:
+            self._fill(deadline)
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_head(self, timeout=30):
+        """(status, reason, headers) of the next response head."""
+        head = self.read_until(b"\r\n\r\n", timeout).decode("latin-1")
+        lines = head.split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        assert version.startswith("HTTP/1."), "not a status line: %r" % lines[0]
+        status, _, reason = rest.partition(" ")
+        headers = []
+        for line in lines[1:]:
+            if line:
+                k, _, v = line.partition(":")
+                headers.append((k.strip().lower(), v.strip()))
+        return int(status), reason, headers
+
+    def read_chunk(self, timeout=30):
+        """The data of the next chunk of a chunked body (b"" for the last one,
+        whose trailers are read too)."""
+        line = self.read_until(b"\r\n", timeout)
+        size = int(line.split(b";", 1)[0].strip(), 16)
+        if size == 0:
+            while self.read_until(b"\r\n", timeout) != b"\r\n":
+                pass
+            return b""
+        data = self.read_exact(size, timeout)
+        assert self.read_exact(2, timeout) == b"\r\n", "chunk not followed by CRLF"
+        return data
+
+    def response(self, head_request=False, timeout=30):
+        """The next whole response (a 1xx comes back on its own)."""
+        status, reason, headers = self.read_head(timeout)
+        resp = RawResponse(status, reason, headers, b"")
+        te = (resp.header("transfer-encoding") or "").lower()
+        if head_request or status < 200 or status in (204, 304):
+            return resp
+        if "chunked" in te:
+            parts = []
+            while True:
+                data = self.read_chunk(timeout)
+                if not data:
+                    break
+                parts.append(data)
+            resp.body = b"".join(parts)
+        elif resp.header("content-length") is not None:
+            resp.body = self.read_exact(int(resp.header("content-length")), timeout)
+        else:
+            resp.body = self.read_to_eof(timeout)
+        return resp
+
+    def body_pieces(self, headers, timeout=30):
+        """Yields the body of a response whose head was read with read_head(), as
+        it arrives: chunked, Content-Length or up to the close."""
+        resp = RawResponse(0, "", headers, b"")
+        if "chunked" in (resp.header("transfer-encoding") or "").lower():
+            while True:
+                data = self.read_chunk(timeout)
+                if not data:
+                    return
+                yield data
+        length = resp.header("content-length")
+        left = int(length) if length is not None else None
+        while left is None or left > 0:
+            if not self.buf:
+                try:
+                    self._fill(time.monotonic() + timeout)
+                except EOFError:
+                    if left is None:
+                        return
+                    raise
+            piece = self.buf if left is None else self.buf[:left]
+            self.buf = self.buf[len(piece):]
+            if left is not None:
+                left -= len(piece)
+            yield piece
+
+    def read_to_eof(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        while not self.eof:
+            try:
+                self._fill(deadline)
+            except EOFError:
+                break
+        out, self.buf = self.buf, b""
+        return out
+
+    def closed_within(self, timeout):
+        """True once the peer closes (FIN or reset) before the deadline; data
+        that arrives meanwhile is kept in self.buf. False at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._fill(deadline)
+            except EOFError:
+                return True
+            except (ConnectionResetError, BrokenPipeError):
+                self.eof = True
+                return True
+            except TimeoutError:
+                return False
+
+
+def vm_rss_kib(pid):
+    """VmRSS of a process in KiB, from /proc/PID/status."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+class RssSampler:
+    """Samples a process's VmRSS every interval seconds in a thread; .peak_kib."""
+
+    def __init__(self, pid, interval=0.01):
+        self.pid = pid
+        self.interval = interval
+        self.peak_kib = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak_kib = max(self.peak_kib, vm_rss_kib(self.pid))
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)

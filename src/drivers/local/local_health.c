@@ -1,13 +1,16 @@
 /*
- * drivers/local/local_health.c - one health probe of a service on 127.0.0.1:
- * TCP (the port accepts a connection) or HTTP (GET path answers 2xx/3xx),
- * bounded by its own timeout. The service paces probes and decides; a probe
- * only reports healthy or not, once, unless abandoned first.
+ * drivers/local/local_health.c - one health probe of a service: TCP (the port
+ * accepts a connection) or HTTP (GET path answers 2xx/3xx), bounded by its
+ * own timeout. Services we run are probed on 127.0.0.1; an `upstream:`
+ * service on the host of its URL, resolved on the thread pool when it is a
+ * name. The service paces probes and decides; a probe only reports healthy
+ * or not, once, unless abandoned first.
  */
 #define LOG_MOD "local"
 
 #include "drivers/local/local_int.h"
 
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,13 +27,15 @@ struct local_probe {
     uv_tcp_t tcp;
     uv_timer_t timer; /* LOCAL_PROBE_TIMEOUT_MS for the whole probe */
     uv_connect_t connect;
+    uv_getaddrinfo_t resolve; /* a host name only */
     uv_write_t write;
     char *request; /* HTTP only */
     char resp[PROBE_RESPONSE_MAX + 1];
     size_t resp_len;
     bool http;
     bool finished;    /* handles closing; late callbacks do nothing */
-    int open_handles; /* freed when both have closed */
+    bool resolving;   /* the getaddrinfo callback has yet to run */
+    int open_handles; /* freed when both have closed and no resolution is pending */
 };
 
 static void
@@ -39,7 +44,7 @@ on_probe_closed(uv_handle_t *h)
     struct local_probe *p = h->data;
     struct local_driver *drv = p->drv;
 
-    if (--p->open_handles == 0) {
+    if (--p->open_handles == 0 && !p->resolving) {
         free(p->request);
         free(p);
     }
@@ -56,6 +61,8 @@ probe_finish(struct local_probe *p, bool healthy)
         return;
     p->finished = true;
     p->svc = NULL;
+    if (p->resolving)
+        uv_cancel((uv_req_t *)&p->resolve); /* its callback still runs, with UV_ECANCELED */
     p->tcp.data = p;
     p->timer.data = p;
     uv_close((uv_handle_t *)&p->tcp, on_probe_closed);
@@ -149,28 +156,81 @@ on_probe_timeout(uv_timer_t *t)
     probe_finish(container_of(t, struct local_probe, timer), false);
 }
 
+static void
+connect_to(struct local_probe *p, const struct sockaddr *addr)
+{
+    if (uv_tcp_connect(&p->connect, &p->tcp, addr, on_connected) < 0)
+        probe_finish(p, false);
+}
+
+static void
+on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct local_probe *p = container_of(req, struct local_probe, resolve);
+    struct local_driver *drv = p->drv;
+
+    p->resolving = false;
+    if (p->finished) {
+        /* Abandoned or timed out meanwhile: the handles may be closed already. */
+        if (p->open_handles == 0) {
+            free(p->request);
+            free(p);
+        }
+    } else if (status < 0 || res == NULL) {
+        probe_finish(p, false);
+    } else {
+        /* IPv4 first: "localhost" often names ::1 too, where few servers listen. */
+        const struct addrinfo *ai = res;
+        for (const struct addrinfo *a = res; a; a = a->ai_next) {
+            if (a->ai_family == AF_INET) {
+                ai = a;
+                break;
+            }
+        }
+        connect_to(p, ai->ai_addr);
+    }
+    uv_freeaddrinfo(res);
+    local__handle_closed(drv); /* the resolution counts as a handle of the driver */
+}
+
 int
 local__probe_start(struct local_svc *s)
 {
     struct local_driver *drv = s->env->drv;
     struct local_probe *p = xcalloc(1, sizeof(*p));
-    struct sockaddr_in addr;
+    const char *host = s->health_host ? s->health_host : "127.0.0.1";
+    bool v6 = strchr(host, ':') != NULL;
+    struct sockaddr_storage addr;
     int rc;
 
     p->drv = drv;
     p->http = s->health_kind == SPEC_HEALTH_HTTP;
     if (p->http) {
-        p->request = xasprintf("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n"
+        p->request = xasprintf("GET %s HTTP/1.1\r\nHost: %s%s%s:%d\r\nConnection: close\r\n"
                                "User-Agent: ephemera-health\r\n\r\n",
-                               s->health_path ? s->health_path : "/", s->port);
+                               s->health_path ? s->health_path : "/", v6 ? "[" : "", host,
+                               v6 ? "]" : "", s->port);
     }
     uv_tcp_init(drv->loop, &p->tcp);
     uv_timer_init(drv->loop, &p->timer);
     p->open_handles = 2;
     local__handle_opened(drv);
     local__handle_opened(drv);
-    uv_ip4_addr("127.0.0.1", s->port, &addr);
-    rc = uv_tcp_connect(&p->connect, &p->tcp, (const struct sockaddr *)&addr, on_connected);
+    if (uv_ip4_addr(host, s->port, (struct sockaddr_in *)&addr) == 0 ||
+        uv_ip6_addr(host, s->port, (struct sockaddr_in6 *)&addr) == 0) {
+        rc = uv_tcp_connect(&p->connect, &p->tcp, (const struct sockaddr *)&addr, on_connected);
+    } else {
+        /* A host name: resolved on the thread pool, never on the loop. */
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+        char port[8];
+
+        snprintf(port, sizeof(port), "%d", s->port);
+        rc = uv_getaddrinfo(drv->loop, &p->resolve, on_resolved, host, port, &hints);
+        if (rc == 0) {
+            p->resolving = true;
+            local__handle_opened(drv);
+        }
+    }
     if (rc < 0) {
         probe_finish(p, false); /* no service attached yet: reports nothing */
         return rc;

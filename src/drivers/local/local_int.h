@@ -97,6 +97,7 @@ struct local_svc {
     char *dir;   /* NULL: the checkout's root */
     char **envp; /* NULL-terminated */
     int port;
+    char *health_host; /* NULL: 127.0.0.1; else an upstream's host, name or IP literal */
     enum spec_health_kind health_kind;
     char *health_path;
     int64_t health_timeout_ms;

@@ -87,6 +87,7 @@ on_svc_closed(uv_handle_t *h)
         free(s->envp[i]);
     free(s->envp);
     free(s->health_path);
+    free(s->health_host);
     free(s);
     local__handle_closed(drv);
 }
@@ -109,6 +110,7 @@ local__svc_new(struct local_env *env, const struct drv_service *svc)
     for (size_t i = 0; i < n; i++)
         s->envp[i] = xstrdup(svc->envp[i]);
     s->port = svc->port;
+    s->health_host = xstrdup(svc->health_host);
     s->health_kind = svc->health_kind;
     s->health_path = xstrdup(svc->health_path);
     s->health_timeout_ms =

@@ -18,7 +18,18 @@ static const char template_yaml[] = "version: 1\n"
                                     "  api:\n"
                                     "    run: python3 app.py\n"
                                     "  ext:\n"
-                                    "    upstream: http://127.0.0.1:9\n";
+                                    "    upstream: http://${params.dataset}.internal:9/\n"
+                                    "params:\n"
+                                    "  dataset: { default: natural }\n";
+
+/* The gateway's formatter, as serve.c hands it over. */
+static void
+fake_service_url(void *arg, const char *service, const char *env, char *out, size_t size)
+{
+    snprintf(out, size, "http://%s.%s.%s:8080/", service, env, (const char *)arg);
+}
+
+static const struct api_hooks hooks = {.service_url = fake_service_url, .arg = "localhost"};
 
 static struct env *
 sample_env(void)
@@ -70,13 +81,16 @@ static const char want_env[] =
     " \"phase_at\": \"2026-11-22T10:00:05Z\", \"phase_at_ms\": 1795341605000,"
     " \"ready_at\": null, \"ready_at_ms\": 0,"
     " \"services\": ["
-    "  {\"name\": \"db\", \"port\": 20000, \"url\": null, \"state\": \"healthy\", \"pid\": 4241,"
+    "  {\"name\": \"db\", \"port\": 20000, \"url\": null,"
+    "   \"internal_url\": \"http://127.0.0.1:20000\", \"state\": \"healthy\", \"pid\": 4241,"
     "   \"restarts\": 0, \"reason\": null,"
     "   \"started_at\": \"2026-11-22T10:00:01Z\", \"started_at_ms\": 1795341601000},"
-    "  {\"name\": \"api\", \"port\": 20001, \"url\": \"http://127.0.0.1:20001\","
+    "  {\"name\": \"api\", \"port\": 20001, \"url\": \"http://api.fx.localhost:8080/\","
+    "   \"internal_url\": \"http://127.0.0.1:20001\","
     "   \"state\": \"restarting\", \"pid\": 0, \"restarts\": 2,"
     "   \"reason\": \"exited with status 1\", \"started_at\": null, \"started_at_ms\": 0},"
-    "  {\"name\": \"ext\", \"port\": 0, \"url\": null, \"state\": \"healthy\", \"pid\": 0,"
+    "  {\"name\": \"ext\", \"port\": 0, \"url\": \"http://ext.fx.localhost:8080/\","
+    "   \"internal_url\": \"http://edge-cases.internal:9/\", \"state\": \"healthy\", \"pid\": 0,"
     "   \"restarts\": 0, \"reason\": null, \"started_at\": null, \"started_at_ms\": 0}"
     " ]}";
 
@@ -98,11 +112,11 @@ Test(api_json, renders_an_environment_as_the_docs_show_it)
 {
     struct env *env = sample_env();
 
-    expect_json(api__env_json_parsed(env), want_env);
+    expect_json(api__env_json_parsed(env, &hooks), want_env);
     env_free(env);
 }
 
-Test(api_json, shows_urls_for_every_service_with_a_port_when_the_template_is_unreadable)
+Test(api_json, shows_gateway_urls_for_every_service_when_the_template_is_unreadable)
 {
     struct env *env = sample_env();
     json_t *o;
@@ -110,13 +124,48 @@ Test(api_json, shows_urls_for_every_service_with_a_port_when_the_template_is_unr
 
     free(env->template_yaml);
     env->template_yaml = xstrdup("version: 99\n");
-    o = api__env_json_parsed(env);
+    o = api__env_json_parsed(env, &hooks);
     svcs = json_object_get(o, "services");
     cr_expect_str_eq(json_string_value(json_object_get(json_array_get(svcs, 0), "url")),
+                     "http://db.fx.localhost:8080/", "nothing says expose: false");
+    cr_expect_str_eq(json_string_value(json_object_get(json_array_get(svcs, 0), "internal_url")),
                      "http://127.0.0.1:20000");
-    cr_expect(json_is_null(json_object_get(json_array_get(svcs, 2), "url")), "port 0: no url");
+    cr_expect(json_is_null(json_object_get(json_array_get(svcs, 2), "internal_url")),
+              "an upstream's URL is in the template");
     json_decref(o);
     env_free(env);
+}
+
+Test(api_json, has_no_gateway_urls_without_a_formatter)
+{
+    struct env *env = sample_env();
+    json_t *o = api__env_json_parsed(env, NULL);
+    json_t *api = json_array_get(json_object_get(o, "services"), 1);
+
+    cr_expect(json_is_null(json_object_get(api, "url")));
+    cr_expect_str_eq(json_string_value(json_object_get(api, "internal_url")),
+                     "http://127.0.0.1:20001");
+    json_decref(o);
+    env_free(env);
+}
+
+Test(api_json, takes_the_client_address_the_gateway_appended_to_x_forwarded_for)
+{
+    static const struct { const char *xff, *want; } cases[] = {
+        {"203.0.113.7", "203.0.113.7"},
+        {"10.0.0.1, 203.0.113.7", "203.0.113.7"}, /* a client's own entry comes first */
+        {"spoofed,  2001:db8::1 ", "2001:db8::1"},
+        {"10.0.0.1,", ""},
+        {"10.0.0.1, <script>", ""},
+        {"", ""},
+        {NULL, ""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char out[64];
+
+        api__forwarded_client(cases[i].xff, out, sizeof(out));
+        cr_expect_str_eq(out, cases[i].want, "case %zu", i);
+    }
 }
 
 Test(api_json, renders_a_deleting_environment_with_its_reason)
@@ -128,7 +177,7 @@ Test(api_json, renders_a_deleting_environment_with_its_reason)
     env->phase = ENV_PHASE_FAILED;
     env->reason = xstrdup("service 'api' failed");
     env->ready_at_ms = T0 + 3000;
-    o = api__env_json(env, NULL);
+    o = api__env_json(env, NULL, NULL);
     cr_expect_str_eq(json_string_value(json_object_get(o, "desired")), "deleted");
     cr_expect_str_eq(json_string_value(json_object_get(o, "phase")), "failed");
     cr_expect_str_eq(json_string_value(json_object_get(o, "reason")), "service 'api' failed");

@@ -25,6 +25,7 @@ struct fake_driver {
     size_t last_plan_services;
     char last_plan_order[64]; /* service names in plan order, comma-separated */
     char last_api_envp_port[64];
+    char last_health[128];    /* "name=host:port" of services with a health host */
 };
 
 static int
@@ -35,10 +36,17 @@ fake_apply(struct driver *d, const struct drv_plan *plan, struct eph_err *err)
     f->applies++;
     f->last_plan_services = plan->n_services;
     f->last_plan_order[0] = '\0';
+    f->last_health[0] = '\0';
     for (size_t i = 0; i < plan->n_services; i++) {
         strcat(f->last_plan_order, plan->services[i].name);
         if (i + 1 < plan->n_services)
             strcat(f->last_plan_order, ",");
+        if (plan->services[i].health_host) {
+            size_t used = strlen(f->last_health);
+            snprintf(f->last_health + used, sizeof(f->last_health) - used, "%s=%s:%d ",
+                     plan->services[i].name, plan->services[i].health_host,
+                     plan->services[i].port);
+        }
         if (strcmp(plan->services[i].name, "api") == 0) {
             for (char *const *e = plan->services[i].envp; *e; e++) {
                 if (strncmp(*e, "DB_PORT=", 8) == 0)
@@ -156,6 +164,42 @@ teardown(void)
     store_close(fx.st);
     config_release(&fx.cfg);
     fs_rm_rf(fx.dir);
+}
+
+/* Creates an environment whose services (NULL-terminated names) get ports
+ * 21001, 21002, ... in that order; a name ending in '*' gets none (an upstream). */
+static int64_t
+create_env_with(const char *name, const char *yaml, int64_t expires_at_ms,
+                const char *const *services)
+{
+    struct env *env = env_new();
+    struct eph_err err = {0};
+    struct store_actor actor = {.name = "tester", .source = "127.0.0.1"};
+    int64_t id;
+    size_t n = 0;
+
+    while (services[n])
+        n++;
+    env->name = xstrdup(name);
+    env->project = xstrdup("shop");
+    env->ref = xstrdup("main");
+    env->commit = xstrdup("0123456789012345678901234567890123456789");
+    env->owner = xstrdup("tester");
+    env->template_yaml = xstrdup(yaml);
+    env->expires_at_ms = expires_at_ms;
+    env->n_services = n;
+    env->services = xcalloc(n, sizeof(struct env_svc));
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(services[i]);
+        bool upstream = services[i][len - 1] == '*';
+
+        env->services[i].name = xstrndup(services[i], upstream ? len - 1 : len);
+        env->services[i].port = upstream ? 0 : 21001 + (int)i;
+    }
+    cr_assert_eq(store_env_create(fx.st, env, &actor, &err), 0, "%s", err.msg);
+    id = env->id;
+    env_free(env);
+    return id;
 }
 
 static int64_t
@@ -414,4 +458,137 @@ Test(reconciler, keeps_counting_restarts_across_a_server_restart)
     cr_expect_eq(env_svc_find(env, "api")->restarts, 3);
     env_free(env);
     cr_expect_eq(count_events("service.crash"), 2);
+}
+
+/* ------------------------------------------------------------- the observer */
+
+/* What the observer was last told, flattened to text, and how often. */
+static int observed_calls;
+static char observed[1024];
+
+/* "fx:ready[web=127.0.0.1:21001/healthy ext=10.0.0.7:8081/pending db(hidden)...] ..." */
+static void
+remember_view(void *arg, const struct rec_env_view *envs, size_t n)
+{
+    size_t used = 0;
+
+    (void)arg;
+    observed_calls++;
+    observed[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        used += (size_t)snprintf(observed + used, sizeof(observed) - used, "%s%s:%s%s%s[",
+                                 i ? " " : "", envs[i].name, env_phase_name(envs[i].phase),
+                                 envs[i].reason ? ":" : "",
+                                 envs[i].reason ? envs[i].reason : "");
+        for (size_t j = 0; j < envs[i].n_services; j++) {
+            const struct rec_svc_view *v = &envs[i].services[j];
+            used += (size_t)snprintf(observed + used, sizeof(observed) - used, "%s%s%s=%s:%d/%s",
+                                     j ? " " : "", v->name, v->expose ? "" : "(hidden)",
+                                     v->upstream_host, v->upstream_port,
+                                     svc_state_name(v->state));
+        }
+        used += (size_t)snprintf(observed + used, sizeof(observed) - used, "]");
+    }
+}
+
+static const char *template_routes =
+    "version: 1\n"
+    "params:\n"
+    "  backend_port: { default: \"8081\" }\n"
+    "services:\n"
+    "  web:\n"
+    "    run: ./web\n"
+    "  db:\n"
+    "    run: ./db\n"
+    "    expose: false\n"
+    "  ext:\n"
+    "    upstream: http://10.0.0.7:${params.backend_port}\n"
+    "    health: { http: /up }\n";
+
+Test(reconciler, tells_the_observer_what_runs_where_at_the_end_of_every_tick)
+{
+    int64_t id;
+
+    rec_set_observer(fx.rec, remember_view, NULL);
+    id = create_env_with("fx", template_routes, time_wall_ms() + 3600000,
+                         (const char *const[]){"web", "db", "ext*", NULL});
+    fx.drv.prep = DRV_PREP_CHECKOUT;
+    tick();
+    cr_expect_eq(observed_calls, 1);
+    cr_expect_str_eq(observed, "fx:preparing[web=127.0.0.1:21001/pending "
+                               "db(hidden)=127.0.0.1:21002/pending ext=10.0.0.7:8081/pending]");
+    cr_expect_str_eq(fx.drv.last_health, "ext=10.0.0.7:8081 ",
+                     "the upstream is probed on its own host");
+
+    /* Plan order is web, db, ext: file order, as nothing depends on anything. */
+    fx.drv.prep = DRV_PREP_DONE;
+    fx.drv.svc[0].state = SVC_STATE_HEALTHY;
+    fx.drv.svc[1].state = SVC_STATE_HEALTHY;
+    fx.drv.svc[2].state = SVC_STATE_HEALTHY;
+    tick();
+    cr_expect_eq(observed_calls, 2);
+    cr_expect_eq(phase_of(id), ENV_PHASE_READY);
+    cr_expect_str_eq(observed, "fx:ready[web=127.0.0.1:21001/healthy "
+                               "db(hidden)=127.0.0.1:21002/healthy ext=10.0.0.7:8081/healthy]",
+                     "the tick that makes it ready shows it ready");
+}
+
+Test(reconciler, routes_an_upstream_to_its_url_after_expanding_params)
+{
+    static const char *good = "version: 1\n"
+                              "params:\n"
+                              "  backend: { default: \"localhost:9000\" }\n"
+                              "services:\n"
+                              "  ext:\n"
+                              "    upstream: http://${params.backend}/\n";
+    static const char *bad = "version: 1\n"
+                             "params:\n"
+                             "  backend: { default: \"nope\" }\n"
+                             "services:\n"
+                             "  ext:\n"
+                             "    upstream: http://${params.backend}\n";
+    struct env *env;
+    int64_t id;
+
+    rec_set_observer(fx.rec, remember_view, NULL);
+    create_env_with("fx", good, time_wall_ms() + 3600000, (const char *const[]){"ext*", NULL});
+    id = create_env_with("fy", bad, time_wall_ms() + 3600000, (const char *const[]){"ext*", NULL});
+    tick();
+    env = load(id);
+    cr_expect_eq(env->phase, ENV_PHASE_FAILED);
+    cr_expect_str_eq(env->reason, "service 'ext': upstream 'http://nope' must look like "
+                                  "http://HOST:PORT");
+    env_free(env);
+    cr_expect_str_eq(observed,
+                     "fx:preparing[ext=localhost:9000/pending] "
+                     "fy:failed:service 'ext': upstream 'http://nope' must look like "
+                     "http://HOST:PORT[ext=127.0.0.1:0/pending]");
+}
+
+Test(reconciler, shows_an_environment_being_deleted_as_stopped_then_not_at_all)
+{
+    int64_t id = create_env("fx", template_two, time_wall_ms() + 3600000);
+    struct eph_err err = {0};
+    struct store_actor actor = {.name = "tester", .source = "127.0.0.1"};
+
+    rec_set_observer(fx.rec, remember_view, NULL);
+    fx.drv.prep = DRV_PREP_DONE;
+    fx.drv.svc[0].state = SVC_STATE_HEALTHY;
+    fx.drv.svc[1].state = SVC_STATE_HEALTHY;
+    tick();
+    cr_expect_str_eq(observed, "fx:ready[api=127.0.0.1:21001/healthy db=127.0.0.1:21002/healthy]");
+
+    cr_assert_eq(store_env_set_desired(fx.st, id, ENV_WANT_DELETED, &actor, "env.delete",
+                                       "deleted by tester", &err), 0);
+    fx.drv.teardown_rc = EPH_EAGAIN;
+    tick();
+    cr_expect_str_eq(observed,
+                     "fx:deleting[api=127.0.0.1:21001/stopped db=127.0.0.1:21002/stopped]");
+    fx.drv.teardown_rc = 0;
+    tick();
+    cr_expect_str_eq(observed, "", "a deleted environment has no routes");
+    int calls = observed_calls;
+    rec_set_observer(fx.rec, NULL, NULL);
+    tick();
+    cr_expect_eq(observed_calls, calls, "no observer, no calls");
 }

@@ -709,6 +709,36 @@ Test(local, fails_a_service_that_never_becomes_healthy)
     plan_release(&pe);
 }
 
+Test(local, probes_an_upstream_on_the_host_of_its_url)
+{
+    struct plan_env pe;
+    int port = free_port();
+    struct drv_service *ext, *ip, *gone;
+
+    fx_init(&F);
+    plan_init(&pe, 7, "upstreams");
+    add_svc(&pe, "srv", http_run, port, SPEC_HEALTH_HTTP, NULL);
+    ext = add_svc(&pe, "ext", NULL, port, SPEC_HEALTH_HTTP, NULL);
+    ext->health_host = "localhost"; /* a name: resolved off the loop */
+    add_dep(&pe, 1, 0);
+    ip = add_svc(&pe, "ip", NULL, port, SPEC_HEALTH_TCP, NULL);
+    ip->health_host = "127.0.0.1";
+    add_dep(&pe, 2, 0);
+    gone = add_svc(&pe, "gone", NULL, port, SPEC_HEALTH_TCP, NULL);
+    gone->health_host = "nowhere.invalid";
+    gone->health_timeout_ms = 1000;
+    F.applying[0] = &pe;
+    cr_assert(wait_state(&pe, 1, SVC_STATE_HEALTHY, 20000), "ext=%d %s", pe.st[1].state,
+              pe.st[1].reason);
+    cr_assert(wait_state(&pe, 2, SVC_STATE_HEALTHY, 5000), "ip=%d", pe.st[2].state);
+    cr_expect_eq(pe.st[1].pid, 0, "nothing of ours runs for an upstream");
+    cr_assert(wait_state(&pe, 3, SVC_STATE_FAILED, 10000), "gone=%d", pe.st[3].state);
+    cr_expect_str_eq(pe.st[3].reason, "service 'gone' did not become healthy within 1s");
+    teardown_env(&pe);
+    fx_fini(&F);
+    plan_release(&pe);
+}
+
 Test(local, teardown_stops_the_whole_group_and_removes_the_directory)
 {
     struct plan_env pe;
