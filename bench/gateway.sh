@@ -3,22 +3,31 @@
 #
 # Both route 1,000 hosts (svcX.envY.localhost, X = Y mod 10) to the same two
 # fast local backends (one nginx with 2 workers on two ports, answering a
-# 20-byte static body with keep-alive):
+# 19-byte static body with keep-alive):
 #   nginx   (Debian package) configured here in a temp dir: one server block
-#           per host, an upstream block per backend with keep-alive
-#           connections, the same X-Forwarded-* headers eph adds, no access log;
+#           per host, an upstream block per backend keeping up to 64 idle
+#           connections per worker (eph's pool keeps 64 per upstream per
+#           worker; EPH_BENCH_NGINX_KEEPALIVE changes nginx's), the same
+#           X-Forwarded-* and Forwarded headers eph adds, no access log;
 #   eph     `eph serve` (release build), 1,000 environments created through the
 #           API from 10 projects whose one service svcX is `upstream:` to a
 #           backend port chosen by a param. No access log.
 # wrk (Debian package) with keep-alive sends GET / with a random Host of the
 # 1,000 (a Lua script) for DURATION at 64 and at 256 connections, first to
-# nginx, then to eph. Printed per run: requests/s, p50 and p99 latency, non-2xx
-# answers and the proxy's peak RSS during the run (nginx: master + workers),
-# and the ratios eph/nginx. First with one worker each (--gateway-workers 1,
-# worker_processes 1), then with the defaults (eph: one per core; nginx: auto).
+# nginx, then to eph, RUNS times alternating (default 3). Printed, each the
+# median over the runs: requests/s, p50 and p99 latency, non-2xx
+# answers, the proxy's peak RSS during the run (nginx: master + workers) and
+# the connections the backends accepted during the run (stub_status: how
+# well the proxy's keep-alive pool holds), and the ratios eph/nginx. First
+# with one worker each (--gateway-workers 1, worker_processes 1), then with
+# the defaults (eph: one per core; nginx: auto).
+#
+# wrk, the backends and the proxy share the machine's cores: on a small
+# machine the numbers move with whatever else runs; compare within one run.
 #
 #   bench/gateway.sh                           release build (make release), 10 s runs
-#   EPH_BENCH_DURATION=30s bench/gateway.sh
+#   EPH_BENCH_DURATION=30s EPH_BENCH_RUNS=1 bench/gateway.sh
+#   EPH_BENCH_NGINX_KEEPALIVE=256 bench/gateway.sh   (nginx keeps more idle)
 #   EPH_BIN=build/debug/eph bench/gateway.sh   (skips the build; ASan is slow)
 #
 # Everything listens on 127.0.0.1 ports picked free; every process started
@@ -40,6 +49,8 @@ fi
 export EPH_BIN
 export EPH_BENCH_DURATION=${EPH_BENCH_DURATION:-10s}
 export EPH_BENCH_HOSTS=${EPH_BENCH_HOSTS:-1000}
+export EPH_BENCH_NGINX_KEEPALIVE=${EPH_BENCH_NGINX_KEEPALIVE:-64}
+export EPH_BENCH_RUNS=${EPH_BENCH_RUNS:-3}
 
 exec /usr/bin/python3 - <<'EOF'
 import concurrent.futures, datetime, json, os, re, shutil, signal, socket, subprocess, sys
@@ -50,6 +61,8 @@ EPH = os.environ["EPH_BIN"]
 DURATION = os.environ["EPH_BENCH_DURATION"]
 N_HOSTS = int(os.environ["EPH_BENCH_HOSTS"])
 N_PROJECTS = 10                 # service svcX lives in project pX
+NGINX_KEEPALIVE = int(os.environ["EPH_BENCH_NGINX_KEEPALIVE"])
+RUNS = int(os.environ["EPH_BENCH_RUNS"])
 CONNECTIONS = (64, 256)
 WRK_THREADS = 2
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -227,9 +240,9 @@ def nginx_proxy(dir_, port, workers):
     }""" % (port, h, y % 2))
     upstreams = "\n".join("""    upstream backend%d {
         server 127.0.0.1:%d;
-        keepalive 64;
+        keepalive %d;
         keepalive_requests 1000000;
-    }""" % (i, p) for i, p in enumerate(backend_ports))
+    }""" % (i, p, NGINX_KEEPALIVE) for i, p in enumerate(backend_ports))
     conf = NGINX_COMMON.format(dir=dir_) + """
 worker_processes {workers};
 events {{ worker_connections 8192; }}
@@ -430,6 +443,15 @@ def wrk(port, conns, pids_of):
     return r
 
 
+def median_of(results):
+    """Each field's median over several runs (upper median for an even count);
+    errors are the worst run's."""
+    out = {k: sorted(r[k] for r in results)[len(results) // 2] for k in results[0]}
+    for k in ("non2xx", "errors"):
+        out[k] = max(r[k] for r in results)
+    return out
+
+
 def backend_accepts():
     """Connections the backends have accepted so far (stub_status; this request
     is one of them)."""
@@ -490,7 +512,8 @@ try:
         "workers", "conns", "proxy", "req/s", "p50 ms", "p99 ms", "errors", "peak MiB",
         "upstr.con")
     print("gateway bench %s: %d hosts, wrk -t%d -d%s keep-alive, random Host; %d cores; "
-          "backends: nginx with 2 workers on 2 ports" % (today, N_HOSTS, WRK_THREADS, DURATION, cpu),
+          "backends: nginx with 2 workers on 2 ports; nginx keepalive %d; median of %d "
+          "alternating runs" % (today, N_HOSTS, WRK_THREADS, DURATION, cpu, NGINX_KEEPALIVE, RUNS),
           flush=True)
     print(header, flush=True)
 
@@ -507,9 +530,12 @@ try:
         if st != 200:
             sys.exit("bench: nginx answered %d %r" % (st, body))
         for conns in CONNECTIONS:
-            n = wrk(nginx_port, conns, lambda: [ngx.pid] + children(ngx.pid))
+            ns, es = [], []
+            for _ in range(RUNS):       # alternating, so that both see the same noise
+                ns.append(wrk(nginx_port, conns, lambda: [ngx.pid] + children(ngx.pid)))
+                es.append(wrk(eph_port, conns, lambda: [eph.pid]))
+            n, e = median_of(ns), median_of(es)
             print(row(label, conns, "nginx", n), flush=True)
-            e = wrk(eph_port, conns, lambda: [eph.pid])
             print(row(label, conns, "eph", e), flush=True)
             print(ratio_row(label, conns, e, n), flush=True)
         stop(ngx)
