@@ -71,10 +71,10 @@ struct gateway {
     int n_workers;
     atomic_int open_connections;
     atomic_int workers_running;
-    atomic_size_t n_routes;  /* size of the current table, for scrapes */
+    atomic_size_t n_routes;    /* size of the current table, for scrapes */
     struct gw_routes *current; /* control loop's reference */
     bool stopping;
-    uv_async_t done_async;     /* on the control loop, from the last worker */
+    uv_async_t done_async; /* on the control loop, from the last worker */
     void (*done)(void *arg);
     void *done_arg;
 };
@@ -185,15 +185,19 @@ series_free_all(struct gw_series **slots, size_t n_slots)
 
 void
 gw__metrics_request(struct gw_worker *w, const char *env, const char *service, int code,
-                    double seconds)
+                    double seconds, struct gw_series **cache)
 {
     struct gw_wmetrics *m = &w->metrics;
-    struct gw_series *s;
+    struct gw_series *s = cache ? *cache : NULL;
     size_t b = 0;
 
     while (b < GW_HIST_N && seconds > hist_le[b])
         b++;
     uv_mutex_lock(&w->metrics_lock);
+    /* Series live as long as the worker: a cached one only needs its
+     * labels compared. */
+    if (s && s->code == code && strcmp(s->env, env) == 0 && strcmp(s->service, service) == 0)
+        goto count;
     if (m->n_series >= GW_MAX_SERIES) {
         uint64_t h = series_hash(env, service, code);
 
@@ -203,6 +207,9 @@ gw__metrics_request(struct gw_worker *w, const char *env, const char *service, i
         }
     }
     s = series_get(&m->slots, &m->n_slots, &m->n_series, env, service, code);
+    if (cache)
+        *cache = s;
+count:
     s->count++;
     m->hist[b]++;
     m->hist_sum_s += seconds;
@@ -226,6 +233,7 @@ gw__worker_maybe_exit(struct gw_worker *w)
     if (!w->stopping || w->exiting || w->n_clients > 0 || w->n_upstreams > 0)
         return;
     w->exiting = true;
+    uv_close((uv_handle_t *)&w->flush_check, NULL);
     uv_close((uv_handle_t *)&w->wake, NULL);
     uv_close((uv_handle_t *)&w->stop_timer, NULL);
 }
@@ -236,8 +244,7 @@ on_stop_deadline(uv_timer_t *t)
     struct gw_worker *w = container_of(t, struct gw_worker, stop_timer);
 
     if (w->n_clients > 0)
-        log_info("gateway stop deadline reached", "worker=%d closing=%zu", w->index,
-                 w->n_clients);
+        log_info("gateway stop deadline reached", "worker=%d closing=%zu", w->index, w->n_clients);
     gw__close_clients(w, false);
     gw__close_upstreams(w, false);
     gw__worker_maybe_exit(w);
@@ -311,8 +318,8 @@ listen_socket(const struct sockaddr_storage *addr)
 {
     int one = 1;
     int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    socklen_t len = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                : sizeof(struct sockaddr_in);
+    socklen_t len =
+        addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     int rc;
 
     if (fd < 0)
@@ -331,6 +338,7 @@ listen_socket(const struct sockaddr_storage *addr)
 static void
 loop_unwind(struct gw_worker *w)
 {
+    uv_close((uv_handle_t *)&w->flush_check, NULL);
     uv_close((uv_handle_t *)&w->wake, NULL);
     uv_close((uv_handle_t *)&w->stop_timer, NULL);
     uv_close((uv_handle_t *)&w->listener, NULL);
@@ -443,9 +451,9 @@ gw_start(const struct gw_config *cfg, struct gateway **out, struct eph_err *err)
             socklen_t len = sizeof(bound);
 
             getsockname(fds[0], (struct sockaddr *)&bound, &len);
-            gw->port = ntohs(bound.ss_family == AF_INET6
-                                 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                 : ((struct sockaddr_in *)&bound)->sin_port);
+            gw->port =
+                ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                  : ((struct sockaddr_in *)&bound)->sin_port);
             if (addr.ss_family == AF_INET6)
                 ((struct sockaddr_in6 *)&addr)->sin6_port = htons((uint16_t)gw->port);
             else
@@ -475,6 +483,8 @@ gw_start(const struct gw_config *cfg, struct gateway **out, struct eph_err *err)
          * orders these writes before anything the loop does. */
         uv_loop_init(&w->loop);
         uv_async_init(&w->loop, &w->wake, on_wake);
+        uv_check_init(&w->loop, &w->flush_check);
+        uv_check_start(&w->flush_check, gw__on_flush_check);
         uv_timer_init(&w->loop, &w->stop_timer);
         uv_tcp_init(&w->loop, &w->listener);
         rc = uv_tcp_open(&w->listener, fds[i]);
@@ -634,8 +644,8 @@ gw_metrics(struct gateway *gw, struct buf *out)
                   "# TYPE eph_gateway_request_duration_seconds histogram\n");
     for (int b = 0; b < GW_HIST_N; b++) {
         cumulative += hist[b];
-        buf_printf(out, "eph_gateway_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
-                   hist_le[b], (unsigned long long)cumulative);
+        buf_printf(out, "eph_gateway_request_duration_seconds_bucket{le=\"%g\"} %llu\n", hist_le[b],
+                   (unsigned long long)cumulative);
     }
     buf_printf(out,
                "eph_gateway_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"

@@ -59,6 +59,8 @@ enum ctimer {
     CT_HEAD,   /* the whole request head: 408 */
     CT_IDLE,   /* keep-alive without a request: close */
     CT_FLUSH,  /* the last response is still being written: close */
+    CT_STALL,  /* an exchange: the client must keep sending its body or reading
+                  ours (idle_timeout_ms without progress: 408 or close) */
     CT_LINGER, /* FIN sent, dropping input: close */
 };
 
@@ -68,25 +70,32 @@ struct gw_client {
     uv_shutdown_t shutdown_req;
     struct gw_worker *w;
     struct gw_client *prev, *next; /* the worker's list */
+    struct gw_client *dirty_next;  /* the worker's list of batches to flush */
     struct gw_routes *routes;      /* the table of the current request (a reference) */
     struct gw_reqp rp;
     struct gw_respp sp;
-    struct buf up_head;            /* the request head sent upstream (kept for a retry) */
-    struct buf out;                /* a response head or a page for the client */
+    struct buf up_head; /* the request head sent upstream (kept for a retry) */
+    struct buf out;     /* a response head or a page for the client */
     struct gw_batch to_client;
     struct gw_batch to_up;
-    struct gw_block *in;           /* read, not parsed yet (a reference), or NULL */
+    struct gw_block *in; /* read, not parsed yet (a reference), or NULL */
     size_t in_off, in_len;
-    struct gw_block *up_blk;       /* the upstream block being parsed (for body slices) */
-    struct gw_upstream *up;        /* the upstream of the exchange, or NULL */
+    struct gw_block *up_blk; /* the upstream block being parsed (for body slices) */
+    struct gw_upstream *up;  /* the upstream of the exchange, or NULL */
     enum cstate state;
     enum ctimer timer_mode;
-    size_t pending;                /* bytes queued to the client, not yet written */
-    int handles_open;              /* 2 until both close callbacks ran */
-    int client_err;                /* a write to the client failed (handled later) */
-    int up_err;                    /* a write to the upstream failed (handled later) */
+    uint64_t deadline;        /* loop time the current timer mode expires */
+    uint64_t timer_due;       /* loop time the armed uv timer fires */
+    struct gw_series *series; /* the last metrics series counted (a cache) */
+    uint64_t progress;        /* bumped by every read from and write to the client */
+    uint64_t progress_at_arm; /* `progress` when CT_STALL was armed */
+    size_t pending;           /* bytes queued to the client, not yet written */
+    int handles_open;         /* 2 until both close callbacks ran */
+    int client_err;           /* a write to the client failed (handled later) */
+    int up_err;               /* a write to the upstream failed (handled later) */
     bool reading;
     bool closing;
+    bool dirty;       /* on the worker's dirty list */
     bool processing;  /* inside client_process (guards reentry) */
     bool eof;         /* the client sent its FIN */
     bool counted;     /* counted in the gateway's open connections */
@@ -95,19 +104,20 @@ struct gw_client {
     bool req_done;    /* the whole request went upstream (or was read) */
     bool resp_started;
     bool resp_done;
-    bool retried;     /* a stale pooled connection was replaced once */
-    bool up_dirty;    /* the upstream sent more than its response */
+    bool retried;  /* a stale pooled connection was replaced once */
+    bool up_dirty; /* the upstream sent more than its response */
     struct gw_resp_plan plan;
     const char *env_name; /* of the exchange: borrowed from routes, or static */
     const char *svc_name;
-    const char *up_key;   /* the upstream address, borrowed like the names */
+    const char *up_key; /* the upstream address, borrowed like the names */
     const char *up_host;
     int up_port;
     int status;           /* sent to the client; 0 before the response */
     uint64_t resp_bytes;  /* response body bytes */
     uint64_t t_start_ns;  /* the request's first byte (uv_hrtime) */
-    uint64_t t_up_ns;     /* the upstream was asked for, 0 if never */
-    uint64_t t_up_end_ns; /* the response was complete */
+    uint64_t t_up_ns;     /* the upstream was asked for, 0 if never (a real
+                             time only with an access log: clocks cost) */
+    uint64_t t_up_end_ns; /* the response was complete (access log only) */
     char remote[64];      /* the client's address */
 };
 
@@ -117,6 +127,7 @@ static void client_shutdown(struct gw_client *c);
 static void client_update_reading(struct gw_client *c);
 static void finish_exchange(struct gw_client *c);
 static void upstream_failed(struct gw_client *c, int status);
+static void refuse(struct gw_client *c, int status, const char *reason);
 
 /* ------------------------------------------------------------- blocks */
 
@@ -220,11 +231,14 @@ wreq_put(struct gw_worker *w, struct gw_wreq *r)
 }
 
 static void
-batch_reset(struct gw_batch *b)
+batch_reset(struct gw_worker *w, struct gw_batch *b)
 {
+    if (b->blk) {
+        gw__block_unref(w, b->blk);
+        b->blk = NULL;
+    }
     b->n = 0;
     b->bytes = 0;
-    b->blk = NULL;
     b->scratch_len = 0;
 }
 
@@ -252,11 +266,11 @@ gw__batch_flush(struct gw_worker *w, struct gw_batch *b, uv_tcp_t *dst, size_t *
     if (rc == UV_EAGAIN || rc == UV_ENOSYS)
         rc = 0;
     if (rc < 0) {
-        batch_reset(b);
+        batch_reset(w, b);
         return rc;
     }
     if ((size_t)rc == total) {
-        batch_reset(b);
+        batch_reset(w, b);
         return 0;
     }
     /* The socket took `rc` bytes; the rest waits in a write request. */
@@ -292,7 +306,7 @@ gw__batch_flush(struct gw_worker *w, struct gw_batch *b, uv_tcp_t *dst, size_t *
     }
     r->len = total - (size_t)rc;
     r->to_client = to_client;
-    batch_reset(b);
+    batch_reset(w, b);
     rc = uv_write(&r->req, (uv_stream_t *)dst, r->bufs, n, on_wreq_done);
     if (rc < 0) {
         wreq_put(w, r);
@@ -302,32 +316,92 @@ gw__batch_flush(struct gw_worker *w, struct gw_batch *b, uv_tcp_t *dst, size_t *
     return 0;
 }
 
+/* ------------------------------------------------------------- gathering */
+
+/*
+ * Writes are gathered per peer and sent when the loop has handled every
+ * event of its turn (on_flush_check), not one event at a time: the peers
+ * then find several requests or responses per wake-up, and everyone makes
+ * fewer system calls. The batch holds a reference to its block meanwhile.
+ * What must go out before a buffer of ours is reused, or before the peer
+ * changes, is flushed at once (flush_*_now).
+ */
 static void
-flush_client(struct gw_client *c)
+mark_dirty(struct gw_client *c)
+{
+    if (c->dirty || c->closing)
+        return;
+    c->dirty = true;
+    c->dirty_next = c->w->dirty;
+    c->w->dirty = c;
+}
+
+/* Errors are only recorded here; on_flush_check handles them. */
+static void
+flush_client_now(struct gw_client *c)
 {
     int rc;
 
     if (c->closing || c->client_err) {
-        batch_reset(&c->to_client);
+        batch_reset(c->w, &c->to_client);
         return;
     }
     rc = gw__batch_flush(c->w, &c->to_client, &c->tcp, &c->pending, true);
-    if (rc < 0)
+    if (rc < 0) {
         c->client_err = rc;
+        mark_dirty(c);
+    }
+}
+
+static void
+flush_up_now(struct gw_client *c)
+{
+    int rc;
+
+    if (c->up == NULL || c->up->closing || c->up_err) {
+        batch_reset(c->w, &c->to_up);
+        return;
+    }
+    rc = gw__batch_flush(c->w, &c->to_up, &c->up->tcp, &c->up->pending, false);
+    if (rc < 0) {
+        c->up_err = rc;
+        mark_dirty(c);
+    }
+}
+
+static void
+flush_client(struct gw_client *c)
+{
+    if (c->to_client.n > 0)
+        mark_dirty(c);
 }
 
 static void
 flush_up(struct gw_client *c)
 {
-    int rc;
+    if (c->to_up.n > 0)
+        mark_dirty(c);
+}
 
-    if (c->up == NULL || c->up->closing || c->up_err) {
-        batch_reset(&c->to_up);
-        return;
+/* c->out, ready to be written again: what the batch still points at goes first. */
+static struct buf *
+client_out(struct gw_client *c)
+{
+    if (c->to_client.n > 0)
+        flush_client_now(c);
+    return &c->out;
+}
+
+/* Closes the exchange's upstream connection (never reused) and drops what
+ * was gathered for it. */
+static void
+drop_upstream(struct gw_client *c)
+{
+    if (c->up) {
+        gw__upstream_abort(c->up);
+        c->up = NULL;
     }
-    rc = gw__batch_flush(c->w, &c->to_up, &c->up->tcp, &c->up->pending, false);
-    if (rc < 0)
-        c->up_err = rc;
+    batch_reset(c->w, &c->to_up);
 }
 
 /* Adds bytes to a batch; `blk` is the block they live in, NULL if they are
@@ -341,12 +415,14 @@ batch_add(struct gw_client *c, bool to_client, const char *p, size_t len, struct
         return;
     if (b->n == GW_BATCH_BUFS || (blk && b->blk && b->blk != blk)) {
         if (to_client)
-            flush_client(c);
+            flush_client_now(c);
         else
-            flush_up(c);
+            flush_up_now(c);
     }
-    if (blk)
+    if (blk && b->blk == NULL) {
         b->blk = blk;
+        blk->refs++; /* the batch's own, until it is sent */
+    }
     b->bufs[b->n++] = uv_buf_init((char *)(uintptr_t)p, (unsigned int)len);
     b->bytes += len;
 }
@@ -365,9 +441,9 @@ batch_add_chunk(struct gw_client *c, bool to_client, const char *p, size_t len,
     if (b->n + 3 > GW_BATCH_BUFS || b->scratch_len + 24 > sizeof(b->scratch) ||
         (b->blk && b->blk != blk)) {
         if (to_client)
-            flush_client(c);
+            flush_client_now(c);
         else
-            flush_up(c);
+            flush_up_now(c);
     }
     line = b->scratch + b->scratch_len;
     n = gw__chunk_line(line, len);
@@ -396,6 +472,7 @@ on_wreq_done(uv_write_t *req, int status)
         struct gw_client *c = container_of((uv_tcp_t *)req->handle, struct gw_client, tcp);
 
         c->pending -= len;
+        c->progress++;
         wreq_put(w, r);
         if (c->closing)
             return;
@@ -429,17 +506,36 @@ on_wreq_done(uv_write_t *req, int status)
 
 static void on_client_timer(uv_timer_t *t);
 
+/*
+ * Timers are lazy: a mode and a deadline are set per request without
+ * touching the loop's timer heap unless the new deadline comes before the
+ * armed one; a timer that fires early re-arms itself for what is left.
+ */
 static void
 timer_set(struct gw_client *c, enum ctimer mode, int64_t ms)
 {
+    uint64_t now;
+
     if (c->closing)
         return;
     c->timer_mode = mode;
-    if (mode == CT_NONE) {
-        uv_timer_stop(&c->timer);
-        return;
+    if (mode == CT_NONE)
+        return; /* an armed timer finds nothing to do */
+    if (ms <= 0)
+        ms = 1;
+    now = uv_now(&c->w->loop);
+    c->deadline = now + (uint64_t)ms;
+    if (!uv_is_active((uv_handle_t *)&c->timer) || c->timer_due > c->deadline) {
+        c->timer_due = c->deadline;
+        uv_timer_start(&c->timer, on_client_timer, (uint64_t)ms, 0);
     }
-    uv_timer_start(&c->timer, on_client_timer, ms > 0 ? (uint64_t)ms : 1, 0);
+}
+
+static void
+stall_timer(struct gw_client *c)
+{
+    c->progress_at_arm = c->progress;
+    timer_set(c, CT_STALL, c->w->cfg->idle_timeout_ms);
 }
 
 static void
@@ -467,7 +563,7 @@ client_update_reading(struct gw_client *c)
         case CS_HEAD:
         case CS_DISCARD:
         case CS_LINGER: want = true; break;
-        case CS_CONNECT: want = false; break;
+        case CS_CONNECT: want = c->req_done; break; /* what comes waits in c->in */
         case CS_PROXY:
         case CS_TUNNEL:
             want = (c->state == CS_PROXY && c->req_done) ||
@@ -524,14 +620,13 @@ access_log(struct gw_client *c, uint64_t now_ns)
                  (double)((c->t_up_end_ns ? c->t_up_end_ns : now_ns) - c->t_up_ns) / 1e6);
     else
         snprintf(up_ms, sizeof(up_ms), "-");
-    n = snprintf(w->log_line, sizeof(w->log_line),
-                 "ts=%s.%03dZ env=%s service=%s method=%s path=%s status=%d bytes=%" PRIu64
-                 " duration_ms=%.3f upstream_ms=%s\n",
-                 w->log_ts, (int)(wall % 1000), or_dash(c->env_name), or_dash(c->svc_name),
-                 c->rp.head.first_len ? http_method_str((enum http_method)c->rp.parser.method)
-                                      : "-",
-                 log_q(path_z), c->status, c->resp_bytes,
-                 (double)(now_ns - c->t_start_ns) / 1e6, up_ms);
+    n = snprintf(
+        w->log_line, sizeof(w->log_line),
+        "ts=%s.%03dZ env=%s service=%s method=%s path=%s status=%d bytes=%" PRIu64
+        " duration_ms=%.3f upstream_ms=%s\n",
+        w->log_ts, (int)(wall % 1000), or_dash(c->env_name), or_dash(c->svc_name),
+        c->rp.head.first_len ? http_method_str((enum http_method)c->rp.parser.method) : "-",
+        log_q(path_z), c->status, c->resp_bytes, (double)(now_ns - c->t_start_ns) / 1e6, up_ms);
     if (n <= 0)
         return;
     if ((size_t)n >= sizeof(w->log_line)) {
@@ -556,7 +651,7 @@ exchange_end(struct gw_client *c)
     if (c->status == 0)
         c->status = 499; /* the client left before an answer (as nginx says) */
     gw__metrics_request(c->w, c->env_name, c->svc_name, c->status,
-                        (double)(now - c->t_start_ns) / 1e9);
+                        (double)(now - c->t_start_ns) / 1e9, &c->series);
     if (c->w->cfg->access_log)
         access_log(c, now);
 }
@@ -570,6 +665,7 @@ client_handle_closed(struct gw_client *c)
 
     if (--c->handles_open > 0)
         return;
+    EPH_ASSERT(!c->dirty); /* the check phase runs before the close callbacks */
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -608,14 +704,10 @@ client_close(struct gw_client *c)
     if (c->closing)
         return;
     exchange_end(c);
+    drop_upstream(c);
+    batch_reset(c->w, &c->to_client);
     c->closing = true;
     c->reading = false;
-    if (c->up) {
-        gw__upstream_abort(c->up);
-        c->up = NULL;
-    }
-    batch_reset(&c->to_client);
-    batch_reset(&c->to_up);
     uv_close((uv_handle_t *)&c->tcp, on_client_tcp_closed);
     uv_close((uv_handle_t *)&c->timer, on_client_timer_closed);
 }
@@ -642,11 +734,8 @@ client_shutdown(struct gw_client *c)
         return;
     exchange_end(c);
     c->state = CS_LINGER;
-    if (c->up) {
-        gw__upstream_abort(c->up);
-        c->up = NULL;
-    }
-    flush_client(c);
+    drop_upstream(c);
+    flush_client_now(c); /* uv_shutdown waits for queued writes only */
     if (c->client_err) {
         client_close(c);
         return;
@@ -668,7 +757,15 @@ on_client_timer(uv_timer_t *t)
 {
     struct gw_client *c = container_of(t, struct gw_client, timer);
     enum ctimer mode = c->timer_mode;
+    uint64_t now = uv_now(&c->w->loop);
 
+    if (mode == CT_NONE)
+        return;
+    if (now < c->deadline) {
+        c->timer_due = c->deadline;
+        uv_timer_start(&c->timer, on_client_timer, c->deadline - now, 0);
+        return;
+    }
     c->timer_mode = CT_NONE;
     switch (mode) {
     case CT_HEAD: {
@@ -678,7 +775,7 @@ on_client_timer(uv_timer_t *t)
          * that never sent a byte just gets the answer. */
         log_debug("request refused", "remote=%s status=408", c->remote);
         c->status = 408;
-        gw__page_error(&c->out, &pr, 408, "timed out waiting for the request head");
+        gw__page_error(client_out(c), &pr, 408, "timed out waiting for the request head");
         batch_add(c, true, c->out.data, c->out.len, NULL);
         client_shutdown(c);
         break;
@@ -690,6 +787,23 @@ on_client_timer(uv_timer_t *t)
             break;
         }
         client_close(c);
+        break;
+    case CT_STALL:
+        /* Waiting for the upstream (or an idle tunnel) is not a stall: the
+         * upstream's timers judge that. A client that neither sends the
+         * rest of its body nor reads what we send is cut off. */
+        if (c->progress != c->progress_at_arm ||
+            (c->pending == 0 && (c->req_done || c->state == CS_TUNNEL))) {
+            stall_timer(c);
+            break;
+        }
+        log_debug("client stalled", "remote=%s", c->remote);
+        if (!c->resp_started && !c->req_done) {
+            drop_upstream(c);
+            refuse(c, 408, "timed out waiting for the request body");
+        } else {
+            client_close(c);
+        }
         break;
     case CT_FLUSH:
     case CT_LINGER: client_close(c); break;
@@ -748,10 +862,13 @@ can_keep_after_page(struct gw_client *c)
 static void
 send_page(struct gw_client *c, int status, bool keep)
 {
+    const char *end = memmem(c->out.data, c->out.len, "\r\n\r\n", 4);
+
     c->status = status;
     c->resp_started = true;
     c->resp_done = true;
-    c->t_up_end_ns = c->t_up_ns ? uv_hrtime() : 0;
+    c->resp_bytes = end ? c->out.len - (size_t)(end + 4 - c->out.data) : 0;
+    c->t_up_end_ns = c->t_up_ns && c->w->cfg->access_log ? uv_hrtime() : 0;
     batch_add(c, true, c->out.data, c->out.len, NULL);
     flush_client(c);
     if (!keep) {
@@ -764,6 +881,7 @@ send_page(struct gw_client *c, int status, bool keep)
         return;
     }
     c->state = CS_DISCARD; /* client_process reads the rest, then finishes */
+    stall_timer(c);
     client_update_reading(c);
 }
 
@@ -774,7 +892,7 @@ page_error(struct gw_client *c, int status, const char *message)
     bool keep = can_keep_after_page(c);
 
     page_req(c, &pr, keep);
-    gw__page_error(&c->out, &pr, status, message);
+    gw__page_error(client_out(c), &pr, status, message);
     send_page(c, status, keep);
 }
 
@@ -784,15 +902,14 @@ refuse(struct gw_client *c, int status, const char *reason)
 {
     struct gw_page_req pr;
 
-    log_debug("request refused", "remote=%s status=%d reason=%s", c->remote, status,
-              log_q(reason));
+    log_debug("request refused", "remote=%s status=%d reason=%s", c->remote, status, log_q(reason));
     if (!c->in_exchange) {
         c->in_exchange = true;
         if (c->t_start_ns == 0)
             c->t_start_ns = uv_hrtime();
     }
     page_req(c, &pr, false);
-    gw__page_error(&c->out, &pr, status, reason);
+    gw__page_error(client_out(c), &pr, status, reason);
     send_page(c, status, false);
 }
 
@@ -843,6 +960,7 @@ start_exchange(struct gw_client *c)
 {
     c->state = CS_PROXY;
     c->up_dirty = false;
+    stall_timer(c);
     gw__respp_start(&c->sp, c->rp.method == HTTP_HEAD, c->rp.upgrade);
     batch_add(c, false, c->up_head.data, c->up_head.len, NULL);
     if (c->req_done || c->in == NULL) {
@@ -874,7 +992,7 @@ get_upstream(struct gw_client *c, bool fresh)
     struct gw_upstream *u = fresh ? NULL : gw__upstream_take(c->w, c->up_key, c);
 
     if (c->t_up_ns == 0)
-        c->t_up_ns = uv_hrtime();
+        c->t_up_ns = c->w->cfg->access_log ? uv_hrtime() : 1;
     if (u) {
         c->up = u;
         start_exchange(c);
@@ -911,7 +1029,7 @@ on_request_head(struct gw_client *c)
             bool keep = can_keep_after_page(c);
 
             page_req(c, &pr, keep);
-            gw__page_not_found(&c->out, &pr, c->routes,
+            gw__page_not_found(client_out(c), &pr, c->routes,
                                gw_routes_find_env(c->routes, env, env_len), host, host_len);
             send_page(c, 404, keep);
             return;
@@ -922,7 +1040,7 @@ on_request_head(struct gw_client *c)
             bool keep = can_keep_after_page(c);
 
             page_req(c, &pr, keep);
-            gw__page_unavailable(&c->out, &pr, r);
+            gw__page_unavailable(client_out(c), &pr, r);
             send_page(c, 503, keep);
             return;
         }
@@ -936,13 +1054,24 @@ on_request_head(struct gw_client *c)
         bool keep = can_keep_after_page(c);
 
         page_req(c, &pr, keep);
-        gw__page_not_found(&c->out, &pr, c->routes, NULL, host, host_len);
+        gw__page_not_found(client_out(c), &pr, c->routes, NULL, host, host_len);
         send_page(c, 404, keep);
         return;
     }
+    if (c->to_up.n > 0)
+        flush_up_now(c); /* c->up_head is about to change */
     if (gw__build_upstream_head(&c->rp, c->remote, &c->up_head) < 0) {
         refuse(c, 431, "request head too large");
         return;
+    }
+    if (c->rp.framing == GW_FRAME_NONE && !c->rp.upgrade) {
+        /* Without a body the request ends with its head's last LF, which
+         * the parser left for now: take it, so that reading goes on (and
+         * notices a client that leaves) while an upstream connects. */
+        enum gw_feed_event ev;
+
+        c->in_off += gw__reqp_feed(&c->rp, c->in->data + c->in_off, c->in_len - c->in_off, &ev);
+        c->req_done = ev == GW_FEED_DONE;
     }
     get_upstream(c, false);
 }
@@ -953,6 +1082,7 @@ gw__proxy_upstream_ready(struct gw_client *c, struct gw_upstream *u, int status)
     EPH_ASSERT(c->up == u);
     if (status < 0) {
         c->up = NULL; /* upstream.c closes it */
+        batch_reset(c->w, &c->to_up);
         if (status == UV_ETIMEDOUT)
             page_error(c, 504, "the upstream did not accept the connection in time");
         else
@@ -970,10 +1100,8 @@ maybe_retry(struct gw_client *c, struct gw_upstream *u)
     if (!u->reused || u->got_bytes || c->resp_started || c->retried || !retryable(c))
         return false;
     log_debug("stale upstream connection, retrying", "upstream=%s", c->up_key);
-    gw__upstream_abort(u);
-    c->up = NULL;
+    drop_upstream(c);
     c->retried = true;
-    batch_reset(&c->to_up);
     get_upstream(c, true);
     return true;
 }
@@ -995,8 +1123,7 @@ upstream_failed(struct gw_client *c, int status)
         return;
     gw__metrics_upstream_error(c->w, GW_UPERR_RESET);
     log_debug("upstream failed", "upstream=%s error=%s", c->up_key, uv_strerror(status));
-    gw__upstream_abort(u);
-    c->up = NULL;
+    drop_upstream(c);
     if (!c->resp_started) {
         page_error(c, 502, "the upstream closed the connection");
         client_process(c);
@@ -1009,7 +1136,8 @@ static void
 response_complete(struct gw_client *c)
 {
     c->resp_done = true;
-    c->t_up_end_ns = uv_hrtime();
+    if (c->w->cfg->access_log)
+        c->t_up_end_ns = uv_hrtime();
     if (!c->req_done) {
         /* Answered before the request was over: the connection cannot be
          * kept in step (the plan already said Connection: close). */
@@ -1027,8 +1155,10 @@ finish_exchange(struct gw_client *c)
         bool reusable = c->req_done && c->sp.done && c->sp.keep_alive && !c->up_dirty &&
                         c->sp.framing != GW_FRAME_CLOSE && !c->rp.upgrade && !c->up_err;
 
+        flush_up_now(c); /* before the connection goes back to the pool */
         gw__upstream_release(c->up, reusable);
         c->up = NULL;
+        batch_reset(c->w, &c->to_up);
     }
     if (c->close_after || c->plan.close || c->eof || !c->req_done) {
         client_shutdown(c);
@@ -1052,13 +1182,13 @@ on_response_head(struct gw_client *c)
     if (sp->interim) {
         if (http10)
             return; /* HTTP/1.0 knows no interim responses */
-        if (gw__build_client_head(sp, NULL, false, &c->out) == 0) {
+        if (gw__build_client_head(sp, NULL, false, client_out(c)) == 0) {
             batch_add(c, true, c->out.data, c->out.len, NULL);
-            flush_client(c); /* c->out is reused for the final head */
+            flush_client_now(c); /* c->out is reused for the final head */
         }
         return;
     }
-    if (gw__build_client_head(sp, &c->plan, http10, &c->out) < 0) {
+    if (gw__build_client_head(sp, &c->plan, http10, client_out(c)) < 0) {
         c->up_dirty = true;
         sp->error_reason = "response head too large";
         return;
@@ -1087,12 +1217,13 @@ tunnel_start(struct gw_client *c, const char *rest, size_t rest_len, struct gw_b
 {
     c->state = CS_TUNNEL;
     c->resp_done = true;
-    c->t_up_end_ns = uv_hrtime();
+    if (c->w->cfg->access_log)
+        c->t_up_end_ns = uv_hrtime();
     gw__upstream_first_byte_timer(c->up, false);
     if (rest_len)
         batch_add(c, true, rest, rest_len, blk);
     exchange_end(c); /* logged as 101 now; the tunnel is not a request */
-    timer_set(c, CT_NONE, 0);
+    stall_timer(c);  /* cuts a peer that stops reading what we send it */
 }
 
 void
@@ -1183,8 +1314,7 @@ gw__proxy_upstream_read(struct gw_client *c, struct gw_upstream *u, ssize_t nrea
         log_debug("bad upstream response", "upstream=%s reason=%s", c->up_key,
                   log_q(c->sp.error_reason));
         gw__metrics_upstream_error(c->w, GW_UPERR_BAD_RESPONSE);
-        gw__upstream_abort(u);
-        c->up = NULL;
+        drop_upstream(c);
         if (!c->resp_started) {
             page_error(c, 502, "the upstream sent an invalid response");
             client_process(c);
@@ -1210,8 +1340,7 @@ gw__proxy_upstream_timeout(struct gw_client *c, struct gw_upstream *u)
 {
     EPH_ASSERT(c->up == u);
     log_debug("upstream timed out", "upstream=%s", c->up_key);
-    gw__upstream_abort(u);
-    c->up = NULL;
+    drop_upstream(c);
     if (c->resp_started) {
         client_close(c);
         return;
@@ -1284,8 +1413,7 @@ client_process(struct gw_client *c)
         if ((c->state == CS_PROXY && !c->req_done) || c->state == CS_DISCARD) {
             n = gw__reqp_feed(&c->rp, data, len, &ev);
             c->in_off += n;
-            if (ev == GW_FEED_DONE && c->state == CS_PROXY &&
-                c->rp.framing == GW_FRAME_CHUNKED)
+            if (ev == GW_FEED_DONE && c->state == CS_PROXY && c->rp.framing == GW_FRAME_CHUNKED)
                 batch_add(c, false, "0\r\n\r\n", 5, NULL);
             flush_up(c);
             if (c->up_err) {
@@ -1294,10 +1422,7 @@ client_process(struct gw_client *c)
             }
             if (ev == GW_FEED_ERROR) {
                 /* A bad chunk in the middle of a body. */
-                if (c->up) {
-                    gw__upstream_abort(c->up);
-                    c->up = NULL;
-                }
+                drop_upstream(c);
                 if (c->resp_started)
                     client_close(c);
                 else
@@ -1373,10 +1498,41 @@ on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     EPH_ASSERT(c->in == NULL);
+    c->progress++;
     c->in = blk;
     c->in_off = 0;
     c->in_len = (size_t)nread;
     client_process(c);
+}
+
+/* ------------------------------------------------------------- flushing */
+
+void
+gw__on_flush_check(uv_check_t *h)
+{
+    struct gw_worker *w = container_of(h, struct gw_worker, flush_check);
+    struct gw_client *c;
+
+    while ((c = w->dirty) != NULL) {
+        w->dirty = c->dirty_next;
+        c->dirty_next = NULL;
+        c->dirty = false;
+        if (c->closing)
+            continue;
+        flush_up_now(c);
+        flush_client_now(c);
+        if (c->client_err) {
+            client_close(c);
+            continue;
+        }
+        if (c->up_err) {
+            upstream_failed(c, c->up_err); /* may gather a page: c comes round again */
+            continue;
+        }
+        if (c->up && c->pending > GW_HIGH_WATER_BYTES)
+            gw__upstream_reading(c->up, false);
+        client_update_reading(c);
+    }
 }
 
 /* ------------------------------------------------------------- accepting */
@@ -1396,8 +1552,10 @@ client_init(struct gw_worker *w, struct gw_client *c)
     c->sp.on_body = on_response_body;
     c->sp.body_arg = c;
     /* The head sent upstream adds forwarding headers to the client's. */
-    buf_init(&c->up_head, w->cfg->max_header_bytes + 1024);
-    buf_init(&c->out, resp_max + 1024 + 1024 * 1024);
+    /* Ceilings above what proxy_http.c's bounds can ask for (twice the head
+     * text and then some); pages get up to 1 MiB more. */
+    buf_init(&c->up_head, 2 * w->cfg->max_header_bytes + 4 * GW_PROXY_MAX_HEADERS + 2048);
+    buf_init(&c->out, 2 * resp_max + 4 * GW_PROXY_MAX_HEADERS + 1024 + 1024 * 1024);
     c->state = CS_IDLE;
     c->env_name = "";
     c->svc_name = "";
@@ -1447,7 +1605,7 @@ gw__on_connection(uv_stream_t *ls, int status)
         c->in_exchange = true;
         c->t_start_ns = uv_hrtime();
         c->status = 503;
-        gw__page_error(&c->out, &pr, 503, "too many connections");
+        gw__page_error(client_out(c), &pr, 503, "too many connections");
         batch_add(c, true, c->out.data, c->out.len, NULL);
         client_shutdown(c);
         return;

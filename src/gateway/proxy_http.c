@@ -688,27 +688,79 @@ is_hop_by_hop(const struct gw_head *h, size_t i, bool keep_upgrade)
     }
 }
 
+/*
+ * Heads are written with one capacity check up front: the bound is computed
+ * from the parsed head, the buffer grown once (it keeps its memory from
+ * request to request), then every piece is a plain copy.
+ */
+struct hw {
+    char *p, *end;
+    bool over; /* the bound was wrong or the ceiling too low: EPH_ETOOBIG */
+};
+
 static int
-put(struct buf *b, const char *s, size_t n)
+hw_begin(struct buf *b, size_t bound, struct hw *w)
 {
-    return buf_append(b, s, n);
+    buf_reset(b);
+    if (bound > b->max_bytes)
+        bound = b->max_bytes;
+    if (b->cap < bound + 1) {
+        /* Grows the buffer to the bound (any bytes will do), keeping it. */
+        if (buf_printf(b, "%*s", (int)bound, "") < 0)
+            return -1;
+        buf_reset(b);
+    }
+    w->p = b->data;
+    w->end = b->data + bound;
+    w->over = false;
+    return 0;
 }
 
-#define PUTS(b, lit) put((b), (lit), sizeof(lit) - 1)
-
 static int
-put_header(struct buf *b, const struct gw_head *h, size_t i)
+hw_end(struct buf *b, struct hw *w)
 {
-    int rc = put(b, hdr_name(h, i), h->hdrs[i].name_len);
-
-    rc |= PUTS(b, ": ");
-    rc |= put(b, hdr_value(h, i), h->hdrs[i].value_len);
-    rc |= PUTS(b, "\r\n");
-    return rc;
+    if (w->over) {
+        buf_reset(b);
+        return EPH_ETOOBIG;
+    }
+    b->len = (size_t)(w->p - b->data);
+    b->data[b->len] = '\0';
+    return 0;
 }
 
-static int
-put_u64(struct buf *b, uint64_t v)
+static inline void
+put(struct hw *w, const char *s, size_t n)
+{
+    if ((size_t)(w->end - w->p) < n) {
+        w->over = true;
+        return;
+    }
+    memcpy(w->p, s, n);
+    w->p += n;
+}
+
+#define PUTS(w, lit) put((w), (lit), sizeof(lit) - 1)
+
+static void
+put_header(struct hw *w, const struct gw_head *h, size_t i)
+{
+    size_t nl = h->hdrs[i].name_len, vl = h->hdrs[i].value_len;
+
+    if ((size_t)(w->end - w->p) < nl + vl + 4) {
+        w->over = true;
+        return;
+    }
+    memcpy(w->p, hdr_name(h, i), nl);
+    w->p[nl] = ':';
+    w->p[nl + 1] = ' ';
+    memcpy(w->p + nl + 2, hdr_value(h, i), vl);
+    w->p[nl + 2 + vl] = '\r';
+    w->p[nl + 3 + vl] = '\n';
+    w->p += nl + vl + 4;
+}
+
+static void
+put_u64(struct hw *w, uint64_t v)
 {
     char tmp[24];
     size_t n = sizeof(tmp);
@@ -717,7 +769,16 @@ put_u64(struct buf *b, uint64_t v)
         tmp[--n] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    return put(b, tmp + n, sizeof(tmp) - n);
+    put(w, tmp + n, sizeof(tmp) - n);
+}
+
+/* Enough room for any head built from h: each header line costs at most its
+ * text (names and values with their NULs) plus ": " and CRLF; forwarding
+ * headers repeat the host and X-Forwarded-For values once more. */
+static size_t
+head_bound(const struct gw_head *h, size_t extra)
+{
+    return 2 * h->text.len + 4 * h->n_hdrs + extra;
 }
 
 int
@@ -725,81 +786,84 @@ gw__build_upstream_head(const struct gw_reqp *p, const char *client_addr, struct
 {
     const struct gw_head *h = &p->head;
     const char *method = http_method_str(p->method);
+    size_t client_len = strlen(client_addr);
     struct conn_tokens ct;
     const char *target, *host;
     size_t target_len, host_len = 0;
     bool had_xff = false;
-    int rc = 0;
+    struct hw w;
 
-    buf_reset(out);
+    if (hw_begin(out, head_bound(h, 2 * client_len + 1024), &w) < 0) /* hosts: <= 255 */
+        return EPH_ETOOBIG;
     collect_tokens(h, &ct);
     target = origin_target(p, &target_len);
     host = gw__reqp_host(p, &host_len);
-    rc |= put(out, method, strlen(method));
-    rc |= PUTS(out, " ");
+    put(&w, method, strlen(method));
+    PUTS(&w, " ");
     if (target[0] == '?')
-        rc |= PUTS(out, "/");
-    rc |= put(out, target, target_len);
-    rc |= PUTS(out, " HTTP/1.1\r\n");
+        PUTS(&w, "/");
+    put(&w, target, target_len);
+    PUTS(&w, " HTTP/1.1\r\n");
     for (size_t i = 0; i < h->n_hdrs; i++) {
         if (is_hop_by_hop(h, i, p->upgrade))
             continue;
-        if (NAME_IS(h, i, "x-forwarded-proto") || NAME_IS(h, i, "x-forwarded-host") ||
-            NAME_IS(h, i, "x-forwarded-for"))
+        if (h->hdrs[i].name_len >= 15 && h->hdrs[i].name_len <= 17 &&
+            (NAME_IS(h, i, "x-forwarded-proto") || NAME_IS(h, i, "x-forwarded-host") ||
+             NAME_IS(h, i, "x-forwarded-for")))
             continue; /* ours replace them (X-Forwarded-For is joined below) */
-        if (!NAME_IS(h, i, "host") && named_by_connection(h, i, &ct) &&
+        if (ct.n > 0 && !NAME_IS(h, i, "host") && named_by_connection(h, i, &ct) &&
             !(p->upgrade && NAME_IS(h, i, "upgrade")))
             continue;
-        rc |= put_header(out, h, i);
+        put_header(&w, h, i);
     }
     /* X-Forwarded-For: what earlier proxies said, then the client. A
      * Connection-named X-Forwarded-For is dropped, not joined. */
-    rc |= PUTS(out, "X-Forwarded-For: ");
+    PUTS(&w, "X-Forwarded-For: ");
     for (size_t i = 0; i < h->n_hdrs; i++) {
         if (!NAME_IS(h, i, "x-forwarded-for") || named_by_connection(h, i, &ct) ||
             h->hdrs[i].value_len == 0)
             continue;
         if (had_xff)
-            rc |= PUTS(out, ", ");
-        rc |= put(out, hdr_value(h, i), h->hdrs[i].value_len);
+            PUTS(&w, ", ");
+        put(&w, hdr_value(h, i), h->hdrs[i].value_len);
         had_xff = true;
     }
     if (had_xff)
-        rc |= PUTS(out, ", ");
-    rc |= put(out, client_addr, strlen(client_addr));
-    rc |= PUTS(out, "\r\nX-Forwarded-Proto: http\r\n");
+        PUTS(&w, ", ");
+    put(&w, client_addr, client_len);
+    PUTS(&w, "\r\nX-Forwarded-Proto: http\r\n");
     if (host) {
-        rc |= PUTS(out, "X-Forwarded-Host: ");
-        rc |= put(out, host, host_len);
-        rc |= PUTS(out, "\r\n");
+        PUTS(&w, "X-Forwarded-Host: ");
+        put(&w, host, host_len);
+        PUTS(&w, "\r\n");
     }
     /* RFC 7239: IPv6 nodes are quoted and bracketed; the host is quoted
      * because a port's ':' is not a token character. */
-    rc |= PUTS(out, "Forwarded: for=");
-    if (strchr(client_addr, ':')) {
-        rc |= PUTS(out, "\"[");
-        rc |= put(out, client_addr, strlen(client_addr));
-        rc |= PUTS(out, "]\"");
+    PUTS(&w, "Forwarded: for=");
+    if (memchr(client_addr, ':', client_len)) {
+        PUTS(&w, "\"[");
+        put(&w, client_addr, client_len);
+        PUTS(&w, "]\"");
     } else {
-        rc |= put(out, client_addr, strlen(client_addr));
+        put(&w, client_addr, client_len);
     }
     if (host) {
-        rc |= PUTS(out, ";host=\"");
-        rc |= put(out, host, host_len);
-        rc |= PUTS(out, "\"");
+        PUTS(&w, ";host=\"");
+        put(&w, host, host_len);
+        PUTS(&w, "\"");
     }
-    rc |= PUTS(out, ";proto=http\r\n");
+    PUTS(&w, ";proto=http\r\n");
     if (p->framing == GW_FRAME_LENGTH) {
-        rc |= PUTS(out, "Content-Length: ");
-        rc |= put_u64(out, p->content_length);
-        rc |= PUTS(out, "\r\n");
+        PUTS(&w, "Content-Length: ");
+        put_u64(&w, p->content_length);
+        PUTS(&w, "\r\n");
     } else if (p->framing == GW_FRAME_CHUNKED) {
-        rc |= PUTS(out, "Transfer-Encoding: chunked\r\n");
+        PUTS(&w, "Transfer-Encoding: chunked\r\n");
     }
     if (p->upgrade)
-        rc |= PUTS(out, "Connection: upgrade\r\n");
-    rc |= PUTS(out, "\r\n");
-    return rc ? EPH_ETOOBIG : 0;
+        PUTS(&w, "Connection: upgrade\r\n");
+    PUTS(&w, "\r\n");
+    return hw_end(out, &w);
 }
 
 /* ------------------------------------------------------------- responses */
@@ -903,8 +967,7 @@ on_resp_headers_complete(http_parser *hp)
     } else if (hp->flags & F_CHUNKED) {
         p->framing = GW_FRAME_CHUNKED;
     } else if (f.n_cl == 1) {
-        if (!parse_length(hdr_value(h, (size_t)f.cl), h->hdrs[f.cl].value_len,
-                          &p->content_length))
+        if (!parse_length(hdr_value(h, (size_t)f.cl), h->hdrs[f.cl].value_len, &p->content_length))
             return resp_fail(p, "invalid content-length");
         p->framing = GW_FRAME_LENGTH;
     } else {
@@ -1084,47 +1147,49 @@ gw__build_client_head(const struct gw_respp *sp, const struct gw_resp_plan *plan
     /* A body-less response keeps the upstream's Content-Length (of HEAD and
      * 304 it describes the representation); others get ours. */
     bool keep_cl = final && sp->framing == GW_FRAME_NONE && sp->status != 204;
-    int rc = 0;
+    struct hw w;
 
-    buf_reset(out);
+    if (hw_begin(out, head_bound(h, 256), &w) < 0)
+        return EPH_ETOOBIG;
     collect_tokens(h, &ct);
     if (reason_len == 0) {
         reason = http_status_str((enum http_status)sp->status);
         reason_len = strcmp(reason, "<unknown>") == 0 ? 0 : strlen(reason);
     }
-    rc |= PUTS(out, "HTTP/1.1 ");
-    rc |= put_u64(out, (uint64_t)sp->status);
-    rc |= PUTS(out, " ");
-    rc |= put(out, reason, reason_len);
-    rc |= PUTS(out, "\r\n");
+    PUTS(&w, "HTTP/1.1 ");
+    put_u64(&w, (uint64_t)sp->status);
+    PUTS(&w, " ");
+    put(&w, reason, reason_len);
+    PUTS(&w, "\r\n");
     for (size_t i = 0; i < h->n_hdrs; i++) {
         if (keep_cl && NAME_IS(h, i, "content-length")) {
-            rc |= put_header(out, h, i);
+            put_header(&w, h, i);
             continue;
         }
         if (is_hop_by_hop(h, i, sp->switched))
             continue;
-        if (named_by_connection(h, i, &ct) && !(sp->switched && NAME_IS(h, i, "upgrade")))
+        if (ct.n > 0 && named_by_connection(h, i, &ct) &&
+            !(sp->switched && NAME_IS(h, i, "upgrade")))
             continue;
-        rc |= put_header(out, h, i);
+        put_header(&w, h, i);
     }
     if (sp->switched) {
-        rc |= PUTS(out, "Connection: upgrade\r\n");
+        PUTS(&w, "Connection: upgrade\r\n");
     } else if (final && plan) {
         if (plan->framing == GW_FRAME_LENGTH) {
-            rc |= PUTS(out, "Content-Length: ");
-            rc |= put_u64(out, sp->content_length);
-            rc |= PUTS(out, "\r\n");
+            PUTS(&w, "Content-Length: ");
+            put_u64(&w, sp->content_length);
+            PUTS(&w, "\r\n");
         } else if (plan->framing == GW_FRAME_CHUNKED) {
-            rc |= PUTS(out, "Transfer-Encoding: chunked\r\n");
+            PUTS(&w, "Transfer-Encoding: chunked\r\n");
         }
         if (plan->close)
-            rc |= PUTS(out, "Connection: close\r\n");
+            PUTS(&w, "Connection: close\r\n");
         else if (client_http10)
-            rc |= PUTS(out, "Connection: keep-alive\r\n");
+            PUTS(&w, "Connection: keep-alive\r\n");
     }
-    rc |= PUTS(out, "\r\n");
-    return rc ? EPH_ETOOBIG : 0;
+    PUTS(&w, "\r\n");
+    return hw_end(out, &w);
 }
 
 size_t

@@ -86,7 +86,7 @@ struct gw_hdr {
 
 /* The text of one head, reused from message to message. */
 struct gw_head {
-    struct buf text;   /* first token, NUL, then name NUL value NUL ...; ceiling max_bytes */
+    struct buf text; /* first token, NUL, then name NUL value NUL ...; ceiling max_bytes */
     struct gw_hdr hdrs[GW_PROXY_MAX_HEADERS];
     size_t n_hdrs;
     uint32_t first_len; /* the URL (requests) or the reason phrase (responses) */
@@ -204,11 +204,11 @@ size_t gw__chunk_line(char *out, size_t len);
 
 /* What a page needs to know about the request it answers. */
 struct gw_page_req {
-    bool html;          /* the client accepts text/html (a browser) */
-    bool head_only;     /* a HEAD request: the head without the body */
-    bool keep_alive;    /* the connection stays open after the page */
+    bool html;       /* the client accepts text/html (a browser) */
+    bool head_only;  /* a HEAD request: the head without the body */
+    bool keep_alive; /* the connection stays open after the page */
     const struct gw_host_pattern *pattern;
-    int port;           /* for the URLs on listings: the port the client used */
+    int port; /* for the URLs on listings: the port the client used */
 };
 
 /* True if an Accept header value asks for HTML. */
@@ -221,8 +221,7 @@ void gw__page_not_found(struct buf *out, const struct gw_page_req *pr,
 void gw__page_unavailable(struct buf *out, const struct gw_page_req *pr,
                           const struct gw_route_service *svc);
 /* Any other status the gateway answers itself (400, 408, 431, 502, 504 ...). */
-void gw__page_error(struct buf *out, const struct gw_page_req *pr, int status,
-                    const char *message);
+void gw__page_error(struct buf *out, const struct gw_page_req *pr, int status, const char *message);
 
 /* ------------------------------------------------------------- loop objects */
 
@@ -233,13 +232,14 @@ struct gw_block {
     char data[GW_BLOCK_BYTES];
 };
 
-/* Bytes gathered for one writev: heads and scratch copied only if the write
- * must wait; body slices reference `blk`. */
+/* Bytes gathered for one writev, sent at the end of the loop's turn: heads
+ * and scratch copied only if the write must wait; body slices point into
+ * `blk`, of which the batch holds a reference. */
 struct gw_batch {
     uv_buf_t bufs[GW_BATCH_BUFS];
     unsigned n;
     size_t bytes;
-    struct gw_block *blk; /* the block body slices point into (borrowed), or NULL */
+    struct gw_block *blk; /* the block body slices point into (a reference), or NULL */
     size_t scratch_len;
     char scratch[GW_BATCH_SCRATCH];
 };
@@ -257,10 +257,10 @@ struct gw_wreq {
 };
 
 enum gw_uperr {
-    GW_UPERR_REFUSED,    /* connect refused or unreachable: 502 */
+    GW_UPERR_REFUSED, /* connect refused or unreachable: 502 */
     GW_UPERR_CONNECT_TIMEOUT,
     GW_UPERR_FIRST_BYTE_TIMEOUT,
-    GW_UPERR_RESET,      /* closed or reset before the response was complete */
+    GW_UPERR_RESET, /* closed or reset before the response was complete */
     GW_UPERR_BAD_RESPONSE,
     GW_UPERR_RESOLVE,
     GW_UPERR_N
@@ -289,14 +289,14 @@ struct gw_wmetrics {
 struct gw_pool_key {
     struct gw_pool_key *next; /* hash chain */
     uint64_t hash;
-    char key[96];             /* "host:port" */
+    char key[96]; /* "host:port" */
     char *host;
     int port;
     struct gw_upstream *idle; /* most recently used first */
     size_t n_idle;
     struct sockaddr_storage addr;
     bool addr_ok;
-    uint64_t resolved_ms;     /* loop time of the last resolution */
+    uint64_t resolved_ms; /* loop time of the last resolution */
 };
 
 struct gw_pool {
@@ -315,15 +315,17 @@ struct gw_worker {
     uv_loop_t loop;
     uv_thread_t thread;
     uv_tcp_t listener;
-    uv_async_t wake;      /* a table was published, or stop was asked */
+    uv_async_t wake;         /* a table was published, or stop was asked */
+    uv_check_t flush_check;  /* sends what the turn's events gathered (proxy.c) */
+    struct gw_client *dirty; /* clients with gathered bytes to send */
     uv_timer_t stop_timer;
     uv_mutex_t slot_lock; /* guards slot, stop_requested, stop_deadline_ms */
     struct gw_routes *slot;
     bool stop_requested;
     int64_t stop_deadline_ms;
     struct gw_routes *routes; /* current table; this loop only */
-    bool stopping;        /* listener closed, finishing what is in flight */
-    bool exiting;         /* the worker's own handles are closing */
+    bool stopping;            /* listener closed, finishing what is in flight */
+    bool exiting;             /* the worker's own handles are closing */
     struct gw_client *clients;
     size_t n_clients;
     struct gw_upstream *upstreams; /* every upstream connection of this loop */
@@ -333,10 +335,10 @@ struct gw_worker {
     size_t n_free_blocks;
     struct gw_wreq *free_wreqs;
     size_t n_free_wreqs;
-    uv_mutex_t metrics_lock;  /* taken only by this loop and by scrapes */
+    uv_mutex_t metrics_lock; /* taken only by this loop and by scrapes */
     struct gw_wmetrics metrics;
-    int64_t log_sec;          /* wall second of log_ts */
-    char log_ts[32];          /* "2026-11-22T10:04:05" */
+    int64_t log_sec; /* wall second of log_ts */
+    char log_ts[32]; /* "2026-11-22T10:04:05" */
     char log_line[2048];
 };
 
@@ -345,9 +347,10 @@ struct sockaddr;
 /* The control host's upstream address ("host:port") and its parts. */
 const char *gw__control_key(const struct gateway *gw, const char **host, int *port);
 atomic_int *gw__open_connections(struct gateway *gw);
-/* Counts a finished request (any status). Loop of w. */
+/* Counts a finished request (any status). *cache (may be NULL) remembers
+ * the series for the next request of the same connection. Loop of w. */
 void gw__metrics_request(struct gw_worker *w, const char *env, const char *service, int code,
-                         double seconds);
+                         double seconds, struct gw_series **cache);
 void gw__metrics_upstream_error(struct gw_worker *w, enum gw_uperr kind);
 /* Called when a client or upstream connection of a stopping worker closed. */
 void gw__worker_maybe_exit(struct gw_worker *w);
@@ -358,6 +361,8 @@ void gw__block_unref(struct gw_worker *w, struct gw_block *b);
 /* The block a buffer handed out by gw__block_get() belongs to. */
 struct gw_block *gw__block_of(const char *base);
 void gw__on_connection(uv_stream_t *listener, int status);
+/* After each turn's events: sends every gathered batch. */
+void gw__on_flush_check(uv_check_t *h);
 /* Closes every client connection (stop: deadline or idle ones only). */
 void gw__close_clients(struct gw_worker *w, bool idle_only);
 void gw__worker_release_buffers(struct gw_worker *w);
@@ -377,8 +382,8 @@ void gw__proxy_upstream_drained(struct gw_client *c, struct gw_upstream *u);
 enum gw_ustate {
     GW_US_RESOLVING, /* waiting for getaddrinfo */
     GW_US_CONNECTING,
-    GW_US_BUSY,      /* serving its client */
-    GW_US_IDLE,      /* in the pool */
+    GW_US_BUSY, /* serving its client */
+    GW_US_IDLE, /* in the pool */
 };
 
 struct gw_upstream {
@@ -388,19 +393,21 @@ struct gw_upstream {
     uv_getaddrinfo_t gai;
     struct gw_worker *w;
     struct gw_pool_key *pk;
-    struct gw_client *client;              /* while busy or being set up, else NULL */
-    struct gw_upstream *prev, *next;       /* the worker's list */
+    struct gw_client *client;                  /* while busy or being set up, else NULL */
+    struct gw_upstream *prev, *next;           /* the worker's list */
     struct gw_upstream *idle_prev, *idle_next; /* the key's idle list */
-    size_t pending;    /* bytes queued to the upstream, not yet written */
-    int handles_open;  /* 2 until both close callbacks ran */
+    size_t pending;                            /* bytes queued to the upstream, not yet written */
+    int handles_open;                          /* 2 until both close callbacks ran */
     enum gw_ustate state;
     int timer_mode;
-    int fail_status;   /* a connect that failed at once, reported from the timer */
-    bool gai_pending;  /* the getaddrinfo callback has yet to run */
+    uint64_t deadline;  /* loop time the current timer mode expires */
+    uint64_t timer_due; /* loop time the armed uv timer fires */
+    int fail_status;    /* a connect that failed at once, reported from the timer */
+    bool gai_pending;   /* the getaddrinfo callback has yet to run */
     bool reading;
     bool closing;
-    bool reused;       /* taken from the pool (a stale one may fail at once) */
-    bool got_bytes;    /* a response byte arrived for the current request */
+    bool reused;    /* taken from the pool (a stale one may fail at once) */
+    bool got_bytes; /* a response byte arrived for the current request */
 };
 
 void gw__pool_init(struct gw_pool *pool);

@@ -175,17 +175,25 @@ idle_unlink(struct gw_upstream *u)
 
 /* ------------------------------------------------------------- timers and reading */
 
+/* Lazy, like the client's: see proxy.c. */
 static void
 timer_set(struct gw_upstream *u, int mode, int64_t ms)
 {
+    uint64_t now;
+
     if (u->closing)
         return;
     u->timer_mode = mode;
-    if (mode == UT_NONE) {
-        uv_timer_stop(&u->timer);
-        return;
+    if (mode == UT_NONE)
+        return; /* an armed timer finds nothing to do */
+    if (ms < 0)
+        ms = 0;
+    now = uv_now(&u->w->loop);
+    u->deadline = now + (uint64_t)ms;
+    if (!uv_is_active((uv_handle_t *)&u->timer) || u->timer_due > u->deadline) {
+        u->timer_due = u->deadline;
+        uv_timer_start(&u->timer, on_upstream_timer, (uint64_t)ms, 0);
     }
-    uv_timer_start(&u->timer, on_upstream_timer, ms > 0 ? (uint64_t)ms : 0, 0);
 }
 
 static void
@@ -346,7 +354,7 @@ report(struct gw_upstream *u, int status)
     struct gw_client *c = u->client;
 
     if (status < 0) {
-        enum gw_uperr kind = status == UV_ETIMEDOUT       ? GW_UPERR_CONNECT_TIMEOUT
+        enum gw_uperr kind = status == UV_ETIMEDOUT        ? GW_UPERR_CONNECT_TIMEOUT
                              : u->state == GW_US_RESOLVING ? GW_UPERR_RESOLVE
                                                            : GW_UPERR_REFUSED;
 
@@ -430,7 +438,15 @@ on_upstream_timer(uv_timer_t *t)
 {
     struct gw_upstream *u = container_of(t, struct gw_upstream, timer);
     int mode = u->timer_mode;
+    uint64_t now = uv_now(&u->w->loop);
 
+    if (mode == UT_NONE)
+        return;
+    if (now < u->deadline) {
+        u->timer_due = u->deadline;
+        uv_timer_start(&u->timer, on_upstream_timer, u->deadline - now, 0);
+        return;
+    }
     u->timer_mode = UT_NONE;
     switch (mode) {
     case UT_CONNECT: report(u, UV_ETIMEDOUT); break;

@@ -45,6 +45,7 @@ struct srv {
     atomic_int conns;    /* connections accepted */
     atomic_int requests; /* requests answered */
     atomic_int closing;
+    atomic_llong big_sent; /* body bytes of /big written so far */
     pthread_mutex_t lock;
     int fds[SRV_MAX_CONNS];
     pthread_t threads[SRV_MAX_CONNS];
@@ -282,6 +283,7 @@ serve(struct sconn *sc, struct sreq *r, http_parser *p)
             size_t k = n < (long)sizeof(buf) ? (size_t)n : sizeof(buf);
 
             write_all(fd, buf, k);
+            atomic_fetch_add(&sc->srv->big_sent, (long long)k);
             n -= (long)k;
         }
     } else if (strcmp(path, "/sse") == 0) {
@@ -344,6 +346,7 @@ conn_main(void *arg)
         }
     }
     shutdown(sc->fd, SHUT_WR);
+    free(r.body); /* a request cut in the middle */
     free(sc);
     return NULL;
 }
@@ -432,9 +435,9 @@ srv_stop(struct srv *s)
 /* ------------------------------------------------------------- the gateway */
 
 static struct {
-    struct srv up;    /* services of env fx, and the API */
-    int dead_port;    /* nothing listens there: refused */
-    int hole_fd;      /* a listener whose accept queue is full: connects hang */
+    struct srv up; /* services of env fx, and the API */
+    int dead_port; /* nothing listens there: refused */
+    int hole_fd;   /* a listener whose accept queue is full: connects hang */
     int hole_port;
     int hole_client;
     struct gateway *gw;
@@ -1069,6 +1072,27 @@ Test(proxy, streams_large_uploads_and_downloads, .timeout = TEST_TIMEOUT_S)
     stop();
 }
 
+Test(proxy, stops_reading_the_upstream_while_the_client_does_not_read, .timeout = TEST_TIMEOUT_S)
+{
+    enum { N = 256 << 20 };
+    struct client c;
+    char head[128];
+    long long sent;
+
+    start();
+    client_open(&c);
+    snprintf(head, sizeof(head), "GET /big?n=%d HTTP/1.1\r\nHost: web.fx.localhost\r\n\r\n", N);
+    send_str(&c, head);
+    sleep_ms(800);
+    sent = atomic_load(&T.up.big_sent);
+    /* What is in flight: socket buffers on both sides and our high-water
+     * mark; the gateway holds no more than that. */
+    cr_expect_lt(sent, 64 << 20, "the upstream wrote %lld bytes to a client reading none", sent);
+    cr_expect_gt(sent, 0);
+    client_close(&c);
+    stop();
+}
+
 Test(proxy, rechunks_chunked_and_close_delimited_responses, .timeout = TEST_TIMEOUT_S)
 {
     struct resp r;
@@ -1342,6 +1366,27 @@ Test(proxy, cuts_off_a_slowloris_client_after_the_header_timeout, .timeout = TES
     stop();
 }
 
+Test(proxy, cuts_off_a_client_that_stalls_in_its_body, .timeout = TEST_TIMEOUT_S)
+{
+    struct gw_config cfg = {.idle_timeout_ms = 300};
+    struct client c;
+    struct resp r;
+    uint64_t t0 = now_ms();
+
+    start_with(&cfg);
+    client_open(&c);
+    send_str(&c, "POST /count HTTP/1.1\r\nHost: web.fx.localhost\r\nContent-Length: 100\r\n\r\n"
+                 "only ten..");
+    resp_init(&r, false);
+    cr_assert(read_response(&c, &r));
+    cr_expect_eq(r.status, 408);
+    cr_expect_geq(now_ms() - t0, 280);
+    cr_expect(closed_by_server(&c));
+    resp_release(&r);
+    client_close(&c);
+    stop();
+}
+
 Test(proxy, refuses_connections_beyond_the_cap, .timeout = TEST_TIMEOUT_S)
 {
     struct gw_config cfg = {.max_connections = 2};
@@ -1527,10 +1572,11 @@ Test(proxy, counts_requests_latency_connections_and_routes, .timeout = TEST_TIME
     sleep_ms(50); /* the last exchange is counted once its response is written */
     buf_init(&m, 1 << 20);
     gw_metrics(T.gw, &m);
-    cr_expect(strstr(m.data, "eph_gateway_requests_total{env=\"fx\",service=\"web\",code=\"200\"} 3\n"),
-              "%s", m.data);
     cr_expect(
-        strstr(m.data, "eph_gateway_requests_total{env=\"boot\",service=\"web\",code=\"503\"} 1\n"));
+        strstr(m.data, "eph_gateway_requests_total{env=\"fx\",service=\"web\",code=\"200\"} 3\n"),
+        "%s", m.data);
+    cr_expect(strstr(m.data,
+                     "eph_gateway_requests_total{env=\"boot\",service=\"web\",code=\"503\"} 1\n"));
     cr_expect(strstr(m.data, "eph_gateway_request_duration_seconds_bucket{le=\"+Inf\"} 4\n"));
     cr_expect(strstr(m.data, "eph_gateway_request_duration_seconds_count 4\n"));
     cr_expect(strstr(m.data, "# TYPE eph_gateway_open_connections gauge\n"));

@@ -161,10 +161,10 @@ static const struct {
     int status;
     const char *reason;
 } bad_requests[] = {
-    {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-     400, "both content-length and transfer-encoding"},
-    {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
-     400, "both content-length and transfer-encoding"},
+    {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400,
+     "both content-length and transfer-encoding"},
+    {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400,
+     "both content-length and transfer-encoding"},
     {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400,
      "duplicate content-length"},
     {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc", 400,
@@ -188,10 +188,10 @@ static const struct {
      400, "unsupported transfer-encoding"},
     {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding : chunked\r\n\r\n", 400,
      "invalid header name"},
-    {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
-     400, "bad chunk size"},
-    {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\nabc\r\n0\r\n\r\n",
-     400, "bad chunk size"},
+    {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400,
+     "bad chunk size"},
+    {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\nabc\r\n0\r\n\r\n", 400,
+     "bad chunk size"},
     {"GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505, "unsupported http version"},
     {"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n", 405, "connect is not supported"},
     {"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n", 400, "missing host header"},
@@ -300,14 +300,14 @@ Test(proxy_http, removes_hop_by_hop_headers_and_adds_forwarding_ones)
     cr_expect(strncmp(out.data, "GET /p?q=1 HTTP/1.1\r\n", 21) == 0, "%s", out.data);
     cr_expect(find_line(out.data, "\r\nHost: web.fx.localhost:8080\r\n"), "%s", out.data);
     cr_expect(find_line(out.data, "\r\nAccept: text/plain\r\n"));
-    cr_expect(find_line(out.data, "\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n"), "%s",
-              out.data);
+    cr_expect(find_line(out.data, "\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n"), "%s", out.data);
     cr_expect(find_line(out.data, "\r\nX-Forwarded-Proto: http\r\n"));
     cr_expect(find_line(out.data, "\r\nX-Forwarded-Host: web.fx.localhost:8080\r\n"));
     cr_expect(find_line(out.data, "\r\nForwarded: for=10.0.0.1\r\n"));
-    cr_expect(find_line(out.data,
-                        "\r\nForwarded: for=127.0.0.1;host=\"web.fx.localhost:8080\";proto=http\r\n"),
-              "%s", out.data);
+    cr_expect(
+        find_line(out.data,
+                  "\r\nForwarded: for=127.0.0.1;host=\"web.fx.localhost:8080\";proto=http\r\n"),
+        "%s", out.data);
     cr_expect_null(strcasestr(out.data, "connection:"), "%s", out.data);
     cr_expect_null(strcasestr(out.data, "keep-alive"));
     cr_expect_null(strcasestr(out.data, "\r\nTE:"));
@@ -337,8 +337,8 @@ Test(proxy_http, writes_its_own_framing_upstream)
     cr_expect(find_line(out.data, "\r\nContent-Length: 12\r\n"), "%s", out.data);
     cr_expect_null(strstr(out.data, "content-length"));
     cr_expect_null(strstr(out.data, "X-Forwarded-Host"), "no Host, no X-Forwarded-Host");
-    upstream_head_of("GET http://web.fx.localhost:8080/x?y HTTP/1.1\r\nHost: other\r\n\r\n", "1.2.3.4",
-                     &out);
+    upstream_head_of("GET http://web.fx.localhost:8080/x?y HTTP/1.1\r\nHost: other\r\n\r\n",
+                     "1.2.3.4", &out);
     cr_expect(strncmp(out.data, "GET /x?y HTTP/1.1\r\n", 19) == 0, "%s", out.data);
     cr_expect(find_line(out.data, "\r\nX-Forwarded-Host: web.fx.localhost:8080\r\n"));
     buf_release(&out);
@@ -445,7 +445,8 @@ Test(proxy_http, frames_responses_by_length_chunks_or_close)
         cr_expect_eq(r.ev, GW_FEED_DONE);
         cr_expect_eq(r.framing, GW_FRAME_CLOSE);
         cr_expect_eq(r.body.len, 13);
-        cr_expect(find_line(r.head, "\r\nTransfer-Encoding: chunked\r\n"), "re-chunked: %s", r.head);
+        cr_expect(find_line(r.head, "\r\nTransfer-Encoding: chunked\r\n"), "re-chunked: %s",
+                  r.head);
     }
 }
 
@@ -456,7 +457,8 @@ Test(proxy_http, has_no_body_for_head_204_304_and_relays_1xx)
     parse_response("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", true, false, false, 4096, &r);
     cr_expect_eq(r.ev, GW_FEED_DONE);
     cr_expect_eq(r.framing, GW_FRAME_NONE);
-    cr_expect(find_line(r.head, "\r\nContent-Length: 100\r\n"), "HEAD keeps the length: %s", r.head);
+    cr_expect(find_line(r.head, "\r\nContent-Length: 100\r\n"), "HEAD keeps the length: %s",
+              r.head);
     parse_response("HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n", false, false, false, 4096, &r);
     cr_expect_eq(r.ev, GW_FEED_DONE);
     cr_expect_eq(r.status, 304);
@@ -641,8 +643,9 @@ Test(proxy_http, shows_phase_and_state_on_503)
     cr_expect(strncmp(out.data, "HTTP/1.1 502 Bad Gateway\r\n", 26) == 0);
     pr.html = false;
     gw__page_error(&out, &pr, 504, "slow");
-    cr_expect(strstr(out.data, "{\"error\": {\"code\": \"gateway_timeout\", \"message\": \"slow\"}}"),
-              "%s", out.data);
+    cr_expect(
+        strstr(out.data, "{\"error\": {\"code\": \"gateway_timeout\", \"message\": \"slow\"}}"),
+        "%s", out.data);
     cr_expect(gw__accepts_html("text/html,application/xhtml+xml", 31));
     cr_expect_not(gw__accepts_html("application/json", 16));
     buf_release(&out);
