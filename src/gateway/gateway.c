@@ -233,7 +233,7 @@ gw__worker_maybe_exit(struct gw_worker *w)
     if (!w->stopping || w->exiting || w->n_clients > 0 || w->n_upstreams > 0)
         return;
     w->exiting = true;
-    uv_close((uv_handle_t *)&w->flush_check, NULL);
+    uv_close((uv_handle_t *)&w->failed_check, NULL);
     uv_close((uv_handle_t *)&w->wake, NULL);
     uv_close((uv_handle_t *)&w->stop_timer, NULL);
 }
@@ -338,7 +338,7 @@ listen_socket(const struct sockaddr_storage *addr)
 static void
 loop_unwind(struct gw_worker *w)
 {
-    uv_close((uv_handle_t *)&w->flush_check, NULL);
+    uv_close((uv_handle_t *)&w->failed_check, NULL);
     uv_close((uv_handle_t *)&w->wake, NULL);
     uv_close((uv_handle_t *)&w->stop_timer, NULL);
     uv_close((uv_handle_t *)&w->listener, NULL);
@@ -483,8 +483,8 @@ gw_start(const struct gw_config *cfg, struct gateway **out, struct eph_err *err)
          * orders these writes before anything the loop does. */
         uv_loop_init(&w->loop);
         uv_async_init(&w->loop, &w->wake, on_wake);
-        uv_check_init(&w->loop, &w->flush_check);
-        uv_check_start(&w->flush_check, gw__on_flush_check);
+        uv_check_init(&w->loop, &w->failed_check);
+        uv_check_start(&w->failed_check, gw__on_failed_writes);
         uv_timer_init(&w->loop, &w->stop_timer);
         uv_tcp_init(&w->loop, &w->listener);
         rc = uv_tcp_open(&w->listener, fds[i]);

@@ -70,7 +70,7 @@ struct gw_client {
     uv_shutdown_t shutdown_req;
     struct gw_worker *w;
     struct gw_client *prev, *next; /* the worker's list */
-    struct gw_client *dirty_next;  /* the worker's list of batches to flush */
+    struct gw_client *failed_next; /* the worker's list of failed writes */
     struct gw_routes *routes;      /* the table of the current request (a reference) */
     struct gw_reqp rp;
     struct gw_respp sp;
@@ -95,7 +95,7 @@ struct gw_client {
     int up_err;               /* a write to the upstream failed (handled later) */
     bool reading;
     bool closing;
-    bool dirty;       /* on the worker's dirty list */
+    bool failed;      /* on the worker's list of failed writes */
     bool processing;  /* inside client_process (guards reentry) */
     bool eof;         /* the client sent its FIN */
     bool counted;     /* counted in the gateway's open connections */
@@ -316,29 +316,28 @@ gw__batch_flush(struct gw_worker *w, struct gw_batch *b, uv_tcp_t *dst, size_t *
     return 0;
 }
 
-/* ------------------------------------------------------------- gathering */
+/* ------------------------------------------------------------- sending */
 
 /*
- * Writes are gathered per peer and sent when the loop has handled every
- * event of its turn (on_flush_check), not one event at a time: the peers
- * then find several requests or responses per wake-up, and everyone makes
- * fewer system calls. The batch holds a reference to its block meanwhile.
- * What must go out before a buffer of ours is reused, or before the peer
- * changes, is flushed at once (flush_*_now).
+ * A batch goes out as soon as the event that filled it has been handled:
+ * the peers see requests and responses at once (gathering them until the
+ * end of the loop's turn was measured slower at high concurrency). A write
+ * that fails inside a parser callback is only recorded; the client is put
+ * on the worker's list and handled at the end of the turn
+ * (gw__on_failed_writes), where nothing is half done.
  */
 static void
-mark_dirty(struct gw_client *c)
+defer_failure(struct gw_client *c)
 {
-    if (c->dirty || c->closing)
+    if (c->failed || c->closing)
         return;
-    c->dirty = true;
-    c->dirty_next = c->w->dirty;
-    c->w->dirty = c;
+    c->failed = true;
+    c->failed_next = c->w->failed;
+    c->w->failed = c;
 }
 
-/* Errors are only recorded here; on_flush_check handles them. */
 static void
-flush_client_now(struct gw_client *c)
+flush_client(struct gw_client *c)
 {
     int rc;
 
@@ -349,12 +348,12 @@ flush_client_now(struct gw_client *c)
     rc = gw__batch_flush(c->w, &c->to_client, &c->tcp, &c->pending, true);
     if (rc < 0) {
         c->client_err = rc;
-        mark_dirty(c);
+        defer_failure(c);
     }
 }
 
 static void
-flush_up_now(struct gw_client *c)
+flush_up(struct gw_client *c)
 {
     int rc;
 
@@ -365,22 +364,8 @@ flush_up_now(struct gw_client *c)
     rc = gw__batch_flush(c->w, &c->to_up, &c->up->tcp, &c->up->pending, false);
     if (rc < 0) {
         c->up_err = rc;
-        mark_dirty(c);
+        defer_failure(c);
     }
-}
-
-static void
-flush_client(struct gw_client *c)
-{
-    if (c->to_client.n > 0)
-        mark_dirty(c);
-}
-
-static void
-flush_up(struct gw_client *c)
-{
-    if (c->to_up.n > 0)
-        mark_dirty(c);
 }
 
 /* c->out, ready to be written again: what the batch still points at goes first. */
@@ -388,7 +373,7 @@ static struct buf *
 client_out(struct gw_client *c)
 {
     if (c->to_client.n > 0)
-        flush_client_now(c);
+        flush_client(c);
     return &c->out;
 }
 
@@ -415,9 +400,9 @@ batch_add(struct gw_client *c, bool to_client, const char *p, size_t len, struct
         return;
     if (b->n == GW_BATCH_BUFS || (blk && b->blk && b->blk != blk)) {
         if (to_client)
-            flush_client_now(c);
+            flush_client(c);
         else
-            flush_up_now(c);
+            flush_up(c);
     }
     if (blk && b->blk == NULL) {
         b->blk = blk;
@@ -441,9 +426,9 @@ batch_add_chunk(struct gw_client *c, bool to_client, const char *p, size_t len,
     if (b->n + 3 > GW_BATCH_BUFS || b->scratch_len + 24 > sizeof(b->scratch) ||
         (b->blk && b->blk != blk)) {
         if (to_client)
-            flush_client_now(c);
+            flush_client(c);
         else
-            flush_up_now(c);
+            flush_up(c);
     }
     line = b->scratch + b->scratch_len;
     n = gw__chunk_line(line, len);
@@ -665,7 +650,7 @@ client_handle_closed(struct gw_client *c)
 
     if (--c->handles_open > 0)
         return;
-    EPH_ASSERT(!c->dirty); /* the check phase runs before the close callbacks */
+    EPH_ASSERT(!c->failed); /* the check phase comes before the close callbacks */
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -735,7 +720,7 @@ client_shutdown(struct gw_client *c)
     exchange_end(c);
     c->state = CS_LINGER;
     drop_upstream(c);
-    flush_client_now(c); /* uv_shutdown waits for queued writes only */
+    flush_client(c); /* uv_shutdown waits for queued writes only */
     if (c->client_err) {
         client_close(c);
         return;
@@ -1059,7 +1044,7 @@ on_request_head(struct gw_client *c)
         return;
     }
     if (c->to_up.n > 0)
-        flush_up_now(c); /* c->up_head is about to change */
+        flush_up(c); /* c->up_head is about to change */
     if (gw__build_upstream_head(&c->rp, c->remote, &c->up_head) < 0) {
         refuse(c, 431, "request head too large");
         return;
@@ -1155,7 +1140,7 @@ finish_exchange(struct gw_client *c)
         bool reusable = c->req_done && c->sp.done && c->sp.keep_alive && !c->up_dirty &&
                         c->sp.framing != GW_FRAME_CLOSE && !c->rp.upgrade && !c->up_err;
 
-        flush_up_now(c); /* before the connection goes back to the pool */
+        flush_up(c); /* before the connection goes back to the pool */
         gw__upstream_release(c->up, reusable);
         c->up = NULL;
         batch_reset(c->w, &c->to_up);
@@ -1184,7 +1169,7 @@ on_response_head(struct gw_client *c)
             return; /* HTTP/1.0 knows no interim responses */
         if (gw__build_client_head(sp, NULL, false, client_out(c)) == 0) {
             batch_add(c, true, c->out.data, c->out.len, NULL);
-            flush_client_now(c); /* c->out is reused for the final head */
+            flush_client(c); /* c->out is reused for the final head */
         }
         return;
     }
@@ -1505,33 +1490,30 @@ on_client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     client_process(c);
 }
 
-/* ------------------------------------------------------------- flushing */
+/* ------------------------------------------------------------- failed writes */
 
+/* End of the loop's turn: handles the write errors recorded in callbacks. */
 void
-gw__on_flush_check(uv_check_t *h)
+gw__on_failed_writes(uv_check_t *h)
 {
-    struct gw_worker *w = container_of(h, struct gw_worker, flush_check);
+    struct gw_worker *w = container_of(h, struct gw_worker, failed_check);
     struct gw_client *c;
 
-    while ((c = w->dirty) != NULL) {
-        w->dirty = c->dirty_next;
-        c->dirty_next = NULL;
-        c->dirty = false;
+    while ((c = w->failed) != NULL) {
+        w->failed = c->failed_next;
+        c->failed_next = NULL;
+        c->failed = false;
         if (c->closing)
             continue;
-        flush_up_now(c);
-        flush_client_now(c);
         if (c->client_err) {
             client_close(c);
             continue;
         }
         if (c->up_err) {
-            upstream_failed(c, c->up_err); /* may gather a page: c comes round again */
-            continue;
+            upstream_failed(c, c->up_err);
+            if (!c->closing && c->client_err)
+                client_close(c);
         }
-        if (c->up && c->pending > GW_HIGH_WATER_BYTES)
-            gw__upstream_reading(c->up, false);
-        client_update_reading(c);
     }
 }
 

@@ -232,9 +232,9 @@ struct gw_block {
     char data[GW_BLOCK_BYTES];
 };
 
-/* Bytes gathered for one writev, sent at the end of the loop's turn: heads
- * and scratch copied only if the write must wait; body slices point into
- * `blk`, of which the batch holds a reference. */
+/* Bytes gathered for one writev while an event is handled: heads and
+ * scratch copied only if the write must wait; body slices point into `blk`,
+ * of which the batch holds a reference. */
 struct gw_batch {
     uv_buf_t bufs[GW_BATCH_BUFS];
     unsigned n;
@@ -315,9 +315,9 @@ struct gw_worker {
     uv_loop_t loop;
     uv_thread_t thread;
     uv_tcp_t listener;
-    uv_async_t wake;         /* a table was published, or stop was asked */
-    uv_check_t flush_check;  /* sends what the turn's events gathered (proxy.c) */
-    struct gw_client *dirty; /* clients with gathered bytes to send */
+    uv_async_t wake;          /* a table was published, or stop was asked */
+    uv_check_t failed_check;  /* handles writes that failed in callbacks (proxy.c) */
+    struct gw_client *failed; /* clients with such a failure */
     uv_timer_t stop_timer;
     uv_mutex_t slot_lock; /* guards slot, stop_requested, stop_deadline_ms */
     struct gw_routes *slot;
@@ -361,8 +361,8 @@ void gw__block_unref(struct gw_worker *w, struct gw_block *b);
 /* The block a buffer handed out by gw__block_get() belongs to. */
 struct gw_block *gw__block_of(const char *base);
 void gw__on_connection(uv_stream_t *listener, int status);
-/* After each turn's events: sends every gathered batch. */
-void gw__on_flush_check(uv_check_t *h);
+/* At the end of each turn: handles the failed writes recorded meanwhile. */
+void gw__on_failed_writes(uv_check_t *h);
 /* Closes every client connection (stop: deadline or idle ones only). */
 void gw__close_clients(struct gw_worker *w, bool idle_only);
 void gw__worker_release_buffers(struct gw_worker *w);
