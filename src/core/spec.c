@@ -1670,9 +1670,8 @@ spec_parse_file(const char *path, struct spec **out, struct eph_err *err)
     int rc;
 
     *out = NULL;
-    /* One byte over the limit, so that "too big" is ours to report. */
-    rc = fs_read_all(path, SPEC_MAX_BYTES + 1, &data, &len);
-    if (rc == EPH_ETOOBIG || (rc == 0 && len > SPEC_MAX_BYTES))
+    rc = fs_read_all(path, SPEC_MAX_BYTES, &data, &len);
+    if (rc == EPH_ETOOBIG)
         rc = eph_err_set(err, EPH_ETOOBIG, "%s: template is larger than %d bytes", path,
                          SPEC_MAX_BYTES);
     else if (rc < 0)

@@ -750,3 +750,28 @@ Test(spec, refuses_an_environment_without_the_variables_it_needs)
     cr_expect_str_eq(err.msg, "incomplete variables for service 'my-api'");
     spec_free(s);
 }
+
+Test(spec, a_template_file_over_the_limit_is_refused_and_one_at_the_limit_is_read)
+{
+    char path[] = "/tmp/eph-test-spec-XXXXXX";
+    int fd = mkstemp(path);
+    char *data = xmalloc(SPEC_MAX_BYTES + 1);
+    struct spec *s = NULL;
+    struct eph_err err = {0};
+    char want[128];
+
+    cr_assert(fd >= 0);
+    /* A comment line padded to the limit: valid YAML, but no template. */
+    memset(data, ' ', SPEC_MAX_BYTES + 1);
+    data[0] = '#';
+    cr_assert_eq(write(fd, data, SPEC_MAX_BYTES + 1), SPEC_MAX_BYTES + 1);
+    close(fd);
+    cr_expect_eq(spec_parse_file(path, &s, &err), EPH_ETOOBIG);
+    snprintf(want, sizeof(want), "%s: template is larger than %d bytes", path, SPEC_MAX_BYTES);
+    cr_expect_str_eq(err.msg, want);
+    cr_assert_eq(truncate(path, SPEC_MAX_BYTES), 0);
+    cr_expect_neq(spec_parse_file(path, &s, &err), EPH_ETOOBIG, "%s", err.msg);
+    spec_free(s);
+    unlink(path);
+    free(data);
+}
