@@ -5,9 +5,9 @@
 # fast local backends (one nginx with 2 workers on two ports, answering a
 # 19-byte static body with keep-alive):
 #   nginx   (Debian package) configured here in a temp dir: one server block
-#           per host, an upstream block per backend keeping up to 64 idle
-#           connections per worker (eph's pool keeps 64 per upstream per
-#           worker; EPH_BENCH_NGINX_KEEPALIVE changes nginx's), the same
+#           per host, an upstream block per backend keeping up to 256 idle
+#           connections per worker, like eph's default upstream_keepalive
+#           (EPH_BENCH_KEEPALIVE sets both), the same
 #           X-Forwarded-* and Forwarded headers eph adds, no access log;
 #   eph     `eph serve` (release build), 1,000 environments created through the
 #           API from 10 projects whose one service svcX is `upstream:` to a
@@ -27,7 +27,7 @@
 #
 #   bench/gateway.sh                           release build (make release), 10 s runs
 #   EPH_BENCH_DURATION=30s EPH_BENCH_RUNS=1 bench/gateway.sh
-#   EPH_BENCH_NGINX_KEEPALIVE=256 bench/gateway.sh   (nginx keeps more idle)
+#   EPH_BENCH_KEEPALIVE=64 bench/gateway.sh    (both keep at most 64 idle)
 #   EPH_BIN=build/debug/eph bench/gateway.sh   (skips the build; ASan is slow)
 #
 # Everything listens on 127.0.0.1 ports picked free; every process started
@@ -49,7 +49,7 @@ fi
 export EPH_BIN
 export EPH_BENCH_DURATION=${EPH_BENCH_DURATION:-10s}
 export EPH_BENCH_HOSTS=${EPH_BENCH_HOSTS:-1000}
-export EPH_BENCH_NGINX_KEEPALIVE=${EPH_BENCH_NGINX_KEEPALIVE:-64}
+export EPH_BENCH_KEEPALIVE=${EPH_BENCH_KEEPALIVE:-256}
 export EPH_BENCH_RUNS=${EPH_BENCH_RUNS:-3}
 
 exec /usr/bin/python3 - <<'EOF'
@@ -61,7 +61,7 @@ EPH = os.environ["EPH_BIN"]
 DURATION = os.environ["EPH_BENCH_DURATION"]
 N_HOSTS = int(os.environ["EPH_BENCH_HOSTS"])
 N_PROJECTS = 10                 # service svcX lives in project pX
-NGINX_KEEPALIVE = int(os.environ["EPH_BENCH_NGINX_KEEPALIVE"])
+KEEPALIVE = int(os.environ["EPH_BENCH_KEEPALIVE"])
 RUNS = int(os.environ["EPH_BENCH_RUNS"])
 CONNECTIONS = (64, 256)
 WRK_THREADS = 2
@@ -242,7 +242,7 @@ def nginx_proxy(dir_, port, workers):
         server 127.0.0.1:%d;
         keepalive %d;
         keepalive_requests 1000000;
-    }""" % (i, p, NGINX_KEEPALIVE) for i, p in enumerate(backend_ports))
+    }""" % (i, p, KEEPALIVE) for i, p in enumerate(backend_ports))
     conf = NGINX_COMMON.format(dir=dir_) + """
 worker_processes {workers};
 events {{ worker_connections 8192; }}
@@ -318,7 +318,7 @@ def make_projects():
 def run_eph(workers, n):
     args = [EPH, "serve", "--data-dir", eph_data, "--listen", "127.0.0.1:%d" % eph_port,
             "--port-range", "%d-%d" % port_range, "--config", eph_config,
-            "--log-level", "warn"]
+            "--log-level", "warn", "--upstream-keepalive", str(KEEPALIVE)]
     if workers:
         args += ["--gateway-workers", str(workers)]
     env = {k: v for k, v in GIT_ENV.items() if not k.startswith("EPH_")}
@@ -512,8 +512,8 @@ try:
         "workers", "conns", "proxy", "req/s", "p50 ms", "p99 ms", "errors", "peak MiB",
         "upstr.con")
     print("gateway bench %s: %d hosts, wrk -t%d -d%s keep-alive, random Host; %d cores; "
-          "backends: nginx with 2 workers on 2 ports; nginx keepalive %d; median of %d "
-          "alternating runs" % (today, N_HOSTS, WRK_THREADS, DURATION, cpu, NGINX_KEEPALIVE, RUNS),
+          "backends: nginx with 2 workers on 2 ports; upstream keepalive %d; median of %d "
+          "alternating runs" % (today, N_HOSTS, WRK_THREADS, DURATION, cpu, KEEPALIVE, RUNS),
           flush=True)
     print(header, flush=True)
 

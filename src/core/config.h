@@ -41,6 +41,7 @@ struct config {
     int64_t upstream_connect_timeout_ms;    /* connecting to a service: 504 beyond */
     int64_t upstream_first_byte_timeout_ms; /* a service's response head after the request */
     int64_t upstream_idle_timeout_ms;       /* an idle pooled connection to a service */
+    int64_t upstream_keepalive;             /* idle connections per address and worker */
     int64_t max_connections;     /* client connections over all workers: 503 beyond */
     char *access_log;            /* path, "-" for stderr, "" for none */
     int64_t shutdown_grace_ms;   /* SIGTERM: in-flight requests get this long to finish */

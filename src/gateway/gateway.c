@@ -40,6 +40,7 @@
 #define GW_DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define GW_DEFAULT_FIRST_BYTE_TIMEOUT_MS 60000
 #define GW_DEFAULT_UPSTREAM_IDLE_MS 30000
+#define GW_DEFAULT_UPSTREAM_KEEPALIVE 256
 /* More workers than this is a configuration mistake. */
 #define GW_MAX_WORKERS 256
 /* Accept queue of each listening socket. */
@@ -388,6 +389,10 @@ config_defaults(struct gw_config *c)
         c->first_byte_timeout_ms = GW_DEFAULT_FIRST_BYTE_TIMEOUT_MS;
     if (c->upstream_idle_ms <= 0)
         c->upstream_idle_ms = GW_DEFAULT_UPSTREAM_IDLE_MS;
+    if (c->upstream_keepalive == 0)
+        c->upstream_keepalive = GW_DEFAULT_UPSTREAM_KEEPALIVE;
+    else if (c->upstream_keepalive < 0)
+        c->upstream_keepalive = 0; /* none */
 }
 
 int

@@ -43,6 +43,7 @@ struct gw_config {
     int64_t connect_timeout_ms;    /* upstream connect: 504 beyond */
     int64_t first_byte_timeout_ms; /* upstream response head after the request: 504 */
     int64_t upstream_idle_ms;      /* pooled upstream connection kept this long */
+    int upstream_keepalive;        /* idle connections kept per address and worker; 0: default, <0: none */
     int max_connections;           /* client connections over all workers; 503 beyond */
     FILE *access_log;              /* one logfmt line per request; NULL: none */
 };

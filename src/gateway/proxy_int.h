@@ -46,8 +46,6 @@
 #define GW_BATCH_BUFS 16
 /* Chunk-size lines and CRLFs of one gathered write. */
 #define GW_BATCH_SCRATCH 320
-/* Idle keep-alive connections kept per upstream address. */
-#define GW_POOL_MAX_IDLE_PER_KEY 64
 /* A host name of an upstream is resolved again after this long. */
 #define GW_RESOLVE_TTL_MS 30000
 /* After a last response and a FIN, how long input is read and dropped so

@@ -5,7 +5,7 @@
  * A connection is RESOLVING (a host name, through getaddrinfo on the thread
  * pool; IP literals skip it), CONNECTING (connect_timeout_ms), BUSY with one
  * client, or IDLE in its key's list (most recently used first, at most
- * GW_POOL_MAX_IDLE_PER_KEY, closed after upstream_idle_ms). Idle ones keep
+ * upstream_keepalive in the config, closed after upstream_idle_ms). Idle ones keep
  * reading: an upstream that closes or talks out of turn is dropped at once,
  * so a stale connection is rarely handed out (proxy.c retries the rare one
  * once, on a fresh connection).
@@ -537,7 +537,7 @@ gw__upstream_release(struct gw_upstream *u, bool reusable)
 
     u->client = NULL;
     if (!reusable || u->closing || w->stopping || u->state != GW_US_BUSY ||
-        k->n_idle >= GW_POOL_MAX_IDLE_PER_KEY) {
+        k->n_idle >= (size_t)w->cfg->upstream_keepalive) {
         upstream_close(u);
         return;
     }

@@ -569,6 +569,7 @@ start_gateway(struct server *srv, struct eph_err *err)
         .connect_timeout_ms = srv->cfg.upstream_connect_timeout_ms,
         .first_byte_timeout_ms = srv->cfg.upstream_first_byte_timeout_ms,
         .upstream_idle_ms = srv->cfg.upstream_idle_timeout_ms,
+        .upstream_keepalive = srv->cfg.upstream_keepalive > 0 ? (int)srv->cfg.upstream_keepalive : -1,
         .max_connections = (int)srv->cfg.max_connections,
         .access_log = srv->access_log,
     };

@@ -938,6 +938,28 @@ Test(proxy, reuses_few_upstream_connections_for_many_requests, .timeout = TEST_T
     stop();
 }
 
+Test(proxy, keeps_no_idle_upstream_connection_when_told_none, .timeout = TEST_TIMEOUT_S)
+{
+    struct gw_config cfg = {.upstream_keepalive = -1};
+    struct client c;
+
+    start_with(&cfg);
+    client_open(&c);
+    for (int i = 0; i < 5; i++) {
+        struct resp r;
+
+        resp_init(&r, false);
+        send_str(&c, "GET /conn HTTP/1.1\r\nHost: web.fx.localhost\r\n\r\n");
+        cr_assert(read_response(&c, &r), "request %d", i);
+        cr_assert_eq(r.status, 200);
+        resp_release(&r);
+    }
+    client_close(&c);
+    cr_expect_eq(atomic_load(&T.up.conns), 5, "upstream connections: %d",
+                 atomic_load(&T.up.conns));
+    stop();
+}
+
 Test(proxy, answers_pipelined_requests_in_order, .timeout = TEST_TIMEOUT_S)
 {
     struct client c;
