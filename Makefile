@@ -15,7 +15,7 @@
 MODE     ?= debug
 BUILD    := build/$(MODE)
 CC       ?= cc
-PKGS     := libuv jansson libfyaml sqlite3 libcurl openssl
+PKGS     := libuv jansson libfyaml sqlite3 libcurl openssl libargon2
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS)) -lhttp_parser -lpthread -lm
 

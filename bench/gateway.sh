@@ -9,9 +9,12 @@
 #           connections per worker, like eph's default upstream_keepalive
 #           (EPH_BENCH_KEEPALIVE sets both), the same
 #           X-Forwarded-* and Forwarded headers eph adds, no access log;
-#   eph     `eph serve` (release build), 1,000 environments created through the
-#           API from 10 projects whose one service svcX is `upstream:` to a
-#           backend port chosen by a param. No access log.
+#   eph     `eph serve --auth off` (release build), 1,000 environments created
+#           through the API from 10 projects whose one service svcX is
+#           `upstream:` to a backend port chosen by a param. No access log.
+#           Sign-in is on by default; these rows measure the proxy alone, so
+#           it is off here (wrk sends no credentials: with it on every request
+#           would be a 401, which the "errors" column would show).
 # wrk (Debian package) with keep-alive sends GET / with a random Host of the
 # 1,000 (a Lua script) for DURATION at 64 and at 256 connections, first to
 # nginx, then to eph, RUNS times alternating (default 3). Printed, each the
@@ -22,12 +25,38 @@
 # with one worker each (--gateway-workers 1, worker_processes 1), then with
 # the defaults (eph: one per core; nginx: auto).
 #
+# Between the two, the "auth" block (one worker each; EPH_BENCH_AUTH=0 skips
+# it) measures what sign-in costs. A second eph server, on its own data dir
+# and port with sign-in on (the default) and the same 1,000 environments,
+# runs beside the first (--auth off), so that the two are measured
+# alternating, in the same minute, without a restart. A local user (role
+# member) is made through the API, signs in once (POST /login), and each
+# host's cookie eph_host is fetched through /auth/ticket -> /_eph/auth.
+# wrk then sends each request with the Host's port and
+# "Cookie: theme=dark; eph_host=<that host's cookie>" to three proxies, in
+# turn, RUNS times:
+#   nginx+ar  nginx (1 worker) with `auth_request /_auth` in every server
+#             block: a sub-request, over keep-alive, to an "authcheck" server
+#             block in the backend nginx that answers 204 when the Cookie
+#             header has eph_host= and 401 else (the ingress-nginx +
+#             oauth2-proxy pattern with the cheapest possible validator),
+#             passing a user header back like oauth2-proxy does;
+#   eph off   the --auth off server (the cookie is stripped, not checked);
+#   eph on    the sign-in server: every request's cookie is verified
+#             (HMAC, session lookup, visibility) before it is proxied.
+# Ratio rows: eph on / eph off (the goal: >= 0.95x requests/s) and
+# eph on / nginx+ar. EPH_BENCH_PERF=DIR adds, after the measured runs, one
+# run each of eph off and eph on at 256 connections under `perf record -g`
+# (DIR/eph-off.data, DIR/eph-on.data); those runs are not in the table.
+#
 # wrk, the backends and the proxy share the machine's cores: on a small
 # machine the numbers move with whatever else runs; compare within one run.
 #
 #   bench/gateway.sh                           release build (make release), 10 s runs
 #   EPH_BENCH_DURATION=30s EPH_BENCH_RUNS=1 bench/gateway.sh
 #   EPH_BENCH_KEEPALIVE=64 bench/gateway.sh    (both keep at most 64 idle)
+#   EPH_BENCH_AUTH=0 bench/gateway.sh          (without the auth block)
+#   EPH_BENCH_PERF=/tmp/prof bench/gateway.sh  (profiles of eph off and on)
 #   EPH_BIN=build/debug/eph bench/gateway.sh   (skips the build; ASan is slow)
 #
 # Everything listens on 127.0.0.1 ports picked free; every process started
@@ -51,11 +80,13 @@ export EPH_BENCH_DURATION=${EPH_BENCH_DURATION:-10s}
 export EPH_BENCH_HOSTS=${EPH_BENCH_HOSTS:-1000}
 export EPH_BENCH_KEEPALIVE=${EPH_BENCH_KEEPALIVE:-256}
 export EPH_BENCH_RUNS=${EPH_BENCH_RUNS:-3}
+export EPH_BENCH_AUTH=${EPH_BENCH_AUTH:-1}
+export EPH_BENCH_PERF=${EPH_BENCH_PERF:-}
 
 exec /usr/bin/python3 - <<'EOF'
-import concurrent.futures, datetime, json, os, re, shutil, signal, socket, subprocess, sys
-import tempfile, threading, time
-import urllib.error, urllib.request
+import concurrent.futures, datetime, http.client, json, os, re, secrets, shutil, signal, socket
+import subprocess, sys, tempfile, threading, time
+import urllib.error, urllib.parse, urllib.request
 
 EPH = os.environ["EPH_BIN"]
 DURATION = os.environ["EPH_BENCH_DURATION"]
@@ -63,10 +94,14 @@ N_HOSTS = int(os.environ["EPH_BENCH_HOSTS"])
 N_PROJECTS = 10                 # service svcX lives in project pX
 KEEPALIVE = int(os.environ["EPH_BENCH_KEEPALIVE"])
 RUNS = int(os.environ["EPH_BENCH_RUNS"])
+AUTH = os.environ["EPH_BENCH_AUTH"] not in ("0", "", "no", "off")
+PERF_DIR = os.environ["EPH_BENCH_PERF"]
 CONNECTIONS = (64, 256)
 WRK_THREADS = 2
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 BODY = "hello from backend\n"
+APP_COOKIE = "theme=dark"       # a cookie of the application's own, passed by both
+BENCH_USER = "bench"
 GIT_ENV = dict(os.environ, GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@ephemera.invalid",
                GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@ephemera.invalid",
                GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1")
@@ -87,8 +122,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def free_range(size=64):
+def free_range(size=64, avoid=()):
     for lo in range(24000, 32000, size):
+        if any(a[0] <= lo + size - 1 and lo <= a[1] for a in avoid):
+            continue
         ok = True
         for p in range(lo, lo + size):
             with socket.socket() as s:
@@ -102,7 +139,7 @@ def free_range(size=64):
     sys.exit("bench: no free port range")
 
 
-def request(method, url, token=None, body=None, host=None, timeout=30):
+def request(method, url, token=None, body=None, host=None, timeout=30, cookie=None):
     req = urllib.request.Request(url, method=method,
                                  data=json.dumps(body).encode() if body is not None else None)
     if token:
@@ -111,6 +148,8 @@ def request(method, url, token=None, body=None, host=None, timeout=30):
         req.add_header("Content-Type", "application/json")
     if host:
         req.add_header("Host", host)
+    if cookie:
+        req.add_header("Cookie", cookie)
     try:
         with opener.open(req, timeout=timeout) as res:
             return res.status, res.read()
@@ -118,6 +157,20 @@ def request(method, url, token=None, body=None, host=None, timeout=30):
         return e.code, e.read()
     except OSError:
         return 0, b""
+
+
+def raw_request(port, method, target, headers, body=None, timeout=30):
+    """One request on a fresh connection, redirects not followed: (status,
+    message headers, body); (0, None, b"") if the connection failed."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, target, body=body, headers=headers)
+        res = conn.getresponse()
+        return res.status, res.msg, res.read()
+    except OSError:
+        return 0, None, b""
+    finally:
+        conn.close()
 
 
 def wait_for(pred, timeout, what, interval=0.05):
@@ -139,9 +192,9 @@ def start(args, name, **kw):
     return p
 
 
-def stop(p, timeout=15):
+def stop(p, timeout=15, sig=signal.SIGTERM):
     if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
+        p.send_signal(sig)
         try:
             p.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -197,6 +250,10 @@ master_process on;
 
 
 def nginx_backend(dir_):
+    """The two backends, stub_status, and the sub-request endpoint of nginx's
+    auth_request: 204 (with a user header, as oauth2-proxy sends) when the
+    request carries a cookie eph_host, else 401. The cheapest validator
+    there is: it looks at the header, it checks nothing."""
     os.makedirs(dir_)
     listens = "\n".join("        listen 127.0.0.1:%d reuseport backlog=4096;" % p
                         for p in backend_ports)
@@ -217,32 +274,88 @@ http {{
         location / {{ default_type text/plain; return 200 "{body}"; }}
     }}
     server {{
+        listen 127.0.0.1:{auth} reuseport backlog=4096;
+        location / {{
+            if ($http_cookie ~* "eph_host=") {{
+                add_header X-Auth-Request-User {user};
+                return 204;
+            }}
+            return 401;
+        }}
+    }}
+    server {{
         listen 127.0.0.1:{status};
         location / {{ stub_status; }}
     }}
 }}
-""".format(dir=dir_, listens=listens, body=BODY.replace("\n", "\\n"), status=status_port)
+""".format(dir=dir_, listens=listens, body=BODY.replace("\n", "\\n"), status=status_port,
+           auth=authcheck_port, user=BENCH_USER)
     with open(os.path.join(dir_, "nginx.conf"), "w") as f:
         f.write(conf)
     return os.path.join(dir_, "nginx.conf")
 
 
-def nginx_proxy(dir_, port, workers):
+# What every proxied request gets, in the http block; a location that sets
+# any proxy_set_header of its own inherits none of these, so the auth
+# config repeats them where it adds one.
+NGINX_PROXY_HEADERS = """proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+            proxy_set_header Forwarded "for=$remote_addr;host=$http_host;proto=$scheme";"""
+
+
+def nginx_proxy(dir_, port, workers, auth=False):
+    """The proxy: a server block per host. With auth, each one also asks
+    the authcheck upstream about every request first (auth_request, as
+    ingress-nginx does with oauth2-proxy) and passes the user it names on,
+    as eph passes X-Ephemera-User."""
     os.makedirs(dir_)
     servers = []
     for y, h in enumerate(hosts()):
-        servers.append("""    server {
+        if not auth:
+            servers.append("""    server {
         listen 127.0.0.1:%d;
         server_name %s;
         location / {
             proxy_pass http://backend%d;
         }
     }""" % (port, h, y % 2))
+            continue
+        servers.append("""    server {
+        listen 127.0.0.1:%d;
+        server_name %s;
+        location / {
+            auth_request /_auth;
+            auth_request_set $auth_user $upstream_http_x_auth_request_user;
+            %s
+            proxy_set_header X-Auth-Request-User $auth_user;
+            proxy_pass http://backend%d;
+        }
+        location = /_auth {
+            internal;
+            proxy_pass http://authcheck;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_set_header Cookie $http_cookie;
+        }
+    }""" % (port, h, NGINX_PROXY_HEADERS, y % 2))
     upstreams = "\n".join("""    upstream backend%d {
         server 127.0.0.1:%d;
         keepalive %d;
         keepalive_requests 1000000;
     }""" % (i, p, KEEPALIVE) for i, p in enumerate(backend_ports))
+    if auth:
+        upstreams += """
+    upstream authcheck {
+        server 127.0.0.1:%d;
+        keepalive %d;
+        keepalive_requests 1000000;
+    }""" % (authcheck_port, KEEPALIVE)
     conf = NGINX_COMMON.format(dir=dir_) + """
 worker_processes {workers};
 events {{ worker_connections 8192; }}
@@ -258,12 +371,7 @@ http {{
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
     proxy_http_version 1.1;
-    proxy_set_header Connection "";
-    proxy_set_header Host $http_host;
-    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-    proxy_set_header X-Forwarded-Proto $scheme;
-    proxy_set_header X-Forwarded-Host $http_host;
-    proxy_set_header Forwarded "for=$remote_addr;host=$http_host;proto=$scheme";
+    {headers}
 {upstreams}
     server {{
         listen 127.0.0.1:{port} default_server;
@@ -272,6 +380,7 @@ http {{
 {servers}
 }}
 """.format(dir=dir_, workers=workers, port=port, upstreams=upstreams,
+           headers=NGINX_PROXY_HEADERS.replace("\n            ", "\n    "),
            servers="\n".join(servers))
     with open(os.path.join(dir_, "nginx.conf"), "w") as f:
         f.write(conf)
@@ -315,77 +424,161 @@ def make_projects():
     return repos
 
 
-def run_eph(workers, n):
-    args = [EPH, "serve", "--data-dir", eph_data, "--listen", "127.0.0.1:%d" % eph_port,
-            "--port-range", "%d-%d" % port_range, "--config", eph_config,
-            "--log-level", "warn", "--upstream-keepalive", str(KEEPALIVE)]
-    if workers:
-        args += ["--gateway-workers", str(workers)]
-    env = {k: v for k, v in GIT_ENV.items() if not k.startswith("EPH_")}
-    env["EPH_CONFIG"] = os.path.join(tmp, "client.json")
-    p = start(args, "eph-%d" % n, cwd=tmp, env=env)
+class Eph:
+    """One eph server: its own data dir, port, port range and client config."""
 
-    def healthy():
-        if p.poll() is not None:
-            sys.exit("bench: eph serve exited with %d, see %s/eph-%d.log" % (p.returncode, tmp, n))
-        return request("GET", "http://127.0.0.1:%d/api/v1/healthz" % eph_port, timeout=2)[0] == 200
-    wait_for(healthy, 60, "eph serve")
-    return p
+    def __init__(self, name, auth, avoid=()):
+        self.name, self.auth = name, auth
+        self.data = os.path.join(tmp, "data-" + name)
+        self.port = free_port()
+        self.range = free_range(avoid=avoid)
+        self.client = os.path.join(tmp, "client-%s.json" % name)
+        self.proc = None
+        self.token = None
 
+    def run(self, workers, n):
+        args = [EPH, "serve", "--data-dir", self.data, "--listen", "127.0.0.1:%d" % self.port,
+                "--port-range", "%d-%d" % self.range, "--config", eph_config,
+                "--log-level", "warn", "--upstream-keepalive", str(KEEPALIVE),
+                "--auth", "on" if self.auth else "off"]
+        if workers:
+            args += ["--gateway-workers", str(workers)]
+        env = {k: v for k, v in GIT_ENV.items() if not k.startswith("EPH_")}
+        env["EPH_CONFIG"] = self.client
+        log_name = "eph-%s-%d" % (self.name, n)
+        p = self.proc = start(args, log_name, cwd=tmp, env=env)
 
-def eph_token():
-    def token():
-        try:
-            with open(os.path.join(tmp, "client.json")) as f:
-                return json.load(f).get("token")
-        except (OSError, ValueError):
-            return None
-    return wait_for(token, 10, "the admin token")
+        def healthy():
+            if p.poll() is not None:
+                sys.exit("bench: eph serve exited with %d, see %s/%s.log" %
+                         (p.returncode, tmp, log_name))
+            return request("GET", "http://127.0.0.1:%d/api/v1/healthz" % self.port,
+                           timeout=2)[0] == 200
+        wait_for(healthy, 60, "eph serve (%s)" % self.name)
+        if self.token is None:
+            self.token = self.read_token()
+        return p
 
-
-def create_envs(token, repos):
-    base = "http://127.0.0.1:%d/api/v1/" % eph_port
-    for x in range(N_PROJECTS):
-        st, body = request("POST", base + "projects", token,
-                           {"name": "p%d" % x, "repo": os.path.join(repos, "p%d" % x)})
-        if st not in (200, 201):
-            sys.exit("bench: project p%d: %d %s" % (x, st, body[:300]))
-
-    def create(y):
-        body = {"project": "p%d" % (y % N_PROJECTS), "name": "env%d" % y,
-                "params": {"backend_port": str(backend_of(y))}}
-        for _ in range(5):
-            st, out = request("POST", base + "envs", token, body, timeout=120)
-            if st in (200, 201, 202):
+    def read_token(self):
+        def token():
+            try:
+                with open(self.client) as f:
+                    return json.load(f).get("token")
+            except (OSError, ValueError):
                 return None
-            time.sleep(0.2)
-        return "env%d: %d %s" % (y, st, out[:300])
+        return wait_for(token, 10, "the admin token of eph %s" % self.name)
 
-    started = time.monotonic()
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        errors = [e for e in pool.map(create, range(N_HOSTS)) if e]
-    if errors:
-        sys.exit("bench: creating environments failed:\n" + "\n".join(errors[:10]))
-    log("%d environments created in %.1f s" % (N_HOSTS, time.monotonic() - started))
+    def api(self, method, path, body=None, timeout=30):
+        return request(method, "http://127.0.0.1:%d/api/v1/%s" % (self.port, path), self.token,
+                       body, timeout=timeout)
 
+    def create_envs(self, repos):
+        for x in range(N_PROJECTS):
+            st, body = self.api("POST", "projects",
+                                {"name": "p%d" % x, "repo": os.path.join(repos, "p%d" % x)})
+            if st not in (200, 201):
+                sys.exit("bench: project p%d: %d %s" % (x, st, body[:300]))
 
-def wait_routed():
-    """Every host answers 200 through eph (checked on a sample, then all once)."""
-    def all_ok():
-        for h in hosts():
-            st, _ = request("GET", "http://127.0.0.1:%d/" % eph_port, host="%s:%d" % (h, eph_port),
-                            timeout=5)
-            if st != 200:
-                return False
-        return True
-    wait_for(all_ok, 600, "every environment to be routed", 0.5)
+        def create(y):
+            body = {"project": "p%d" % (y % N_PROJECTS), "name": "env%d" % y,
+                    "params": {"backend_port": str(backend_of(y))}}
+            for _ in range(5):
+                st, out = self.api("POST", "envs", body, timeout=120)
+                if st in (200, 201, 202):
+                    return None
+                time.sleep(0.2)
+            return "env%d: %d %s" % (y, st, out[:300])
+
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            errors = [e for e in pool.map(create, range(N_HOSTS)) if e]
+        if errors:
+            sys.exit("bench: creating environments failed:\n" + "\n".join(errors[:10]))
+        log("eph %s: %d environments created in %.1f s" %
+            (self.name, N_HOSTS, time.monotonic() - started))
+
+    def wait_routed(self, cookies=None):
+        """Every host answers 200 through this eph (with its cookie, if given)."""
+        def ok(y, h):
+            cookie = "%s; eph_host=%s" % (APP_COOKIE, cookies[y]) if cookies else None
+            st, _ = request("GET", "http://127.0.0.1:%d/" % self.port,
+                            host="%s:%d" % (h, self.port), timeout=5, cookie=cookie)
+            return st
+
+        def all_ok():
+            for y, h in enumerate(hosts()):
+                if ok(y, h) != 200:
+                    return False
+            return True
+        if not all_ok():
+            wait_for(all_ok, 600, "every environment of eph %s to be routed" % self.name, 0.5)
+
+    def host_cookies(self):
+        """A member signs in once; then each host's cookie eph_host, as a
+        browser gets it: /auth/ticket on the control host, /_eph/auth on the
+        service host. Returns the cookies in the order of hosts()."""
+        password = secrets.token_urlsafe(18)
+        st, body = self.api("POST", "users",
+                            {"name": BENCH_USER, "role": "member", "password": password})
+        if st != 201:
+            sys.exit("bench: POST /api/v1/users: %d %s" % (st, body[:300]))
+        control = "localhost:%d" % self.port
+        origin = "http://" + control
+        form = urllib.parse.urlencode({"user": BENCH_USER, "password": password, "rd": "/"})
+        st, msg, body = raw_request(self.port, "POST", "/login", {
+            "Host": control, "Origin": origin,
+            "Content-Type": "application/x-www-form-urlencoded"}, form)
+        session = None
+        for c in (msg.get_all("Set-Cookie") or []) if msg else []:
+            m = re.match(r"eph_session=([^;]*)", c)
+            if m:
+                session = m.group(1)
+        if st not in (302, 303) or not session:
+            sys.exit("bench: POST /login: %d %s" % (st, body[:300]))
+
+        def one(h):
+            service = "%s:%d" % (h, self.port)
+            rd = urllib.parse.quote("http://%s/" % service, safe="")
+            st, msg, body = raw_request(self.port, "GET", "/auth/ticket?rd=" + rd, {
+                "Host": control, "Cookie": "eph_session=" + session})
+            loc = msg.get("Location", "") if msg else ""
+            u = urllib.parse.urlsplit(loc)
+            if st != 303 or u.netloc != service or u.path != "/_eph/auth":
+                return None, "%s: /auth/ticket: %d %r %s" % (h, st, loc, body[:200])
+            st, msg, body = raw_request(self.port, "GET", "/_eph/auth?" + u.query,
+                                        {"Host": service})
+            for c in (msg.get_all("Set-Cookie") or []) if msg else []:
+                m = re.match(r"eph_host=([^;]*)", c)
+                if m and st == 302:
+                    return m.group(1), None
+            return None, "%s: /_eph/auth: %d %s" % (h, st, body[:200])
+
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(one, hosts()))
+        errors = [e for _, e in got if e]
+        if errors:
+            sys.exit("bench: getting host cookies failed (%d of %d):\n%s" %
+                     (len(errors), N_HOSTS, "\n".join(errors[:10])))
+        log("eph %s: %d host cookies in %.1f s" % (self.name, N_HOSTS,
+                                                  time.monotonic() - started))
+        return [c for c, _ in got]
 
 
 # ------------------------------------------------------------------ wrk
 
+# Each line of the hosts file: a host, then optionally a tab and its cookie
+# eph_host; with BENCH_HOST_PORT the Host header names the port too (the
+# host cookie is for host:port).
 WRK_LUA = r"""
-local hosts, reqs, counter = {}, {}, 0
-for line in io.lines(os.getenv("BENCH_HOSTS_FILE")) do hosts[#hosts + 1] = line end
+local hosts, cookies, reqs, counter = {}, {}, {}, 0
+for line in io.lines(os.getenv("BENCH_HOSTS_FILE")) do
+   local h, c = line:match("^([^\t]+)\t(.*)$")
+   hosts[#hosts + 1] = h or line
+   cookies[#hosts] = c
+end
+local port = os.getenv("BENCH_HOST_PORT")
+local app_cookie = os.getenv("BENCH_APP_COOKIE")
 
 function setup(thread)
    counter = counter + 1
@@ -395,7 +588,11 @@ end
 function init(args)
    math.randomseed(os.time() * 1000 + (seed or 0))
    for i, h in ipairs(hosts) do
-      reqs[i] = wrk.format("GET", "/", {["Host"] = h})
+      local headers = {["Host"] = port and (h .. ":" .. port) or h}
+      if cookies[i] then
+         headers["Cookie"] = app_cookie .. "; eph_host=" .. cookies[i]
+      end
+      reqs[i] = wrk.format("GET", "/", headers)
    end
 end
 
@@ -413,8 +610,10 @@ end
 """
 
 
-def wrk(port, conns, pids_of):
-    """Runs wrk against port; returns a dict of results with the peak RSS of pids_of()."""
+def wrk(port, conns, pids_of, hosts_path=None, host_port=False, perf=None, duration=None):
+    """Runs wrk against port; returns a dict of results with the peak RSS of
+    pids_of(). host_port: the Host header carries the port. perf: a file to
+    `perf record -g` pids_of()[0] into during the run."""
     peak = [0]
     stop_ev = threading.Event()
 
@@ -426,11 +625,24 @@ def wrk(port, conns, pids_of):
     t = threading.Thread(target=sample, daemon=True)
     accepts_before = backend_accepts()
     t.start()
-    env = dict(GIT_ENV, BENCH_HOSTS_FILE=hosts_file, PORT=str(port))
+    env = dict(GIT_ENV, BENCH_HOSTS_FILE=hosts_path or hosts_file, PORT=str(port),
+               BENCH_APP_COOKIE=APP_COOKIE)
+    if host_port:
+        env["BENCH_HOST_PORT"] = str(port)
+    recorder = None
+    if perf:
+        recorder = subprocess.Popen(["perf", "record", "-q", "-g", "-F", "999", "-o", perf,
+                                     "-p", str(pids_of()[0])],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=open(perf + ".log", "wb"), start_new_session=True)
+        procs.append(recorder)
+        time.sleep(0.5)
     p = subprocess.run(["wrk", "-t%d" % min(WRK_THREADS, conns), "-c%d" % conns,
-                        "-d%s" % DURATION, "--timeout", "10s", "-s", lua_file,
+                        "-d%s" % (duration or DURATION), "--timeout", "10s", "-s", lua_file,
                         "http://127.0.0.1:%d/" % port],
                        capture_output=True, text=True, env=env, timeout=600)
+    if recorder:
+        stop(recorder, 60, signal.SIGINT)
     stop_ev.set()
     t.join()
     m = re.search(r"RESULT (.*)", p.stdout)
@@ -462,26 +674,28 @@ def backend_accepts():
 
 
 def row(label, conns, name, r):
-    return "%-8s %5d  %-5s %10.0f %9.2f %9.2f %8d %9.1f %9d" % (
+    return "%-8s %5d  %-8s %10.0f %9.2f %9.2f %8d %9.1f %9d" % (
         label, conns, name, r["rps"], r["p50_us"] / 1000, r["p99_us"] / 1000,
         r["non2xx"] + r["errors"], r["rss_mib"], r["upstream_conns"])
 
 
-def ratio_row(label, conns, e, n):
-    return "%-8s %5d  %-5s %9.2fx %8.2fx %8.2fx %8s %8.2fx" % (
-        label, conns, "ratio", e["rps"] / n["rps"], e["p50_us"] / max(1, n["p50_us"]),
+def ratio_row(label, conns, e, n, name="ratio"):
+    return "%-8s %5d  %-8s %9.2fx %8.2fx %8.2fx %8s %8.2fx" % (
+        label, conns, name, e["rps"] / n["rps"], e["p50_us"] / max(1, n["p50_us"]),
         e["p99_us"] / max(1, n["p99_us"]), "", e["rss_mib"] / max(0.1, n["rss_mib"]))
 
 
 # ------------------------------------------------------------------ main
 
 tmp = tempfile.mkdtemp(prefix="eph-bench-gw-")
+if os.geteuid() == 0:
+    # Run as root, eph serve starts services as run_as (nobody), which must
+    # be able to enter the data dir: searchable, not listable.
+    os.chmod(tmp, 0o711)
 try:
     backend_ports = [free_port(), free_port()]
-    status_port = free_port()
-    nginx_port, eph_port = free_port(), free_port()
-    port_range = free_range()
-    eph_data = os.path.join(tmp, "data")
+    status_port, authcheck_port = free_port(), free_port()
+    nginx_port = free_port()
     hosts_file = os.path.join(tmp, "hosts.txt")
     lua_file = os.path.join(tmp, "random-host.lua")
     with open(hosts_file, "w") as f:
@@ -495,49 +709,113 @@ try:
 
     backend = run_nginx(nginx_backend(os.path.join(tmp, "backend")), "backend",
                         backend_ports[0])
-    wait_for(lambda: all(accepts(p) for p in backend_ports), 30, "the backends")
+    wait_for(lambda: all(accepts(p) for p in backend_ports + [authcheck_port]), 30,
+             "the backends")
     st, body = request("GET", "http://127.0.0.1:%d/" % backend_ports[1])
     if st != 200 or body.decode() != BODY:
         sys.exit("bench: backend answered %d %r" % (st, body))
 
-    eph = run_eph(1, 1)
-    token = eph_token()
-    create_envs(token, repos)
-    wait_routed()
+    eph = Eph("off", auth=False)
+    eph.run(1, 1)
+    eph.create_envs(repos)
+    eph.wait_routed()
+    if AUTH:
+        eph_on = Eph("on", auth=True, avoid=(eph.range,))
+        eph_on.run(1, 1)
+        eph_on.create_envs(repos)
+        cookies = eph_on.host_cookies()
+        eph_on.wait_routed(cookies)
+        auth_hosts_file = os.path.join(tmp, "hosts-auth.txt")
+        with open(auth_hosts_file, "w") as f:
+            f.write("".join("%s\t%s\n" % hc for hc in zip(hosts(), cookies)))
+        # Without the cookie, eph on refuses: the rows below measure the check.
+        st, _ = request("GET", "http://127.0.0.1:%d/" % eph_on.port,
+                        host="svc3.env3.localhost:%d" % eph_on.port, cookie=APP_COOKIE)
+        if st != 401:
+            sys.exit("bench: eph on answered %d to a request without its cookie" % st)
 
     lines = []
     cpu = os.cpu_count()
     today = datetime.date.today().isoformat()
-    header = "%-8s %5s  %-5s %10s %9s %9s %8s %9s %9s" % (
+    header = "%-8s %5s  %-8s %10s %9s %9s %8s %9s %9s" % (
         "workers", "conns", "proxy", "req/s", "p50 ms", "p99 ms", "errors", "peak MiB",
         "upstr.con")
     print("gateway bench %s: %d hosts, wrk -t%d -d%s keep-alive, random Host; %d cores; "
           "backends: nginx with 2 workers on 2 ports; upstream keepalive %d; median of %d "
-          "alternating runs" % (today, N_HOSTS, WRK_THREADS, DURATION, cpu, KEEPALIVE, RUNS),
-          flush=True)
+          "alternating runs; eph --auth off except 'eph on'" %
+          (today, N_HOSTS, WRK_THREADS, DURATION, cpu, KEEPALIVE, RUNS), flush=True)
     print(header, flush=True)
 
-    for label, eph_workers, nginx_workers in (("1", 1, "1"), ("default", 0, "auto")):
-        if eph_workers == 0:
-            stop(eph)
-            eph = run_eph(0, 2)
-            wait_routed()
-        nginx_dir = os.path.join(tmp, "nginx-%s" % label)
-        ngx = run_nginx(nginx_proxy(nginx_dir, nginx_port, nginx_workers), "nginx-%s" % label,
-                        nginx_port)
-        st, body = request("GET", "http://127.0.0.1:%d/" % nginx_port,
-                           host="svc3.env3.localhost:%d" % nginx_port)
+    def check_nginx(port, cookie=None):
+        st, body = request("GET", "http://127.0.0.1:%d/" % port,
+                           host="svc3.env3.localhost:%d" % port, cookie=cookie)
         if st != 200:
             sys.exit("bench: nginx answered %d %r" % (st, body))
-        for conns in CONNECTIONS:
-            ns, es = [], []
-            for _ in range(RUNS):       # alternating, so that both see the same noise
-                ns.append(wrk(nginx_port, conns, lambda: [ngx.pid] + children(ngx.pid)))
-                es.append(wrk(eph_port, conns, lambda: [eph.pid]))
-            n, e = median_of(ns), median_of(es)
-            print(row(label, conns, "nginx", n), flush=True)
-            print(row(label, conns, "eph", e), flush=True)
-            print(ratio_row(label, conns, e, n), flush=True)
+
+    blocks = [("1", 1, "1")]
+    if AUTH:
+        blocks.append(("auth", 1, "1"))
+    blocks.append(("default", 0, "auto"))
+    for label, eph_workers, nginx_workers in blocks:
+        if eph_workers == 0:
+            stop(eph.proc)
+            eph.run(0, 2)
+            eph.wait_routed()
+        nginx_dir = os.path.join(tmp, "nginx-%s" % label)
+        ngx = run_nginx(nginx_proxy(nginx_dir, nginx_port, nginx_workers, auth=label == "auth"),
+                        "nginx-%s" % label, nginx_port)
+        ngx_pids = lambda: [ngx.pid] + children(ngx.pid)    # noqa: E731
+        if label != "auth":
+            check_nginx(nginx_port)
+            for conns in CONNECTIONS:
+                ns, es = [], []
+                for _ in range(RUNS):       # alternating, so that both see the same noise
+                    ns.append(wrk(nginx_port, conns, ngx_pids))
+                    es.append(wrk(eph.port, conns, lambda: [eph.proc.pid]))
+                n, e = median_of(ns), median_of(es)
+                print(row(label, conns, "nginx", n), flush=True)
+                print(row(label, conns, "eph", e), flush=True)
+                print(ratio_row(label, conns, e, n), flush=True)
+        else:
+            st, _ = request("GET", "http://127.0.0.1:%d/" % nginx_port,
+                            host="svc3.env3.localhost:%d" % nginx_port, cookie=APP_COOKIE)
+            if st != 401:
+                sys.exit("bench: nginx auth_request answered %d without the cookie" % st)
+            check_nginx(nginx_port, "%s; eph_host=%s" % (APP_COOKIE, cookies[3]))
+            # eph off is warm from the block before; the other two get as
+            # much before they are measured (pools filled, pages touched).
+            wrk(nginx_port, CONNECTIONS[-1], ngx_pids, auth_hosts_file, True, duration="3s")
+            wrk(eph_on.port, CONNECTIONS[-1], lambda: [eph_on.proc.pid], auth_hosts_file, True,
+                duration="3s")
+            verdicts = []
+            for conns in CONNECTIONS:
+                ns, offs, ons = [], [], []
+                for _ in range(RUNS):       # alternating, the three in turn
+                    ns.append(wrk(nginx_port, conns, ngx_pids, auth_hosts_file, True))
+                    offs.append(wrk(eph.port, conns, lambda: [eph.proc.pid],
+                                    auth_hosts_file, True))
+                    ons.append(wrk(eph_on.port, conns, lambda: [eph_on.proc.pid],
+                                   auth_hosts_file, True))
+                n, off, on = median_of(ns), median_of(offs), median_of(ons)
+                print(row(label, conns, "nginx+ar", n), flush=True)
+                print(row(label, conns, "eph off", off), flush=True)
+                print(row(label, conns, "eph on", on), flush=True)
+                print(ratio_row(label, conns, on, off, "on/off"), flush=True)
+                print(ratio_row(label, conns, on, n, "on/nginx"), flush=True)
+                verdicts.append("%d conns %.3fx %s" % (
+                    conns, on["rps"] / off["rps"],
+                    "met" if on["rps"] >= 0.95 * off["rps"] else "NOT met"))
+            print("auth goal, eph on / eph off >= 0.95x requests/s: " + "; ".join(verdicts),
+                  flush=True)
+            if PERF_DIR:
+                os.makedirs(PERF_DIR, exist_ok=True)
+                for srv in (eph, eph_on):
+                    out = os.path.join(os.path.abspath(PERF_DIR), "eph-%s.data" % srv.name)
+                    r = wrk(srv.port, CONNECTIONS[-1], lambda: [srv.proc.pid],
+                            auth_hosts_file, True, perf=out)
+                    log("perf run, eph %s: %.0f req/s (not in the table), %s" %
+                        (srv.name, r["rps"], out))
+            stop(eph_on.proc)
         stop(ngx)
 finally:
     for p in reversed(procs):

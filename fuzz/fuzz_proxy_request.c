@@ -148,9 +148,15 @@ use_head(const struct gw_reqp *p, struct fwd *f)
     (void)gw__reqp_path(p, &path_len);
     (void)gw__reqp_target(p, &target_len);
     (void)gw__head_find(&p->head, "accept", NULL);
-    /* Any head the parser accepts fits (the bounds are computed). */
-    if (gw__build_upstream_head(p, "2001:db8::1", &f->wire) < 0)
-        __builtin_trap();
+    /* Any head the parser accepts fits (the bounds are computed), with the
+     * platform's credentials cut out and an identity added. */
+    {
+        static const struct gw_identity id = {
+            .user = "alice", .email = "alice@example.com", .role = "member"};
+
+        if (gw__build_upstream_head(p, "2001:db8::1", true, &id, &f->wire) < 0)
+            __builtin_trap();
+    }
     f->chunked = p->framing == GW_FRAME_CHUNKED;
 }
 

@@ -19,7 +19,7 @@ set -euo pipefail
 PACKAGES=(
     build-essential pkg-config git clang libclang-rt-14-dev
     libuv1-dev libhttp-parser-dev libjansson-dev libfyaml-dev libsqlite3-dev
-    libcurl4-openssl-dev libssl-dev libcriterion-dev
+    libcurl4-openssl-dev libssl-dev libcriterion-dev libargon2-dev
     python3 python3-pytest python3-requests python3-websockets
     redis-server procps curl iproute2
     nginx wrk

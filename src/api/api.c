@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "api/api_int.h"
 #include "auth/auth.h"
 #include "util/time.h"
@@ -65,6 +67,7 @@ code_of(int status)
     case 409: return "conflict";
     case 413: return "too_large";
     case 422: return "unprocessable";
+    case 429: return "too_many_requests";
     case 503: return "unavailable";
     default: return status >= 500 ? "internal" : "invalid";
     }
@@ -214,35 +217,7 @@ api__call_free(struct api_call *call)
 bool
 api__is_admin(const struct api_call *call)
 {
-    return strcmp(call->role, "admin") == 0;
-}
-
-/* Records a token's use, at most once a minute per token (a small cache). */
-static void
-touch_token(struct api *api, int64_t token_id)
-{
-    int64_t now = time_wall_ms();
-    struct api_touch *slot = NULL;
-    struct eph_err err = {0};
-
-    for (size_t i = 0; i < API_TOUCH_SLOTS; i++) {
-        struct api_touch *t = &api->touches[i];
-
-        if (t->token_id == token_id) {
-            slot = t;
-            break;
-        }
-        /* Otherwise reuse a free slot, or the one touched longest ago. */
-        if (slot == NULL || t->token_id == 0 ||
-            (slot->token_id != 0 && t->touched_ms < slot->touched_ms))
-            slot = t;
-    }
-    if (slot->token_id == token_id && now - slot->touched_ms < API_TOUCH_INTERVAL_MS)
-        return;
-    slot->token_id = token_id;
-    slot->touched_ms = now;
-    if (store_token_touch(api->st, token_id, now, &err) < 0)
-        log_warn("cannot record token use", "error=%s", log_q(err.msg));
+    return access_admin(&call->principal);
 }
 
 void
@@ -291,42 +266,86 @@ client_address(const struct api *api, struct http_exchange *x)
     return xstrdup(http_remote_addr(x));
 }
 
-/* Authenticates the request. Returns a call, or NULL after answering 401/500. */
+bool
+api__cookie(struct http_exchange *x, const char *name, char *out, size_t out_size)
+{
+    const char *h = http_header(x, "Cookie");
+    size_t name_len = strlen(name);
+
+    while (h && *h) {
+        const char *end = strchr(h, ';');
+        const char *stop = end ? end : h + strlen(h);
+
+        while (*h == ' ' || *h == '\t')
+            h++;
+        if ((size_t)(stop - h) > name_len && strncmp(h, name, name_len) == 0 &&
+            h[name_len] == '=') {
+            const char *v = h + name_len + 1;
+            size_t len = (size_t)(stop - v);
+
+            while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+                len--;
+            if (len >= out_size)
+                return false;
+            memcpy(out, v, len);
+            out[len] = '\0';
+            return true;
+        }
+        h = end ? end + 1 : NULL;
+    }
+    return false;
+}
+
+static bool
+method_is_safe(const char *method)
+{
+    return strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+}
+
+/*
+ * Authenticates the request: a bearer token, else the control host's session
+ * cookie (which, for a request that changes something, must come with
+ * API_CSRF_HEADER). Returns a call, or NULL after answering 401/403.
+ */
 static struct api_call *
 authenticate(struct api *api, struct http_exchange *x)
 {
-    const char *token = auth_bearer_token(http_header(x, "Authorization"));
-    char hash[AUTH_HASH_HEX];
-    struct store_token *t = NULL;
-    struct eph_err err = {0};
+    const char *authz = http_header(x, "Authorization");
+    const char *token = auth_bearer_token(authz);
+    char cookie[AUTH_SESSION_COOKIE_MAX];
+    struct auth_who who;
     struct api_call *call;
-    int rc;
+    int64_t now = time_wall_ms();
 
-    if (token == NULL) {
+    if (token) {
+        if (!auth_index_check_token(api->ix, token, now, &who)) {
+            api__reply_error(x, 401, "unknown, expired or revoked token");
+            return NULL;
+        }
+    } else if (authz == NULL && api__cookie(x, API_SESSION_COOKIE, cookie, sizeof(cookie))) {
+        if (!auth_index_check_session_cookie(api->ix, cookie, strlen(cookie), now, &who)) {
+            api__reply_error(x, 401, "your session has ended: sign in again");
+            return NULL;
+        }
+        if (!method_is_safe(http_method(x)) && http_header(x, API_CSRF_HEADER) == NULL) {
+            api__reply_error(x, 403,
+                             "a browser request that changes something needs the %s header",
+                             API_CSRF_HEADER);
+            return NULL;
+        }
+    } else {
         api__reply_error(x, 401, "a token is required: send 'Authorization: Bearer <token>'");
         return NULL;
     }
-    auth_token_hash(token, hash);
-    rc = store_token_find(api->st, hash, &t, &err);
-    if (rc == EPH_ENOTFOUND ||
-        (rc == 0 && t->expires_at_ms != 0 && t->expires_at_ms <= time_wall_ms())) {
-        store_token_free(t);
-        api__reply_error(x, 401, "unknown or expired token");
-        return NULL;
-    }
-    if (rc < 0) {
-        api__reply_failure(x, rc, &err);
-        return NULL;
-    }
-    touch_token(api, t->id);
     call = xcalloc(1, sizeof(*call));
     call->api = api;
     call->x = x;
-    call->actor_name = t->name;
-    call->role = t->role;
-    t->name = NULL;
-    t->role = NULL;
-    store_token_free(t);
+    call->who = who;
+    call->actor_name = xstrdup(who.user);
+    call->role = xstrdup(role_name(who.role));
+    call->principal.kind = PRINCIPAL_USER;
+    call->principal.user = call->who.user;
+    call->principal.role = who.role;
     call->actor.name = call->actor_name;
     call->source = client_address(api, x);
     call->actor.source = call->source;
@@ -346,7 +365,10 @@ whoami(struct api_call *call, const struct api_params *params)
 {
     (void)params;
     api__reply_json(call->x, 200,
-                    json_pack("{s:s, s:s}", "name", call->actor_name, "role", call->role));
+                    json_pack("{s:s, s:s, s:s, s:s, s:s?}", "name", call->actor_name, "role",
+                              call->role, "email", call->who.email, "via",
+                              call->who.token_id ? "token" : "session", "token",
+                              call->who.token_id ? call->who.token_name : NULL));
     api__call_free(call);
 }
 
@@ -367,8 +389,18 @@ static const struct route routes[] = {
     {{"envs", "*"}, "GET", api__envs_get},
     {{"envs", "*"}, "DELETE", api__envs_delete},
     {{"envs", "*", "extend"}, "POST", api__envs_extend},
+    {{"envs", "*", "visibility"}, "POST", api__envs_visibility},
+    {{"envs", "*", "links"}, "POST", api__links_create},
     {{"envs", "*", "logs", "*"}, "GET", api__envs_logs},
     {{"events"}, "GET", api__events_list},
+    {{"users"}, "GET", api__users_list},
+    {{"users"}, "POST", api__users_create},
+    {{"users", "*"}, "DELETE", api__users_delete},
+    {{"users", "*", "role"}, "POST", api__users_role},
+    {{"users", "*", "password"}, "POST", api__users_password},
+    {{"tokens"}, "GET", api__tokens_list},
+    {{"tokens"}, "POST", api__tokens_create},
+    {{"tokens", "*"}, "DELETE", api__tokens_delete},
 };
 
 /* Splits "a/b/c" in place into at most max segments; -1 if more or empty ones. */
@@ -467,6 +499,8 @@ api_handle(struct http_exchange *x, void *arg)
         return;
     }
     if (strncmp(path, API_PREFIX, strlen(API_PREFIX)) != 0) {
+        if (api->signin && api__signin_handle(api, x, path))
+            return;
         api__reply_error(x, 404, "no such path '%s'", path);
         return;
     }
@@ -530,10 +564,25 @@ api_set_hooks(struct api *api, const struct api_hooks *hooks)
 }
 
 void
+api_set_auth(struct api *api, const struct api_auth *auth)
+{
+    api->ix = auth->ix;
+    memcpy(api->key.bytes, auth->key, AUTH_KEY_BYTES);
+    api->ac = auth->ac;
+    free(api->public_base);
+    api->public_base = xstrdup(auth->public_base ? auth->public_base : "");
+    if (api->signin == NULL)
+        api->signin = api__signin_new(api);
+}
+
+void
 api_free(struct api *api)
 {
     if (api == NULL)
         return;
     EPH_ASSERT(api->pending_projects == NULL); /* requests in flight are finished first */
+    api__signin_free(api->signin);
+    OPENSSL_cleanse(api->key.bytes, sizeof(api->key.bytes));
+    free(api->public_base);
     free(api);
 }

@@ -2,8 +2,11 @@
  * api/api.h - the REST API under /api/v1 (docs/api.md): JSON in, store and
  * reconciler calls, JSON out; and GET /metrics (Prometheus text).
  *
- * Every request but /api/v1/healthz and /metrics carries "Authorization: Bearer <token>";
- * the token's hash is looked up in the store. Validation errors are 4xx with
+ * Every request but /api/v1/healthz and /metrics carries "Authorization:
+ * Bearer <token>" or a signed-in browser's session cookie; both are checked
+ * against the shared auth index (auth/index.h), and what the caller may do
+ * is decided by core/access.h. The control host's sign-in pages (/login,
+ * /logout, /auth/...) are served here too (api_signin.c). Validation errors are 4xx with
  * {"error": {"code": ..., "message": ...}}. Work that blocks (git) runs on
  * the libuv thread pool and the answer follows when it is done.
  *
@@ -23,6 +26,8 @@
 
 struct api;
 struct buf;
+struct auth_index;
+struct auth_config;
 
 /* Formats the public URL of a service ("http://web.fx.localhost:8080/") into out. */
 typedef void api_service_url_cb(void *arg, const char *service, const char *env, char *out,
@@ -46,6 +51,21 @@ struct api_hooks {
      * nothing but the gateway can reach (loopback, port 0).
      */
     bool behind_gateway;
+    /*
+     * True if `host` (len bytes, a port allowed) names this server: the
+     * control host or a service host of the gateway's pattern. Sign-in only
+     * ever sends a browser back to such a host (no open redirect). NULL: only
+     * the control host (public_base's host) is ours.
+     */
+    bool (*host_ours)(void *arg, const char *host, size_t len);
+};
+
+/* Sign-in: what the API shares with the gateway. */
+struct api_auth {
+    struct auth_index *ix;        /* sessions, tokens, users; shared with the gateway */
+    const unsigned char *key;     /* AUTH_KEY_BYTES: signs tickets, host cookies, links */
+    const struct auth_config *ac; /* providers, allowlists, default role */
+    const char *public_base;      /* the control host as browsers reach it: "http://localhost:8080" */
 };
 
 /* Borrows everything; they must outlive the api. */
@@ -54,6 +74,17 @@ int api_new(uv_loop_t *loop, struct store *st, struct reconciler *rec, const str
 
 /* Copies *hooks into the api; before the first request. */
 void api_set_hooks(struct api *api, const struct api_hooks *hooks);
+
+/* Copies *auth (pointers borrowed); before the first request. */
+void api_set_auth(struct api *api, const struct api_auth *auth);
+
+/* Loads users, live sessions and tokens from the store into the auth index;
+ * once at start, after api_set_auth. */
+int api_auth_load(struct api *api, struct eph_err *err);
+
+/* Periodic upkeep (every few seconds): writes last-use times of sessions and
+ * tokens to the store, and ends sessions past their lifetimes. */
+void api_auth_upkeep(struct api *api);
 
 /* The http_handler_cb to give the HTTP server, with the api as its arg. */
 void api_handle(struct http_exchange *x, void *api);

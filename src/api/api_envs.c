@@ -1,5 +1,11 @@
 /*
- * api/api_envs.c - /api/v1/envs: list, get, create, extend and delete.
+ * api/api_envs.c - /api/v1/envs: list, get, create, extend, delete and
+ * visibility.
+ *
+ * Who sees and who changes what is core/access.h's to say: an environment
+ * the caller may not see is answered exactly like one that does not exist
+ * (404), one the caller sees but may not change is 403. Creating checks the
+ * role, then the quotas, before any git work.
  *
  * Creating reads the repository (mirror, resolve the ref, read ephemera.yaml)
  * on the thread pool; everything after that runs on the loop in one go
@@ -12,6 +18,7 @@
  */
 #include "api/api_int.h"
 
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,20 +42,45 @@ reply_env(struct api_call *call, int status, const struct env *env)
     api__reply_json(call->x, status, api__env_json_parsed(env, &call->api->hooks));
 }
 
-/* Loads the live environment `name`; NULL after answering 404 or 500. */
-static struct env *
-load_env(struct api_call *call, const char *name)
+static bool
+visible(const struct api_call *call, const struct env *env)
+{
+    return access_env_visible(&call->principal, env->id, env->owner, env->visibility);
+}
+
+struct env *
+api__env_visible(struct api_call *call, const char *name)
 {
     struct env *env = NULL;
     struct eph_err err = {0};
     int rc = store_env_get(call->api->st, name, &env, &err);
 
+    if (rc == 0 && !visible(call, env)) {
+        env_free(env);
+        env = NULL;
+        rc = EPH_ENOTFOUND;
+    }
     if (rc == EPH_ENOTFOUND) {
+        /* The very same answer as for a name nobody uses: nothing to learn. */
         api__reply_error(call->x, 404, "environment '%s' not found", name);
         return NULL;
     }
     if (rc < 0) {
         api__reply_failure(call->x, rc, &err);
+        return NULL;
+    }
+    return env;
+}
+
+struct env *
+api__env_changeable(struct api_call *call, const char *name)
+{
+    struct env *env = api__env_visible(call, name);
+
+    if (env != NULL && !access_env_manage(&call->principal, env->owner)) {
+        api__reply_error(call->x, 403, "only the owner or an admin can change environment '%s'",
+                         env->name);
+        env_free(env);
         return NULL;
     }
     return env;
@@ -72,8 +104,10 @@ api__envs_list(struct api_call *call, const struct api_params *params)
         goto out;
     }
     arr = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, api__env_json_parsed(envs[i], &call->api->hooks));
+    for (size_t i = 0; i < n; i++) {
+        if (visible(call, envs[i]))
+            json_array_append_new(arr, api__env_json_parsed(envs[i], &call->api->hooks));
+    }
     api__reply_json(call->x, 200, json_pack("{s:o}", "envs", arr));
 out:
     env_list_free(envs, n);
@@ -83,7 +117,7 @@ out:
 void
 api__envs_get(struct api_call *call, const struct api_params *params)
 {
-    struct env *env = load_env(call, params->name);
+    struct env *env = api__env_visible(call, params->name);
     struct event **evs = NULL;
     size_t n = 0;
     struct eph_err err = {0};
@@ -114,6 +148,71 @@ out:
 }
 
 /* ------------------------------------------------------------- create */
+
+/*
+ * Answers 403 with the code "quota" rather than "forbidden": the caller may
+ * create environments, just not one more now, and a client can tell the two
+ * apart (docs/api.md).
+ */
+static void __attribute__((format(printf, 2, 3)))
+reply_quota(struct http_exchange *x, const char *fmt, ...)
+{
+    char msg[EPH_ERR_MSG_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    api__reply_json(x, 403, json_pack("{s:{s:s, s:s}}", "error", "code", "quota", "message", msg));
+}
+
+/*
+ * Whether the caller may have one live environment more: 0, or a negative
+ * code after answering (403 "quota", or a store failure). Non-admins count
+ * against quota_envs_per_user, everyone against quota_envs_total; 0 means
+ * no limit. Environments being deleted no longer count.
+ */
+static int
+check_quotas(struct api_call *call)
+{
+    const struct config *cfg = call->api->cfg;
+    struct eph_err err = {0};
+    int64_t n = 0;
+    int rc;
+
+    if (cfg->quota_envs_per_user > 0 && !api__is_admin(call)) {
+        rc = store_env_count_live(call->api->st, call->who.user, &n, &err);
+        if (rc < 0) {
+            api__reply_failure(call->x, rc, &err);
+            return rc;
+        }
+        if (n >= cfg->quota_envs_per_user) {
+            log_info("env create refused", "user=%s reason=quota live=%" PRId64 " limit=%" PRId64,
+                     call->who.user, n, cfg->quota_envs_per_user);
+            reply_quota(call->x,
+                        "quota reached: you have %" PRId64 " environment%s and the limit is "
+                        "%" PRId64 "; delete one first (eph rm NAME)",
+                        n, n == 1 ? "" : "s", cfg->quota_envs_per_user);
+            return EPH_EQUOTA;
+        }
+    }
+    if (cfg->quota_envs_total > 0) {
+        rc = store_env_count_live(call->api->st, NULL, &n, &err);
+        if (rc < 0) {
+            api__reply_failure(call->x, rc, &err);
+            return rc;
+        }
+        if (n >= cfg->quota_envs_total) {
+            log_info("env create refused",
+                     "user=%s reason=quota_total live=%" PRId64 " limit=%" PRId64, call->who.user,
+                     n, cfg->quota_envs_total);
+            reply_quota(call->x, "this server's limit of %" PRId64 " environments is reached",
+                        cfg->quota_envs_total);
+            return EPH_EQUOTA;
+        }
+    }
+    return 0;
+}
 
 struct create_job {
     uv_work_t work;
@@ -282,7 +381,8 @@ build_env(struct create_job *job, const char *name, const char *ref, const struc
     env->project = xstrdup(job->project);
     env->ref = xstrdup(ref);
     env->commit = xstrdup(job->sha);
-    env->owner = xstrdup(job->call->actor_name);
+    env->owner = xstrdup(job->call->who.user);
+    env->visibility = job->req.visibility;
     env->template_yaml = xstrndup(job->yaml, job->yaml_len);
     env->n_params = spec->n_params;
     env->params = xcalloc(spec->n_params ? spec->n_params : 1, sizeof(struct env_param));
@@ -361,6 +461,9 @@ create_done(uv_work_t *w, int status)
         api__reply_failure(x, rc, &err);
         goto out;
     }
+    /* Again: another creation may have taken the last place meanwhile. */
+    if (check_quotas(call) < 0)
+        goto out;
     for (size_t i = 0; i < spec->n_services; i++)
         n_run += spec->services[i].run != NULL;
     ports = xcalloc(n_run + 1, sizeof(int));
@@ -383,8 +486,9 @@ create_done(uv_work_t *w, int status)
             api__reply_failure(x, rc, &err);
         goto out;
     }
-    log_info("env created", "env=%s project=%s ref=%s commit=%.7s by=%s", env->name, env->project,
-             log_q(env->ref), env->commit, call->actor_name);
+    log_info("env created", "env=%s project=%s ref=%s commit=%.7s visibility=%s by=%s", env->name,
+             env->project, log_q(env->ref), env->commit, visibility_name(env->visibility),
+             call->actor_name);
     rec_kick(api->rec);
     api__reply_json(x, 201, api__env_json(env, spec, &api->hooks));
 out:
@@ -414,11 +518,18 @@ api__envs_create(struct api_call *call, const struct api_params *params)
     int rc;
 
     (void)params;
+    memset(&req, 0, sizeof(req));
+    if (!access_env_create(&call->principal)) {
+        api__reply_error(x, 403, "viewers cannot create environments");
+        goto fail;
+    }
     rc = api__parse_env_create(body, len, api->cfg->max_ttl_s, &req, &err);
     if (rc < 0) {
         api__reply_failure(x, rc, &err);
         goto fail;
     }
+    if (check_quotas(call) < 0)
+        goto fail;
     rc = store_project_get(api->st, req.project, &p, &err);
     if (rc == EPH_ENOTFOUND) {
         api__reply_error(x, 404, "project '%.64s' not found", req.project);
@@ -495,7 +606,7 @@ api__envs_extend(struct api_call *call, const struct api_params *params)
         api__reply_failure(x, rc, &err);
         goto out;
     }
-    env = load_env(call, params->name);
+    env = api__env_changeable(call, params->name);
     if (env == NULL)
         goto out;
     if (being_deleted(env)) {
@@ -543,7 +654,7 @@ api__envs_delete(struct api_call *call, const struct api_params *params)
 {
     struct api *api = call->api;
     struct http_exchange *x = call->x;
-    struct env *env = load_env(call, params->name);
+    struct env *env = api__env_changeable(call, params->name);
     struct env *fresh = NULL;
     struct eph_err err = {0};
     int rc;
@@ -568,6 +679,55 @@ api__envs_delete(struct api_call *call, const struct api_params *params)
         goto out;
     }
     reply_env(call, 202, fresh);
+out:
+    env_free(fresh);
+    env_free(env);
+    api__call_free(call);
+}
+
+/* ------------------------------------------------------------- visibility */
+
+void
+api__envs_visibility(struct api_call *call, const struct api_params *params)
+{
+    struct api *api = call->api;
+    struct http_exchange *x = call->x;
+    size_t len = 0;
+    const char *body = http_body(x, &len);
+    enum visibility vis = VIS_TEAM;
+    struct env *env = NULL;
+    struct env *fresh = NULL;
+    struct eph_err err = {0};
+    int rc;
+
+    rc = api__parse_visibility(body, len, &vis, &err);
+    if (rc < 0) {
+        api__reply_failure(x, rc, &err);
+        goto out;
+    }
+    env = api__env_changeable(call, params->name);
+    if (env == NULL)
+        goto out;
+    if (being_deleted(env)) {
+        api__reply_error(x, 409, "environment '%s' is being deleted", env->name);
+        goto out;
+    }
+    rc = store_env_set_visibility(api->st, env->id, vis, &call->actor, &err);
+    if (rc < 0) {
+        api__reply_failure(x, rc, &err);
+        goto out;
+    }
+    if (env->visibility != vis) {
+        log_info("env visibility changed", "env=%s from=%s to=%s by=%s", env->name,
+                 visibility_name(env->visibility), visibility_name(vis), call->actor_name);
+        rec_kick(api->rec); /* the gateway's routes carry the visibility */
+    }
+    rc = store_env_get_by_id(api->st, env->id, &fresh, &err);
+    if (rc < 0) {
+        api__reply_failure(x, rc, &err);
+        goto out;
+    }
+    reply_env(call, 200, fresh);
 out:
     env_free(fresh);
     env_free(env);

@@ -6,7 +6,10 @@
  * Files: api.c (routing, authentication, replies), api_json.c (records ->
  * JSON), api_request.c (request bodies -> structs, pure functions),
  * api_projects.c, api_envs.c (list, get, create, extend, delete),
- * api_logs.c (tail and follow), api_events.c, api_metrics.c (GET /metrics).
+ * api_logs.c (tail and follow), api_events.c, api_metrics.c (GET /metrics),
+ * api_authdb.c (users, sessions, tokens: store and index in step),
+ * api_signin.c and api_pages.c (the sign-in pages of the control host),
+ * api_users.c, api_tokens.c, api_links.c (users, tokens, share links).
  *
  * Control loop only, except the work functions run by uv_queue_work (they
  * touch nothing but their own job).
@@ -19,6 +22,10 @@
 #include <stdint.h>
 
 #include "api/api.h"
+#include "auth/auth.h"
+#include "auth/index.h"
+#include "auth/signed.h"
+#include "core/access.h"
 #include "core/env.h"
 #include "core/spec.h"
 #include "util/buf.h"
@@ -27,14 +34,13 @@
 #define EPH_VERSION "0.1.0" /* the Makefile may pass -DEPH_VERSION=... */
 #endif
 
-/* Token uses remembered to write store_token_touch at most once a minute. */
-#define API_TOUCH_SLOTS 64
-#define API_TOUCH_INTERVAL_MS 60000
-
-struct api_touch {
-    int64_t token_id;   /* 0: free slot */
-    int64_t touched_ms; /* wall clock of the last write to the store */
-};
+/* The control host's session cookie: "<id>.<secret>" (auth/index.h). */
+#define API_SESSION_COOKIE "eph_session"
+/* A browser's API call that changes something must carry this header (set by
+ * our own pages' scripts): another origin cannot send it without a CORS
+ * preflight, which the API never grants, so a page of a preview environment
+ * cannot act with a viewer's session cookie. Tokens need no such header. */
+#define API_CSRF_HEADER "X-Requested-With"
 
 /* A project being registered (its cache is being mirrored): a second
  * registration of the same name waits for no one and gets 409. */
@@ -49,8 +55,13 @@ struct api {
     struct reconciler *rec;
     const struct config *cfg;
     struct api_hooks hooks;
-    struct api_touch touches[API_TOUCH_SLOTS];
     struct api_pending *pending_projects;
+    /* sign-in (api_set_auth) */
+    struct auth_index *ix;
+    struct auth_key key;
+    const struct auth_config *ac;
+    char *public_base;
+    struct api_signin *signin; /* api_signin.c's state: pending logins, rate limits */
 };
 
 /* One authenticated request, alive until its reply; owned by the handler
@@ -58,14 +69,73 @@ struct api {
 struct api_call {
     struct api *api;
     struct http_exchange *x;
-    char *actor_name;         /* the token's name ("admin") */
-    char *role;               /* the token's role */
+    char *actor_name;         /* the user's name ("admin") */
+    char *role;               /* the effective role's name */
     char *source;             /* the client's address (api.c: client_address) */
     struct store_actor actor; /* name and source borrowed from this call */
+    struct auth_who who;      /* the user, and the session or token used */
+    struct principal principal; /* for core/access.h; user points into who */
 };
 
 void api__call_free(struct api_call *call);
 bool api__is_admin(const struct api_call *call);
+
+/* ------------------------------------------------------------- sign-in (api_signin.c) */
+
+/* State of the sign-in pages; created by api_set_auth, freed by api_free. */
+struct api_signin;
+struct api_signin *api__signin_new(struct api *api);
+void api__signin_free(struct api_signin *s);
+
+/*
+ * The control host's pages for people, outside /api/v1: GET/POST /login,
+ * POST /logout, /auth/ticket, /auth/oidc/<name>/{start,callback},
+ * /auth/github/{start,callback}, /auth/cli. True if `path` is one of them
+ * (answered, now or later); false: not a sign-in path, nothing sent.
+ */
+bool api__signin_handle(struct api *api, struct http_exchange *x, const char *path);
+
+/* ------------------------------------------------------------- auth records (api_authdb.c) */
+
+/*
+ * Every change to users, sessions and tokens goes to the store first and to
+ * the shared index right after, here, so that the two never disagree for
+ * longer than one call on the control loop.
+ */
+
+/* Puts a stored user into the index (role parsed; an unknown role: viewer). */
+void api__index_put_user(struct api *api, const struct user *u);
+
+/* Starts a session for `user` (who must exist): stores it (event
+ * "user.signin"), indexes it, and writes the cookie value "<id>.<secret>"
+ * into cookie and its absolute end into *expires_ms. */
+int api__session_create(struct api *api, const char *user, const char *source,
+                        char cookie[AUTH_SESSION_COOKIE_MAX], int64_t *expires_ms,
+                        struct eph_err *err);
+/* Ends a session (store and index); action "user.signout" or similar. */
+int api__session_end(struct api *api, const char *id, const struct store_actor *actor,
+                     const char *action, struct eph_err *err);
+/* The Set-Cookie value for the control host's session cookie; max_age_s 0
+ * clears it. Secure when public_base is https. Into out (>= 256 bytes). */
+void api__session_set_cookie(struct api *api, const char *value, int64_t max_age_s, char *out,
+                             size_t out_size);
+
+/* Creates a token for `user` acting with at most `role_cap`: stores its hash
+ * (event "token.create"), indexes it, and writes the token (shown once) into
+ * token. expires_ms 0: never. */
+int api__token_create(struct api *api, const char *name, const char *user, enum role role_cap,
+                      int64_t expires_ms, const struct store_actor *actor,
+                      char token[AUTH_TOKEN_MAX], int64_t *id_out, struct eph_err *err);
+/* Revokes a token (store and index). */
+int api__token_revoke(struct api *api, int64_t id, const struct store_actor *actor,
+                      struct eph_err *err);
+/* Removes a user with their sessions and tokens (store and index). */
+int api__user_remove(struct api *api, const char *name, const struct store_actor *actor,
+                     struct eph_err *err);
+
+/* The value of cookie `name` in the request's Cookie header(s), into out
+ * (at most out_size - 1 bytes); false if absent or too long. */
+bool api__cookie(struct http_exchange *x, const char *name, char *out, size_t out_size);
 
 /* ------------------------------------------------------------- replies (api.c) */
 
@@ -121,9 +191,10 @@ struct api_env_create {
     struct spec_kv *params; /* {"name": "value"} in the body's order, checked against the
                                template later; NULL when absent or null */
     size_t n_params;        /* at most SPEC_MAX_PARAMS */
+    enum visibility visibility; /* "visibility"; VIS_TEAM when absent or null */
 };
 
-/* Parses {"project", "ref", "name", "ttl", "params"}; a ttl above max_ttl_s
+/* Parses {"project", "ref", "name", "ttl", "params", "visibility"}; a ttl above max_ttl_s
  * (the server's max_ttl) is refused. */
 int api__parse_env_create(const char *body, size_t len, int64_t max_ttl_s,
                           struct api_env_create *out, struct eph_err *err);
@@ -224,5 +295,95 @@ int api__query_int(struct http_exchange *x, const char *name, int64_t def, int64
 
 /* True if query parameter `name` is "1", "true" or "yes". */
 bool api__query_flag(struct http_exchange *x, const char *name);
+
+/* ------------------------------------------------------------- users, tokens, links, visibility */
+
+/*
+ * Environments as the caller may see them (api_envs.c). The live environment
+ * `name` if the caller may see it (access_env_visible); else NULL after
+ * answering 404 "environment 'x' not found", the same answer as for one that
+ * does not exist, or after a 500.
+ */
+struct env *api__env_visible(struct api_call *call, const char *name);
+/* Same, and the caller may change it (access_env_manage): else NULL after
+ * 404 as above, or 403 "only the owner or an admin can change environment 'x'". */
+struct env *api__env_changeable(struct api_call *call, const char *name);
+
+api_handler_fn api__envs_visibility; /* POST /envs/{name}/visibility */
+api_handler_fn api__links_create;    /* POST /envs/{name}/links (api_links.c) */
+api_handler_fn api__users_list;      /* api_users.c */
+api_handler_fn api__users_create;
+api_handler_fn api__users_delete;
+api_handler_fn api__users_role;
+api_handler_fn api__users_password;
+api_handler_fn api__tokens_list;     /* api_tokens.c */
+api_handler_fn api__tokens_create;
+api_handler_fn api__tokens_delete;
+
+/* Users and tokens as docs/api.md shows them (api_json.c): never a hash. */
+json_t *api__user_json(const struct user *u);
+json_t *api__token_json(const struct store_token *t);
+
+/* Bodies of these endpoints (api_request.c): pure, with the conventions of
+ * the request-bodies section above. */
+
+#define API_USER_NAME_MAX 32                     /* user names: [a-z0-9-], '-' inside */
+#define API_EMAIL_MAX 254                        /* the longest address SMTP carries */
+#define API_TOKEN_NAME_MAX 63                    /* fits auth_who.token_name */
+#define API_TOKEN_TTL_DEFAULT_S (90LL * 86400)   /* a token without "ttl" */
+#define API_TOKEN_TTL_MAX_S (365LL * 86400)      /* no token lives longer */
+#define API_LINK_TTL_DEFAULT_S (24LL * 3600)     /* a share link without "ttl" */
+
+/* True for 1 to API_USER_NAME_MAX characters of a-z, 0-9 and '-', with no
+ * '-' first or last. */
+bool api__user_name_valid(const char *name);
+
+/* POST /envs/{name}/visibility: {"visibility": "team"|"private"|"link"}. */
+int api__parse_visibility(const char *body, size_t len, enum visibility *out,
+                          struct eph_err *err);
+
+/* POST /users */
+struct api_user_add {
+    char *name;     /* api__user_name_valid(), not "system" */
+    enum role role; /* ROLE_MEMBER when absent or null */
+    char *email;    /* NULL when absent, null or ""; else looks like an address */
+    char *password; /* NULL: the handler makes one; else of an acceptable length */
+};
+
+int api__parse_user_add(const char *body, size_t len, struct api_user_add *out,
+                        struct eph_err *err);
+/* Frees the members, wiping the password first. */
+void api__user_add_release(struct api_user_add *req);
+
+/* POST /users/{name}/role: {"role": "viewer"|"member"|"admin"}. */
+int api__parse_role(const char *body, size_t len, enum role *out, struct eph_err *err);
+
+/* POST /users/{name}/password: {"password": "..."} of AUTH_PASSWORD_MIN
+ * characters to AUTH_PASSWORD_MAX bytes. *out: free with api__secret_free. */
+int api__parse_password(const char *body, size_t len, char **out, struct eph_err *err);
+/* Wipes and frees a secret string; NULL is fine. */
+void api__secret_free(char *secret);
+
+/* POST /tokens */
+struct api_token_create {
+    char *name;       /* 1 to API_TOKEN_NAME_MAX of [A-Za-z0-9._-] */
+    int64_t ttl_s;    /* in (0, API_TOKEN_TTL_MAX_S]; API_TOKEN_TTL_DEFAULT_S when absent */
+    enum role scope;  /* ROLE_NONE when absent: the caller's role */
+};
+
+int api__parse_token_create(const char *body, size_t len, struct api_token_create *out,
+                            struct eph_err *err);
+void api__token_create_release(struct api_token_create *req);
+
+/* POST /envs/{name}/links; an empty body takes every default. */
+struct api_link_create {
+    char *ttl;       /* as given, or the default's text ("24h"), for the event */
+    int64_t ttl_s;   /* in (0, max_ttl_s]; the default is capped at max_ttl_s */
+    char *service;   /* non-empty; NULL: the first service with a URL */
+};
+
+int api__parse_link_create(const char *body, size_t len, int64_t max_ttl_s,
+                           struct api_link_create *out, struct eph_err *err);
+void api__link_create_release(struct api_link_create *req);
 
 #endif

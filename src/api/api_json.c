@@ -1,6 +1,7 @@
 /*
- * api/api_json.c - records as docs/api.md shows them: projects, events and
- * environments with their services. Pure functions of their arguments
+ * api/api_json.c - records as docs/api.md shows them: projects, events,
+ * environments with their services, users and API tokens (never a password
+ * hash, never a token's hash). Pure functions of their arguments
  * (api__env_json_parsed also parses the template it is given), but for the
  * URL formatter they are handed.
  */
@@ -177,6 +178,7 @@ api__env_json(const struct env *env, const struct spec *spec, const struct api_h
     json_object_set_new(o, "ref", str_or_null(env->ref));
     json_object_set_new(o, "commit", str_or_null(env->commit));
     json_object_set_new(o, "owner", str_or_null(env->owner));
+    json_object_set_new(o, "visibility", json_string(visibility_name(env->visibility)));
     json_object_set_new(o, "desired", json_string(env_desired_name(env->desired)));
     json_object_set_new(o, "phase", json_string(env_phase_name(env->phase)));
     json_object_set_new(o, "reason", str_or_null(env->reason));
@@ -208,5 +210,34 @@ api__env_json_parsed(const struct env *env, const struct api_hooks *hooks)
         spec_parse(env->template_yaml, strlen(env->template_yaml), "ephemera.yaml", &spec, &err);
     o = api__env_json(env, spec, hooks);
     spec_free(spec);
+    return o;
+}
+
+json_t *
+api__user_json(const struct user *u)
+{
+    json_t *o = json_object();
+
+    json_object_set_new(o, "name", str_or_null(u->name));
+    json_object_set_new(o, "email", json_string(u->email ? u->email : ""));
+    json_object_set_new(o, "role", str_or_null(u->role));
+    json_object_set_new(o, "provider", str_or_null(u->provider));
+    api__json_set_time(o, "created_at", u->created_at_ms);
+    api__json_set_time(o, "last_login_at", u->last_login_ms);
+    return o;
+}
+
+json_t *
+api__token_json(const struct store_token *t)
+{
+    json_t *o = json_object();
+
+    json_object_set_new(o, "id", json_integer(t->id));
+    json_object_set_new(o, "name", str_or_null(t->name));
+    json_object_set_new(o, "user", str_or_null(t->user));
+    json_object_set_new(o, "scope", str_or_null(t->role));
+    api__json_set_time(o, "created_at", t->created_at_ms);
+    api__json_set_time(o, "expires_at", t->expires_at_ms);
+    api__json_set_time(o, "last_used_at", t->last_used_ms);
     return o;
 }

@@ -5,7 +5,8 @@
  * The tail is read from the end of the file in blocks on the thread pool
  * (files can be large). Following polls the file from the loop with a timer,
  * reading only while the client keeps up (backpressure), until the client
- * goes, the server closes, or the environment is being deleted.
+ * goes, the server closes, or the environment is being deleted. Logs are
+ * seen by whoever sees the environment (api__env_visible).
  */
 #include "api/api_int.h"
 
@@ -144,6 +145,8 @@ struct follow {
     char *path;
     char *env_name;
     int64_t env_id;
+    char *user;      /* who follows, and with which role: the stream ends when */
+    enum role role;  /* the environment turns private to them */
     uint64_t offset; /* bytes of the file sent so far */
     unsigned ticks;
     bool stopping;  /* the timer is closing; its close callback ends the stream */
@@ -158,6 +161,7 @@ on_follow_closed(uv_handle_t *h)
     http_stream_end(f->x);
     free(f->path);
     free(f->env_name);
+    free(f->user);
     free(f);
 }
 
@@ -212,20 +216,31 @@ follow_read(struct follow *f)
     close(fd);
 }
 
-/* True while the environment is neither being deleted nor gone. */
-static bool
-env_still_live(struct follow *f)
+/* What a look at the environment finds. */
+enum follow_env {
+    FOLLOW_ENV_LIVE,   /* go on */
+    FOLLOW_ENV_GOING,  /* being deleted or gone: read what is left, then stop */
+    FOLLOW_ENV_HIDDEN, /* the follower may no longer see it: stop at once */
+};
+
+static enum follow_env
+follow_look(struct follow *f)
 {
     struct env *env = NULL;
     struct eph_err err = {0};
+    struct principal p = {.kind = PRINCIPAL_USER, .user = f->user, .role = f->role};
     int rc = store_env_get_by_id(f->api->st, f->env_id, &env, &err);
-    bool live = rc == 0 && env->phase != ENV_PHASE_DELETING && env->phase != ENV_PHASE_DELETED;
+    enum follow_env state = FOLLOW_ENV_GOING;
 
+    if (rc == 0 && !access_env_visible(&p, env->id, env->owner, env->visibility))
+        state = FOLLOW_ENV_HIDDEN;
+    else if (rc == 0 && env->phase != ENV_PHASE_DELETING && env->phase != ENV_PHASE_DELETED)
+        state = FOLLOW_ENV_LIVE;
     if (rc < 0 && rc != EPH_ENOTFOUND)
         log_warn("log follow cannot read environment", "env=%s error=%s", f->env_name,
                  log_q(err.msg));
     env_free(env);
-    return live;
+    return state;
 }
 
 static void
@@ -239,8 +254,16 @@ on_follow_tick(uv_timer_t *t)
         follow_stop(f);
         return;
     }
-    if (++f->ticks % FOLLOW_CHECK_EVERY == 0 && !env_still_live(f))
-        f->last_read = true;
+    if (++f->ticks % FOLLOW_CHECK_EVERY == 0) {
+        enum follow_env state = follow_look(f);
+
+        if (state == FOLLOW_ENV_HIDDEN) {
+            follow_stop(f);
+            return;
+        }
+        if (state == FOLLOW_ENV_GOING)
+            f->last_read = true;
+    }
     follow_read(f);
     if (f->last_read)
         follow_stop(f);
@@ -300,6 +323,8 @@ logs_done(uv_work_t *w, int status)
     f->env_name = job->env_name;
     job->env_name = NULL;
     f->env_id = job->env_id;
+    f->user = xstrdup(call->who.user);
+    f->role = call->principal.role;
     f->offset = job->end;
     uv_timer_init(call->api->loop, &f->timer);
     uv_timer_start(&f->timer, on_follow_tick, FOLLOW_INTERVAL_MS, FOLLOW_INTERVAL_MS);
@@ -320,22 +345,16 @@ api__envs_logs(struct api_call *call, const struct api_params *params)
     struct api *api = call->api;
     struct http_exchange *x = call->x;
     struct env *env = NULL;
-    struct eph_err err = {0};
     struct logs_job *job;
     int64_t tail;
     int rc;
 
     if (api__query_int(x, "tail", LOGS_TAIL_DEFAULT, 0, LOGS_TAIL_MAX, &tail) < 0)
         goto fail;
-    rc = store_env_get(api->st, params->name, &env, &err);
-    if (rc == EPH_ENOTFOUND) {
-        api__reply_error(x, 404, "environment '%s' not found", params->name);
+    /* Who may not see the environment gets the 404 of a missing one. */
+    env = api__env_visible(call, params->name);
+    if (env == NULL)
         goto fail;
-    }
-    if (rc < 0) {
-        api__reply_failure(x, rc, &err);
-        goto fail;
-    }
     if (env_svc_find(env, params->service) == NULL) {
         api__reply_error(x, 404, "service '%s' not found in environment '%s'", params->service,
                          env->name);

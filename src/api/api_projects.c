@@ -168,7 +168,7 @@ api__projects_create(struct api_call *call, const struct api_params *params)
 
     (void)params;
     if (!api__is_admin(call)) {
-        api__reply_error(x, 403, "only admins may register projects");
+        api__reply_error(x, 403, "only admins can register projects");
         goto fail;
     }
     rc = api__parse_project_add(body, len, &req, &err);

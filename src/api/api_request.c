@@ -1,6 +1,8 @@
 /*
  * api/api_request.c - the JSON request bodies of the API, parsed and
- * checked: POST /envs, POST /projects and POST /envs/{name}/extend.
+ * checked: POST /envs, POST /projects, POST /envs/{name}/extend, and the
+ * bodies about access: visibility, share links, users, roles, passwords and
+ * tokens.
  *
  * Pure functions of their arguments (no exchange, store or loop), so that
  * unit tests and fuzz/fuzz_api_request.c reach every check a client can
@@ -10,10 +12,16 @@
  */
 #include "api/api_int.h"
 
+#include <openssl/crypto.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "auth/password.h"
 #include "util/time.h"
 #include "util/xmalloc.h"
+
+#define ROLE_RULE "expected viewer, member or admin"
+#define VISIBILITY_RULE "expected team, private or link"
 
 /* ------------------------------------------------------------- members */
 
@@ -84,9 +92,11 @@ parse_params(json_t *params, struct api_env_create *out, struct eph_err *err)
     return 0;
 }
 
-/* Checks ttl text: positive, at most max_ttl_s. */
+/* Checks ttl text: positive, at most max_ttl_s, which `whose` names in the
+ * message ("server": "exceeds the server maximum of 7d"). */
 static int
-parse_ttl(const char *ttl, int64_t max_ttl_s, int64_t *out_s, struct eph_err *err)
+parse_ttl(const char *ttl, int64_t max_ttl_s, const char *whose, int64_t *out_s,
+          struct eph_err *err)
 {
     char max[32];
     int rc = duration_parse(ttl, out_s, err);
@@ -97,7 +107,43 @@ parse_ttl(const char *ttl, int64_t max_ttl_s, int64_t *out_s, struct eph_err *er
         return eph_err_set(err, EPH_EINVAL, "ttl %s is not a positive duration", ttl);
     if (*out_s > max_ttl_s) {
         duration_format(max_ttl_s, max, sizeof(max));
-        return eph_err_set(err, EPH_EINVAL, "ttl %s exceeds the server maximum of %s", ttl, max);
+        return eph_err_set(err, EPH_EINVAL, "ttl %s exceeds the %s maximum of %s", ttl, whose, max);
+    }
+    return 0;
+}
+
+/* Reads optional member `key` naming a visibility into *out (VIS_TEAM when
+ * absent or null). */
+static int
+opt_visibility(const json_t *obj, const char *key, enum visibility *out, struct eph_err *err)
+{
+    const char *text;
+    int rc = opt_string(obj, key, &text, err);
+
+    *out = VIS_TEAM;
+    if (rc < 0 || text == NULL)
+        return rc;
+    if (visibility_parse(text, out) < 0) {
+        *out = VIS_TEAM;
+        return eph_err_set(err, EPH_EINVAL, "invalid %s '%.64s': " VISIBILITY_RULE, key, text);
+    }
+    return 0;
+}
+
+/* Reads optional member `key` naming a role into *out (ROLE_NONE when absent
+ * or null). */
+static int
+opt_role(const json_t *obj, const char *key, enum role *out, struct eph_err *err)
+{
+    const char *text;
+    int rc = opt_string(obj, key, &text, err);
+
+    *out = ROLE_NONE;
+    if (rc < 0 || text == NULL)
+        return rc;
+    if (role_parse(text, out) < 0) {
+        *out = ROLE_NONE;
+        return eph_err_set(err, EPH_EINVAL, "invalid %s '%.64s': " ROLE_RULE, key, text);
     }
     return 0;
 }
@@ -123,6 +169,8 @@ api__parse_env_create(const char *body, size_t len, int64_t max_ttl_s, struct ap
         rc = opt_string(root, "name", &name, err);
     if (rc == 0)
         rc = opt_string(root, "ttl", &ttl, err);
+    if (rc == 0)
+        rc = opt_visibility(root, "visibility", &out->visibility, err);
     if (rc < 0)
         goto out;
     if (project == NULL) {
@@ -141,7 +189,7 @@ api__parse_env_create(const char *body, size_t len, int64_t max_ttl_s, struct ap
         goto out;
     }
     if (ttl != NULL) {
-        rc = parse_ttl(ttl, max_ttl_s, &out->ttl_s, err);
+        rc = parse_ttl(ttl, max_ttl_s, "server", &out->ttl_s, err);
         if (rc < 0)
             goto out;
     }
@@ -287,5 +335,323 @@ void
 api__extend_release(struct api_extend *req)
 {
     free(req->by);
+    memset(req, 0, sizeof(*req));
+}
+
+/* ------------------------------------------------------------- POST /envs/{name}/visibility */
+
+int
+api__parse_visibility(const char *body, size_t len, enum visibility *out, struct eph_err *err)
+{
+    json_t *root = NULL;
+    int rc;
+
+    *out = VIS_TEAM;
+    rc = api__parse_json_object(body, len, &root, err);
+    if (rc < 0)
+        return rc;
+    if (json_object_get(root, "visibility") == NULL ||
+        json_is_null(json_object_get(root, "visibility")))
+        rc = eph_err_set(err, EPH_EINVAL,
+                         "'visibility' is required, e.g. {\"visibility\": \"private\"}");
+    else
+        rc = opt_visibility(root, "visibility", out, err);
+    json_decref(root);
+    return rc;
+}
+
+/* ------------------------------------------------------------- users */
+
+bool
+api__user_name_valid(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+
+    if (n == 0 || n > API_USER_NAME_MAX || name[0] == '-' || name[n - 1] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* An address as people write one: local@domain, no blanks, control
+ * characters or the characters that delimit addresses in headers. The
+ * mail system is the judge of the rest. */
+static bool
+email_plausible(const char *email)
+{
+    const char *at = strchr(email, '@');
+    size_t n = strlen(email);
+
+    if (n > API_EMAIL_MAX || at == NULL || at == email || at[1] == '\0' || strchr(at + 1, '@'))
+        return false;
+    for (const unsigned char *p = (const unsigned char *)email; *p; p++) {
+        if (*p <= ' ' || *p == 0x7f || strchr("<>\",;()[]\\", *p))
+            return false;
+    }
+    return true;
+}
+
+/* Characters of UTF-8 text: bytes that do not continue a sequence. */
+static size_t
+utf8_chars(const char *s)
+{
+    size_t n = 0;
+
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        n += (*p & 0xC0) != 0x80;
+    return n;
+}
+
+/* The checks auth_password_hash() makes, with a message for a 400. */
+static int
+check_password(const char *password, struct eph_err *err)
+{
+    if (strlen(password) > AUTH_PASSWORD_MAX)
+        return eph_err_set(err, EPH_EINVAL, "the password is too long: at most %d bytes",
+                           AUTH_PASSWORD_MAX);
+    if (utf8_chars(password) < AUTH_PASSWORD_MIN)
+        return eph_err_set(err, EPH_EINVAL, "the password is too short: at least %d characters",
+                           AUTH_PASSWORD_MIN);
+    return 0;
+}
+
+int
+api__parse_user_add(const char *body, size_t len, struct api_user_add *out, struct eph_err *err)
+{
+    json_t *root = NULL;
+    const char *name = NULL, *email = NULL, *password = NULL;
+    enum role role = ROLE_NONE;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    rc = api__parse_json_object(body, len, &root, err);
+    if (rc == 0)
+        rc = opt_string(root, "name", &name, err);
+    if (rc == 0)
+        rc = opt_role(root, "role", &role, err);
+    if (rc == 0)
+        rc = opt_string(root, "email", &email, err);
+    if (rc == 0)
+        rc = opt_string(root, "password", &password, err);
+    if (rc < 0)
+        goto out;
+    if (name == NULL) {
+        rc = eph_err_set(err, EPH_EINVAL, "'name' is required");
+        goto out;
+    }
+    if (!api__user_name_valid(name)) {
+        rc = eph_err_set(err, EPH_EINVAL,
+                         "invalid user name '%.64s': expected 1 to %d characters (a-z, 0-9 and "
+                         "'-' inside)",
+                         name, API_USER_NAME_MAX);
+        goto out;
+    }
+    /* Events name automatic changes' actor "system": no person may be it. */
+    if (strcmp(name, "system") == 0) {
+        rc = eph_err_set(err, EPH_EINVAL, "the user name 'system' is reserved");
+        goto out;
+    }
+    if (email != NULL && email[0] != '\0' && !email_plausible(email)) {
+        rc = eph_err_set(err, EPH_EINVAL,
+                         "invalid email '%.64s': expected an address like name@example.com", email);
+        goto out;
+    }
+    if (password != NULL) {
+        rc = check_password(password, err);
+        if (rc < 0)
+            goto out;
+    }
+    out->name = xstrdup(name);
+    out->role = role == ROLE_NONE ? ROLE_MEMBER : role;
+    out->email = email && email[0] ? xstrdup(email) : NULL;
+    out->password = password ? xstrdup(password) : NULL;
+out:
+    if (password != NULL) /* jansson's copy of the secret */
+        OPENSSL_cleanse((char *)password, strlen(password));
+    json_decref(root);
+    return rc;
+}
+
+void
+api__user_add_release(struct api_user_add *req)
+{
+    free(req->name);
+    free(req->email);
+    api__secret_free(req->password);
+    memset(req, 0, sizeof(*req));
+}
+
+int
+api__parse_role(const char *body, size_t len, enum role *out, struct eph_err *err)
+{
+    json_t *root = NULL;
+    int rc;
+
+    *out = ROLE_NONE;
+    rc = api__parse_json_object(body, len, &root, err);
+    if (rc == 0)
+        rc = opt_role(root, "role", out, err);
+    if (rc == 0 && *out == ROLE_NONE)
+        rc = eph_err_set(err, EPH_EINVAL, "'role' is required, e.g. {\"role\": \"member\"}");
+    json_decref(root);
+    return rc;
+}
+
+int
+api__parse_password(const char *body, size_t len, char **out, struct eph_err *err)
+{
+    json_t *root = NULL;
+    const char *password = NULL;
+    int rc;
+
+    *out = NULL;
+    rc = api__parse_json_object(body, len, &root, err);
+    if (rc == 0)
+        rc = opt_string(root, "password", &password, err);
+    if (rc == 0 && password == NULL)
+        rc = eph_err_set(err, EPH_EINVAL, "'password' is required");
+    if (rc == 0)
+        rc = check_password(password, err);
+    if (rc == 0)
+        *out = xstrdup(password);
+    if (password != NULL)
+        OPENSSL_cleanse((char *)password, strlen(password));
+    json_decref(root);
+    return rc;
+}
+
+void
+api__secret_free(char *secret)
+{
+    if (secret == NULL)
+        return;
+    OPENSSL_cleanse(secret, strlen(secret));
+    free(secret);
+}
+
+/* ------------------------------------------------------------- POST /tokens */
+
+static bool
+token_name_valid(const char *name)
+{
+    size_t n = strlen(name);
+
+    if (n == 0 || n > API_TOKEN_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+int
+api__parse_token_create(const char *body, size_t len, struct api_token_create *out,
+                        struct eph_err *err)
+{
+    json_t *root = NULL;
+    const char *name, *ttl;
+    enum role scope = ROLE_NONE;
+    int64_t ttl_s = API_TOKEN_TTL_DEFAULT_S;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    rc = api__parse_json_object(body, len, &root, err);
+    if (rc == 0)
+        rc = opt_string(root, "name", &name, err);
+    if (rc == 0)
+        rc = opt_string(root, "ttl", &ttl, err);
+    if (rc == 0)
+        rc = opt_role(root, "scope", &scope, err);
+    if (rc < 0)
+        goto out;
+    if (name == NULL) {
+        rc = eph_err_set(err, EPH_EINVAL, "'name' is required, e.g. {\"name\": \"ci\"}");
+        goto out;
+    }
+    if (!token_name_valid(name)) {
+        rc = eph_err_set(err, EPH_EINVAL,
+                         "invalid token name '%.64s': expected 1 to %d characters of a-z, A-Z, "
+                         "0-9, '.', '_' and '-'",
+                         name, API_TOKEN_NAME_MAX);
+        goto out;
+    }
+    if (ttl != NULL) {
+        rc = parse_ttl(ttl, API_TOKEN_TTL_MAX_S, "token", &ttl_s, err);
+        if (rc < 0)
+            goto out;
+    }
+    out->name = xstrdup(name);
+    out->ttl_s = ttl_s;
+    out->scope = scope;
+out:
+    json_decref(root);
+    return rc;
+}
+
+void
+api__token_create_release(struct api_token_create *req)
+{
+    free(req->name);
+    memset(req, 0, sizeof(*req));
+}
+
+/* ------------------------------------------------------------- POST /envs/{name}/links */
+
+int
+api__parse_link_create(const char *body, size_t len, int64_t max_ttl_s, struct api_link_create *out,
+                       struct eph_err *err)
+{
+    json_t *root = NULL;
+    const char *ttl = NULL, *service = NULL;
+    int64_t ttl_s = API_LINK_TTL_DEFAULT_S;
+    char text[32] = "24h";
+    int rc = 0;
+
+    memset(out, 0, sizeof(*out));
+    /* Every member is optional: no body at all is the defaults. */
+    if (len > 0) {
+        rc = api__parse_json_object(body, len, &root, err);
+        if (rc == 0)
+            rc = opt_string(root, "ttl", &ttl, err);
+        if (rc == 0)
+            rc = opt_string(root, "service", &service, err);
+        if (rc < 0)
+            goto out;
+    }
+    if (service != NULL && service[0] == '\0') {
+        rc = eph_err_set(err, EPH_EINVAL, "'service' must not be empty");
+        goto out;
+    }
+    if (ttl != NULL) {
+        rc = parse_ttl(ttl, max_ttl_s, "server", &ttl_s, err);
+        if (rc < 0)
+            goto out;
+    } else if (ttl_s > max_ttl_s) {
+        /* A server whose environments live shorter than a day: its maximum. */
+        ttl_s = max_ttl_s > 0 ? max_ttl_s : 1;
+        duration_format(ttl_s, text, sizeof(text));
+    }
+    out->ttl = xstrdup(ttl ? ttl : text);
+    out->ttl_s = ttl_s;
+    out->service = service ? xstrdup(service) : NULL;
+out:
+    json_decref(root);
+    return rc;
+}
+
+void
+api__link_create_release(struct api_link_create *req)
+{
+    free(req->ttl);
+    free(req->service);
     memset(req, 0, sizeof(*req));
 }

@@ -8,9 +8,11 @@
  */
 #include "cli/cli.h"
 
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli/cli_int.h"
 #include "util/xmalloc.h"
@@ -49,6 +51,7 @@ static const struct cli_flag up_flags[] = {
     {"param", 0, "KEY=VALUE", "a template parameter; repeat for more"},
     {"wait", 0, NULL, "wait until the environment is ready (exit 0) or failed (exit 1)"},
     {"timeout", 0, "DURATION", "with --wait: give up after this long (default 10m)"},
+    {"visibility", 0, "VISIBILITY", "team, private or link (default: the server's)"},
     OUTPUT_FLAG,
     {0},
 };
@@ -79,6 +82,40 @@ static const struct cli_flag events_flags[] = {
     {0},
 };
 
+static const struct cli_flag link_flags[] = {
+    {"ttl", 0, "DURATION", "how long the link works (default: the server's, 24h)"},
+    {"service", 0, "SERVICE", "link to this service (default: the environment's first exposed)"},
+    OUTPUT_FLAG,
+    {0},
+};
+
+static const struct cli_flag user_add_flags[] = {
+    {"role", 0, "ROLE", "admin, member or viewer (default: the server's, member)"},
+    {"email", 0, "EMAIL", "the user's email address"},
+    {"password-stdin", 0, NULL, "read the password from stdin (else the server makes one)"},
+    OUTPUT_FLAG,
+    {0},
+};
+
+static const struct cli_flag user_passwd_flags[] = {
+    {"password-stdin", 0, NULL, "read the password from stdin instead of prompting"},
+    {0},
+};
+
+static const struct cli_flag token_create_flags[] = {
+    {"name", 0, "NAME", "what the token is for, e.g. ci-shop; required"},
+    {"ttl", 0, "DURATION", "lifetime, e.g. 30d (default: the server's, 90d)"},
+    {"scope", 0, "ROLE", "viewer, member or admin, at most your role (default: your role)"},
+    OUTPUT_FLAG,
+    {0},
+};
+
+static const struct cli_flag token_ls_flags[] = {
+    {"all", 'A', NULL, "every user's tokens (admin)"},
+    OUTPUT_FLAG,
+    {0},
+};
+
 /* ------------------------------------------------------------- the verb table */
 
 const struct cli_verb cli__verbs[] = {
@@ -93,13 +130,37 @@ const struct cli_verb cli__verbs[] = {
     {
         .name = "login",
         .fn = cli__cmd_login,
-        .help = "save the server and token this CLI uses",
-        .description = "Checks TOKEN against the server (GET /api/v1/whoami) and, when it is\n"
-                       "accepted, writes both to the client config ($EPH_CONFIG, else\n"
-                       "~/.config/ephemera/config, mode 0600). Browser sign-in comes later: for\n"
-                       "now --token is required. Use '--token -' to read it from stdin.",
-        .examples = "  eph login --server http://127.0.0.1:8080 --token eph_...\n"
+        .help = "sign in: in a browser, or with a token",
+        .description = "Signs this CLI in to the server and saves the server and a token in the\n"
+                       "client config ($EPH_CONFIG, else ~/.config/ephemera/config, mode 0600).\n"
+                       "Without --token it prints a URL of the server to open in a browser (and\n"
+                       "opens it when there is a graphical session); after you sign in there and\n"
+                       "allow the CLI, the browser hands a token back to eph on 127.0.0.1. With\n"
+                       "--token it uses that token ('-' reads it from stdin). Either way the\n"
+                       "token is checked (GET /api/v1/whoami) before it is saved. --server\n"
+                       "defaults to the server of the client config.",
+        .examples = "  eph login --server https://eph.example.com\n"
+                    "  eph login --server http://127.0.0.1:8080 --token eph_...\n"
                     "  pass show eph | eph login --server https://eph.example.com --token -\n",
+    },
+    {
+        .name = "logout",
+        .fn = cli__cmd_logout,
+        .help = "forget the saved token",
+        .description = "Removes the token from the client config, keeping the server, so that\n"
+                       "the next 'eph login' needs no --server. The token itself stays valid on\n"
+                       "the server until it expires or is revoked ('eph token revoke ID').",
+        .examples = "  eph logout\n",
+    },
+    {
+        .name = "whoami",
+        .fn = cli__cmd_whoami,
+        .help = "show who the server takes you for",
+        .description = "Shows the user the server sees behind this CLI's token: name, role,\n"
+                       "email, how the request was authenticated, and the token.",
+        .flags = output_flags,
+        .examples = "  eph whoami\n"
+                    "  eph whoami -o json\n",
     },
     {
         .name = "projects",
@@ -136,7 +197,8 @@ const struct cli_verb cli__verbs[] = {
                        "showing each service's progress, and prints the services' URLs.",
         .flags = up_flags,
         .examples = "  eph up shop --branch feature-x --wait\n"
-                    "  eph up shop --ref 3f2c1d0 --name fx --ttl 2h --param dataset=edge-cases\n",
+                    "  eph up shop --ref 3f2c1d0 --name fx --ttl 2h --param dataset=edge-cases\n"
+                    "  eph up shop --branch spike --visibility private\n",
     },
     {
         .name = "ls",
@@ -185,6 +247,33 @@ const struct cli_verb cli__verbs[] = {
         .examples = "  eph extend fx 2h\n",
     },
     {
+        .name = "visibility",
+        .fn = cli__cmd_visibility,
+        .help = "set who may see an environment",
+        .pos_names = {"NAME", "VISIBILITY"},
+        .min_pos = 2,
+        .description = "Sets who may see environment NAME and open its URLs: 'team' (every\n"
+                       "signed-in user), 'private' (its owner and admins), or 'link' (like\n"
+                       "private, plus whoever has a share link from 'eph link').",
+        .flags = output_flags,
+        .examples = "  eph visibility fx private\n"
+                    "  eph visibility fx team\n",
+    },
+    {
+        .name = "link",
+        .fn = cli__cmd_link,
+        .help = "make a share link to an environment",
+        .pos_names = {"NAME"},
+        .min_pos = 1,
+        .description = "Creates a link that opens environment NAME in a browser without signing\n"
+                       "in, until it expires, and prints it alone on stdout (its expiry goes to\n"
+                       "stderr).",
+        .flags = link_flags,
+        .examples = "  eph link fx\n"
+                    "  eph link fx --ttl 2h --service web\n"
+                    "  URL=$(eph link fx --ttl 1h)\n",
+    },
+    {
         .name = "rm",
         .fn = cli__cmd_rm,
         .help = "delete an environment",
@@ -206,6 +295,88 @@ const struct cli_verb cli__verbs[] = {
         .flags = events_flags,
         .examples = "  eph events --env fx\n"
                     "  eph events -f\n",
+    },
+    {
+        .name = "user add",
+        .fn = cli__cmd_user_add,
+        .help = "create a user with a password (admin)",
+        .pos_names = {"NAME"},
+        .min_pos = 1,
+        .description = "Creates a local user who signs in with a password. With --password-stdin\n"
+                       "the password is read from stdin; otherwise the server makes one, which\n"
+                       "is printed once ('password: ...').",
+        .flags = user_add_flags,
+        .examples = "  eph user add alice --role member --email alice@example.com\n"
+                    "  pass show alice | eph user add alice --password-stdin\n",
+    },
+    {
+        .name = "user ls",
+        .fn = cli__cmd_user_ls,
+        .help = "list users (admin)",
+        .description = "Lists the users: local ones and those created by a sign-in provider.",
+        .flags = output_flags,
+        .examples = "  eph user ls\n",
+    },
+    {
+        .name = "user rm",
+        .fn = cli__cmd_user_rm,
+        .help = "delete a user (admin)",
+        .pos_names = {"NAME"},
+        .min_pos = 1,
+        .description = "Deletes user NAME; their sessions and tokens stop working at once.",
+        .examples = "  eph user rm alice\n",
+    },
+    {
+        .name = "user role",
+        .fn = cli__cmd_user_role,
+        .help = "change a user's role (admin)",
+        .pos_names = {"NAME", "ROLE"},
+        .min_pos = 2,
+        .description = "Gives user NAME the role ROLE: admin, member or viewer.",
+        .flags = output_flags,
+        .examples = "  eph user role alice admin\n",
+    },
+    {
+        .name = "user passwd",
+        .fn = cli__cmd_user_passwd,
+        .help = "set a user's password (admin)",
+        .pos_names = {"NAME"},
+        .min_pos = 1,
+        .description = "Sets the password of local user NAME. On a terminal it asks twice\n"
+                       "without echo; otherwise, or with --password-stdin, it reads one line\n"
+                       "from stdin.",
+        .flags = user_passwd_flags,
+        .examples = "  eph user passwd alice\n"
+                    "  printf '%s\\n' \"$PW\" | eph user passwd alice --password-stdin\n",
+    },
+    {
+        .name = "token create",
+        .fn = cli__cmd_token_create,
+        .help = "create an API token",
+        .description = "Creates an API token for you (for CI jobs, scripts, other machines) and\n"
+                       "prints it alone on stdout, once: the server keeps only its hash. Its\n"
+                       "id, scope and expiry go to stderr.",
+        .flags = token_create_flags,
+        .examples = "  eph token create --name ci-shop --ttl 30d --scope member\n"
+                    "  TOKEN=$(eph token create --name ci-shop)\n",
+    },
+    {
+        .name = "token ls",
+        .fn = cli__cmd_token_ls,
+        .help = "list API tokens",
+        .description = "Lists your API tokens (never their values); with --all, every user's.",
+        .flags = token_ls_flags,
+        .examples = "  eph token ls\n"
+                    "  eph token ls --all\n",
+    },
+    {
+        .name = "token revoke",
+        .fn = cli__cmd_token_revoke,
+        .help = "revoke an API token",
+        .pos_names = {"ID"},
+        .min_pos = 1,
+        .description = "Revokes token ID (see 'eph token ls'): it stops working at once.",
+        .examples = "  eph token revoke 12\n",
     },
     {
         .name = "version",
@@ -469,6 +640,11 @@ int
 cli__fail(struct cli_ctx *ctx, const struct eph_err *err)
 {
     fprintf(ctx->err, "eph: %s\n", err->msg[0] ? err->msg : eph_strerror(err->code));
+    /* A refused token: say how to get a new one (but not to `eph login` itself,
+     * nor when the message already says it). */
+    if (err->code == EPH_EUNAUTH && !strstr(err->msg, "eph login") &&
+        (ctx->verb == NULL || strcmp(ctx->verb->name, "login") != 0))
+        fputs("run 'eph login' to sign in again\n", ctx->err);
     return CLI_EXIT_FAILED;
 }
 
@@ -507,6 +683,86 @@ int64_t
 cli__jint(const json_t *obj, const char *key)
 {
     return (int64_t)json_integer_value(json_object_get(obj, key));
+}
+
+int64_t
+cli__jtime_ms(const json_t *obj, const char *key)
+{
+    char *ms_key = xasprintf("%s_ms", key);
+    int64_t ms = cli__jint(obj, ms_key);
+    const char *text = cli__jstr(obj, key, NULL);
+    struct tm tm = {0};
+    const char *p;
+    int64_t frac_ms = 0, offset_s = 0;
+    time_t t;
+
+    free(ms_key);
+    if (ms > 0 || text == NULL)
+        return ms > 0 ? ms : 0;
+    p = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (p == NULL)
+        return 0;
+    if (*p == '.') {
+        int64_t scale = 100;
+
+        for (p++; *p >= '0' && *p <= '9'; p++) {
+            frac_ms += (*p - '0') * scale;
+            scale /= 10;
+        }
+    }
+    if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+        int h = (p[1] - '0') * 10 + (p[2] - '0'), m = (p[4] - '0') * 10 + (p[5] - '0');
+
+        offset_s = (*p == '-' ? -1 : 1) * (int64_t)(h * 3600 + m * 60);
+    } else if (strcmp(p, "Z") != 0 && strcmp(p, "z") != 0) {
+        return 0;
+    }
+    t = timegm(&tm);
+    if (t == (time_t)-1)
+        return 0;
+    return ((int64_t)t - offset_s) * 1000 + frac_ms;
+}
+
+void
+cli__jid(const json_t *obj, const char *key, char *out, size_t out_size)
+{
+    const json_t *v = json_object_get(obj, key);
+
+    if (json_is_integer(v))
+        snprintf(out, out_size, "%" PRId64, (int64_t)json_integer_value(v));
+    else
+        snprintf(out, out_size, "%s", json_is_string(v) ? json_string_value(v) : "");
+}
+
+const json_t *
+cli__jlist(const json_t *resp, const char *key)
+{
+    const json_t *list = json_is_array(resp) ? resp : json_object_get(resp, key);
+
+    return json_is_array(list) ? list : NULL;
+}
+
+const char *const cli__roles[] = {"admin", "member", "viewer", NULL};
+const char *const cli__visibilities[] = {"team", "private", "link", NULL};
+
+int
+cli__one_of(const char *value, const char *const *allowed, const char *what, struct eph_err *err)
+{
+    char expected[256] = "";
+    size_t n = 0;
+
+    for (size_t i = 0; allowed[i]; i++) {
+        if (strcmp(value, allowed[i]) == 0)
+            return 0;
+        n++;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t used = strlen(expected);
+
+        snprintf(expected + used, sizeof(expected) - used, "%s%s",
+                 i == 0 ? "" : (i + 1 == n ? " or " : ", "), allowed[i]);
+    }
+    return eph_err_set(err, EPH_EINVAL, "invalid %s '%s', expected %s", what, value, expected);
 }
 
 int

@@ -1,7 +1,7 @@
 /*
  * cli/cli_config.c - the client config (where the server is, which token to
- * send), how flags and environment variables override it, and `eph login`,
- * which writes it.
+ * send) and how flags and environment variables override it. `eph login`
+ * and `eph logout` (cli_login.c) write it.
  *
  * The file is JSON, {"server": "...", "token": "..."}, mode 0600, written
  * atomically; `eph serve` writes the same file at its first start, so keys
@@ -15,10 +15,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "util/fs.h"
 #include "util/xmalloc.h"
-
-#define TOKEN_MAX_BYTES 1024 /* ours are ~50; a bigger one is a mistake, not a token */
 
 char *
 cli__config_path(struct eph_err *err)
@@ -80,15 +80,16 @@ cli__server_url_normalize(const char *url, char **out, struct eph_err *err)
     return 0;
 }
 
-/* A token goes into a header: printable ASCII only. Never quote it in a message. */
-static int
-check_token(const char *token, const char *where, struct eph_err *err)
+/* A token goes into a header: printable ASCII only. Never quote it in a message.
+ * Ours are ~50 bytes; one over CLI_MAX_SECRET_BYTES is a mistake, not a token. */
+int
+cli__token_check(const char *token, const char *where, struct eph_err *err)
 {
     size_t len = strlen(token);
 
     if (len == 0)
         return eph_err_set(err, EPH_EINVAL, "empty token in %s", where);
-    if (len > TOKEN_MAX_BYTES)
+    if (len > CLI_MAX_SECRET_BYTES)
         return eph_err_set(err, EPH_EINVAL, "the token in %s is too long", where);
     for (const char *p = token; *p; p++) {
         if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
@@ -143,7 +144,7 @@ cli__config_read(const char *path, struct cli_config *cfg, struct eph_err *err)
     if (token) {
         char *where = xasprintf("config '%s'", path);
 
-        rc = check_token(json_string_value(token), where, err);
+        rc = cli__token_check(json_string_value(token), where, err);
         free(where);
         if (rc < 0)
             goto out;
@@ -177,8 +178,14 @@ cli__config_write(const char *path, const struct cli_config *cfg, struct eph_err
     }
     if (root == NULL)
         root = json_object();
-    json_object_set_new(root, "server", json_string(cfg->server));
-    json_object_set_new(root, "token", json_string(cfg->token));
+    if (cfg->server)
+        json_object_set_new(root, "server", json_string(cfg->server));
+    else
+        json_object_del(root, "server");
+    if (cfg->token)
+        json_object_set_new(root, "token", json_string(cfg->token));
+    else
+        json_object_del(root, "token");
     text = json_dumps(root, JSON_INDENT(2));
     if (text == NULL) {
         rc = eph_err_set(err, EPH_EINTERNAL, "cannot encode the client config");
@@ -210,9 +217,8 @@ out:
     return rc;
 }
 
-/* Reads one line from stdin for `--token -`, without the newline. */
-static int
-read_token_stdin(char **out, struct eph_err *err)
+int
+cli__read_stdin_line(const char *what, char **out, struct eph_err *err)
 {
     char *line = NULL;
     size_t cap = 0;
@@ -221,16 +227,22 @@ read_token_stdin(char **out, struct eph_err *err)
     *out = NULL;
     if (n < 0) {
         free(line);
-        return eph_err_set(err, EPH_EINVAL, "--token -: nothing to read on stdin");
+        return eph_err_set(err, EPH_EINVAL, "%s: nothing to read on stdin", what);
     }
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         line[--n] = '\0';
+    if ((size_t)n > CLI_MAX_SECRET_BYTES) {
+        OPENSSL_cleanse(line, (size_t)n);
+        free(line);
+        return eph_err_set(err, EPH_EINVAL, "%s: the line on stdin is longer than %d bytes", what,
+                           CLI_MAX_SECRET_BYTES);
+    }
     *out = line;
     return 0;
 }
 
-static const char *
-env_value(const char *name)
+const char *
+cli__env_value(const char *name)
 {
     const char *v = getenv(name);
 
@@ -241,8 +253,8 @@ int
 cli__config_resolve(const char *flag_server, const char *flag_token, struct cli_config *cfg,
                     struct eph_err *err)
 {
-    const char *server = flag_server ? flag_server : env_value("EPH_SERVER");
-    const char *token = flag_token ? flag_token : env_value("EPH_TOKEN");
+    const char *server = flag_server ? flag_server : cli__env_value("EPH_SERVER");
+    const char *token = flag_token ? flag_token : cli__env_value("EPH_TOKEN");
     const char *token_from = flag_token ? "--token" : "$EPH_TOKEN";
     struct cli_config file = {0};
     char *path = NULL;
@@ -269,7 +281,7 @@ cli__config_resolve(const char *flag_server, const char *flag_token, struct cli_
         file.server = NULL;
     }
     if (token && strcmp(token, "-") == 0 && flag_token) {
-        rc = read_token_stdin(&cfg->token, err);
+        rc = cli__read_stdin_line("--token -", &cfg->token, err);
         token_from = "stdin";
     } else if (token) {
         cfg->token = xstrdup(token);
@@ -279,71 +291,15 @@ cli__config_resolve(const char *flag_server, const char *flag_token, struct cli_
         token_from = NULL; /* checked when the file was read */
     }
     if (rc == 0 && token_from && cfg->token)
-        rc = check_token(cfg->token, token_from, err);
+        rc = cli__token_check(cfg->token, token_from, err);
     if (rc < 0)
         goto out;
     if (cfg->server == NULL || cfg->token == NULL)
-        rc = eph_err_set(err, EPH_EUNAUTH,
-                         "not logged in: run 'eph login --server URL --token TOKEN'");
+        rc = eph_err_set(err, EPH_EUNAUTH, "not logged in: run 'eph login --server URL'");
 out:
     if (rc < 0)
         cli__config_release(cfg);
     cli__config_release(&file);
-    free(path);
-    return rc;
-}
-
-/* ------------------------------------------------------------- eph login */
-
-int
-cli__cmd_login(struct cli_ctx *ctx, const struct cli_args *args)
-{
-    struct cli_config cfg = {0};
-    struct eph_err err = {0};
-    json_t *who = NULL;
-    char *path = NULL;
-    int rc;
-
-    if (ctx->flag_token == NULL) {
-        fputs("eph: browser sign-in is not available yet: use "
-              "'eph login --server URL --token TOKEN' with a token from your administrator\n",
-              ctx->err);
-        return CLI_EXIT_USAGE;
-    }
-    if (ctx->flag_server == NULL && env_value("EPH_SERVER") == NULL) {
-        /* A server from an old config is fine when only the token changes. */
-        path = cli__config_path(&err);
-        if (path == NULL || cli__config_read(path, &cfg, &err) != 0 || cfg.server == NULL) {
-            cli__config_release(&cfg);
-            free(path);
-            return cli__usage(ctx, "missing --server URL");
-        }
-        cli__config_release(&cfg);
-        free(path);
-        path = NULL;
-    }
-    rc = cli__connect(ctx, &err);
-    if (rc == 0)
-        rc = cli__http_json(ctx, "GET", "/whoami", NULL, &who, &err);
-    if (rc < 0) {
-        rc = cli__fail(ctx, &err);
-        goto out;
-    }
-    path = cli__config_path(&err);
-    cfg.server = ctx->server; /* borrowed for the write */
-    cfg.token = ctx->token;
-    rc = path ? cli__config_write(path, &cfg, &err) : EPH_EINVAL;
-    cfg.server = NULL;
-    cfg.token = NULL;
-    if (rc < 0) {
-        rc = cli__fail(ctx, &err);
-        goto out;
-    }
-    fprintf(ctx->out, "logged in to %s as %s (%s)\n", ctx->server, cli__jstr(who, "name", "?"),
-            cli__jstr(who, "role", "?"));
-    rc = CLI_EXIT_OK;
-out:
-    json_decref(who);
     free(path);
     return rc;
 }

@@ -1,6 +1,7 @@
 /*
  * cli/cli_envs.c - the verbs of environments: `eph up` (and its --wait
- * progress view), `eph ls`, `eph get`, `eph logs`, `eph extend`, `eph rm`.
+ * progress view), `eph ls`, `eph get`, `eph logs`, `eph extend`,
+ * `eph visibility`, `eph link`, `eph rm`.
  *
  * Waiting is polling: GET /envs/NAME every WAIT_POLL_MS until a terminal
  * phase or the deadline. The server's reconciler is level-triggered, so
@@ -345,6 +346,7 @@ cli__cmd_up(struct cli_ctx *ctx, const struct cli_args *args)
     const char *ref = cli__arg(args, "ref");
     const char *name = cli__arg(args, "name");
     const char *ttl = cli__arg(args, "ttl");
+    const char *visibility = cli__arg(args, "visibility");
     bool wait = cli__has(args, "wait");
     struct eph_err err = {0};
     json_t *body = NULL, *params = json_object(), *resp = NULL, *final = NULL;
@@ -357,6 +359,10 @@ cli__cmd_up(struct cli_ctx *ctx, const struct cli_args *args)
     }
     if (ttl && duration_parse(ttl, &ttl_s, &err) < 0) {
         rc = cli__usage(ctx, "--ttl: %s", err.msg);
+        goto out;
+    }
+    if (visibility && cli__one_of(visibility, cli__visibilities, "visibility", &err) < 0) {
+        rc = cli__usage(ctx, "--visibility: %s", err.msg);
         goto out;
     }
     if (parse_timeout(ctx, args, &timeout_ms) < 0) {
@@ -377,6 +383,8 @@ cli__cmd_up(struct cli_ctx *ctx, const struct cli_args *args)
         json_object_set_new(body, "name", json_string(name));
     if (ttl)
         json_object_set_new(body, "ttl", json_string(ttl));
+    if (visibility)
+        json_object_set_new(body, "visibility", json_string(visibility));
     if (json_object_size(params) > 0)
         json_object_set(body, "params", params);
     if (cli__connect(ctx, &err) < 0 ||
@@ -495,6 +503,7 @@ print_env_fields(struct cli_ctx *ctx, const json_t *env, int64_t now_ms)
     cli__table_add(&t, (const char *const[]){"ref:", cli__jstr(env, "ref", NULL)});
     cli__table_add(&t, (const char *const[]){"commit:", commit});
     cli__table_add(&t, (const char *const[]){"owner:", cli__jstr(env, "owner", NULL)});
+    cli__table_add(&t, (const char *const[]){"visibility:", cli__jstr(env, "visibility", NULL)});
     cli__table_add(&t, (const char *const[]){"phase:", cli__jstr(env, "phase", NULL)});
     cli__table_add(&t, (const char *const[]){"reason:", cli__jstr(env, "reason", NULL)});
     if (*param_text)
@@ -677,6 +686,94 @@ cli__cmd_extend(struct cli_ctx *ctx, const struct cli_args *args)
     }
     json_decref(env);
     return CLI_EXIT_OK;
+}
+
+/* ------------------------------------------------------------- eph visibility */
+
+int
+cli__cmd_visibility(struct cli_ctx *ctx, const struct cli_args *args)
+{
+    const char *visibility = args->pos[1];
+    struct eph_err err = {0};
+    json_t *body, *env = NULL;
+    char *path;
+    int rc;
+
+    if (cli__one_of(visibility, cli__visibilities, "visibility", &err) < 0)
+        return cli__usage(ctx, "%s", err.msg);
+    if (cli__connect(ctx, &err) < 0)
+        return cli__fail(ctx, &err);
+    body = json_pack("{s:s}", "visibility", visibility);
+    path = env_path(args->pos[0], "/visibility");
+    rc = cli__http_json(ctx, "POST", path, body, &env, &err);
+    json_decref(body);
+    free(path);
+    if (rc < 0)
+        return cli__fail(ctx, &err);
+    if (ctx->json && env)
+        cli__print_json(ctx, env);
+    else
+        fprintf(ctx->out, "environment %s is now %s\n", cli__jstr(env, "name", args->pos[0]),
+                cli__jstr(env, "visibility", visibility));
+    json_decref(env);
+    return CLI_EXIT_OK;
+}
+
+/* ------------------------------------------------------------- eph link */
+
+int
+cli__cmd_link(struct cli_ctx *ctx, const struct cli_args *args)
+{
+    const char *name = args->pos[0];
+    const char *ttl = cli__arg(args, "ttl");
+    const char *service = cli__arg(args, "service");
+    struct eph_err err = {0};
+    json_t *body, *link = NULL;
+    const char *url;
+    char *path;
+    int64_t ttl_s;
+    int rc;
+
+    if (ttl && duration_parse(ttl, &ttl_s, &err) < 0)
+        return cli__usage(ctx, "--ttl: %s", err.msg);
+    if (service && *service == '\0')
+        return cli__usage(ctx, "--service: empty name");
+    if (cli__connect(ctx, &err) < 0)
+        return cli__fail(ctx, &err);
+    body = json_object();
+    if (ttl)
+        json_object_set_new(body, "ttl", json_string(ttl));
+    if (service)
+        json_object_set_new(body, "service", json_string(service));
+    path = env_path(name, "/links");
+    rc = cli__http_json(ctx, "POST", path, body, &link, &err);
+    json_decref(body);
+    free(path);
+    if (rc < 0)
+        return cli__fail(ctx, &err);
+    url = cli__jstr(link, "url", NULL);
+    rc = CLI_EXIT_OK;
+    if (ctx->json) {
+        cli__print_json(ctx, link);
+    } else if (url == NULL) {
+        fputs("eph: the server's answer has no url\n", ctx->err);
+        rc = CLI_EXIT_FAILED;
+    } else {
+        int64_t expires_ms = cli__jtime_ms(link, "expires_at");
+        char *clean = cli__sanitize(url);
+        char when[32] = "-", left[32];
+
+        format_time(expires_ms, when, sizeof(when));
+        cli__format_expires(time_wall_ms(), expires_ms, left, sizeof(left));
+        fprintf(ctx->out, "%s\n", clean);
+        fflush(ctx->out);
+        /* Who holds the URL gets in without signing in: say until when. */
+        fprintf(ctx->err, "anyone with this link can open %s%s%s until %s (in %s)\n", name,
+                service ? " " : "", service ? service : "", when, left);
+        free(clean);
+    }
+    json_decref(link);
+    return rc;
 }
 
 /* ------------------------------------------------------------- eph rm */

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
+
 #include "util/buf.h"
 #include "util/xmalloc.h"
 
@@ -43,7 +45,7 @@ cli__ctx_release(struct cli_ctx *ctx)
     free(ctx->server);
     ctx->server = NULL;
     if (ctx->token)
-        memset(ctx->token, 0, strlen(ctx->token)); /* a core dump should not hold it */
+        OPENSSL_cleanse(ctx->token, strlen(ctx->token)); /* a core dump should not hold it */
     free(ctx->token);
     ctx->token = NULL;
 }
@@ -160,7 +162,7 @@ prepare(struct cli_ctx *ctx, const char *method, const char *url, const char *bo
 
     curl_easy_reset(c);
     *headers = curl_slist_append(NULL, auth);
-    memset(auth, 0, strlen(auth));
+    OPENSSL_cleanse(auth, strlen(auth));
     free(auth);
     if (sink->stream == NULL)
         *headers = curl_slist_append(*headers, "Accept: application/json");
@@ -247,6 +249,8 @@ cli__http_json(struct cli_ctx *ctx, const char *method, const char *path, const 
     }
     curl_slist_free_all(headers);
     buf_release(&sink.body);
+    if (body_text)
+        OPENSSL_cleanse(body_text, strlen(body_text)); /* it may hold a password */
     free(body_text);
     free(url);
     return rc;

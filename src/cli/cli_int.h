@@ -38,6 +38,7 @@ enum {
 #define CLI_MAX_RESPONSE_BYTES (64u << 20) /* a JSON answer; envs?all=1 grows with history */
 #define CLI_MAX_ERROR_BYTES (64u << 10)    /* the body of an error answer to a stream */
 #define CLI_MAX_CONFIG_BYTES (64u << 10)   /* the client config is two strings */
+#define CLI_MAX_SECRET_BYTES 1024          /* a token or password read from stdin or a tty */
 
 /* ------------------------------------------------------------- verbs and flags */
 
@@ -129,7 +130,10 @@ struct cli_ctx {
  */
 int cli__connect(struct cli_ctx *ctx, struct eph_err *err);
 
-/* Prints "eph: <err->msg>" to ctx->err; returns CLI_EXIT_FAILED. */
+/*
+ * Prints "eph: <err->msg>" to ctx->err; returns CLI_EXIT_FAILED. A refused
+ * token (EPH_EUNAUTH from the server) adds how to sign in again.
+ */
 int cli__fail(struct cli_ctx *ctx, const struct eph_err *err);
 /* Prints "eph: <message>" and a pointer to `eph VERB --help`; returns CLI_EXIT_USAGE. */
 int cli__usage(struct cli_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -198,6 +202,7 @@ int cli__config_read(const char *path, struct cli_config *cfg, struct eph_err *e
 /*
  * Writes cfg's server and token to `path` (mode 0600, atomically; parent
  * directories created with mode 0700), keeping any other keys the file held.
+ * A NULL field is removed from the file (`eph logout` drops the token).
  */
 int cli__config_write(const char *path, const struct cli_config *cfg, struct eph_err *err);
 
@@ -210,6 +215,24 @@ int cli__config_resolve(const char *flag_server, const char *flag_token, struct 
                         struct eph_err *err);
 
 void cli__config_release(struct cli_config *cfg);
+
+/*
+ * Checks that a token can go into an Authorization header (printable ASCII,
+ * at most CLI_MAX_SECRET_BYTES). `where` names its source for the message
+ * ("--token", "stdin"); the token itself is never quoted.
+ */
+int cli__token_check(const char *token, const char *where, struct eph_err *err);
+
+/*
+ * Reads one line from stdin into *out (a new string, without its line end):
+ * `--token -`, `--password-stdin`. `what` names the flag for the messages.
+ * EPH_EINVAL when stdin is empty or the line is longer than
+ * CLI_MAX_SECRET_BYTES.
+ */
+int cli__read_stdin_line(const char *what, char **out, struct eph_err *err);
+
+/* getenv() that treats an empty value as unset. */
+const char *cli__env_value(const char *name);
 
 /*
  * Checks a server URL (http:// or https://, a host) and returns a copy
@@ -273,6 +296,33 @@ const char *cli__jstr(const json_t *obj, const char *key, const char *dflt);
 int64_t cli__jint(const json_t *obj, const char *key);
 
 /*
+ * A time of the API (docs/api.md, "Times") in ms since the epoch: obj[key +
+ * "_ms"] when it is set, else obj[key] parsed as RFC 3339 UTC
+ * ("2026-11-22T10:00:00Z", fractions allowed); 0 when unset or unreadable.
+ */
+int64_t cli__jtime_ms(const json_t *obj, const char *key);
+
+/* An "id" that may be a number or a string, as text in out ("" if absent). */
+void cli__jid(const json_t *obj, const char *key, char *out, size_t out_size);
+
+/*
+ * The list of a list answer: `resp` itself when it is an array, else
+ * resp[key] ({"users": [...]}). Borrowed from resp; NULL when neither.
+ */
+const json_t *cli__jlist(const json_t *resp, const char *key);
+
+/*
+ * Checks that `value` is one of `allowed` (ended by NULL). Returns 0, or
+ * EPH_EINVAL with "invalid WHAT 'value', expected a, b or c".
+ */
+int cli__one_of(const char *value, const char *const *allowed, const char *what,
+                struct eph_err *err);
+
+/* Roles ("admin", "member", "viewer") and visibilities ("team", "private", "link"). */
+extern const char *const cli__roles[];
+extern const char *const cli__visibilities[];
+
+/*
  * Adds one `--param KEY=VALUE` to the object `params`: the key is what comes
  * before the first '=' and may not be empty; the value may be. Returns 0 or
  * EPH_EINVAL with a message.
@@ -285,9 +335,64 @@ int cli__param_add(json_t *params, const char *kv, struct eph_err *err);
  */
 bool cli__repo_is_relative_path(const char *repo);
 
+/* ------------------------------------------------------------- browser sign-in (cli_login.c) */
+
+#define CLI_STATE_BYTES 16 /* random bytes of a sign-in state: 32 hex digits */
+#define CLI_STATE_HEX_LEN (CLI_STATE_BYTES * 2)
+
+/*
+ * Fills out with CLI_STATE_HEX_LEN random lower-case hex digits and a NUL
+ * (OpenSSL's RAND_bytes). Returns 0, or EPH_EINTERNAL when no randomness
+ * could be had.
+ */
+int cli__state_new(char out[CLI_STATE_HEX_LEN + 1], struct eph_err *err);
+
+/*
+ * True when `got` equals `want`, compared in time that does not depend on
+ * where they differ (CRYPTO_memcmp). `got` may be NULL (false).
+ */
+bool cli__state_equal(const char *want, const char *got);
+
+/* What a browser's request to the loopback listener of `eph login` carried. */
+struct cli_callback {
+    char *token; /* query values, percent-decoded and owned; NULL when absent */
+    char *state;
+    char *error; /* a refusal the server may send instead of a token */
+};
+
+/*
+ * Parses the request line (`len` bytes, without its CRLF) of a request to
+ * the loopback listener: "GET /callback?token=T&state=S HTTP/1.1". Returns 0
+ * for GET /callback, its known query values in *cb (zeroed first; release
+ * with cli__callback_release() in every case); EPH_ENOTFOUND for any other
+ * method or path (the listener answers 404); EPH_EINVAL for a malformed line,
+ * a bad percent-escape, or a known query key given twice (400).
+ */
+int cli__callback_parse(const char *line, size_t len, struct cli_callback *cb);
+void cli__callback_release(struct cli_callback *cb);
+
+/*
+ * Decodes %XX escapes of s[0..len) into a new string in *out ('+' stays '+':
+ * RFC 3986, not a form). EPH_EINVAL for a truncated or non-hex escape or a
+ * decoded NUL.
+ */
+int cli__percent_decode(const char *s, size_t len, char **out);
+
 /* ------------------------------------------------------------- verbs (cli_envs.c, ...) */
 
 int cli__cmd_login(struct cli_ctx *ctx, const struct cli_args *args);
+int cli__cmd_logout(struct cli_ctx *ctx, const struct cli_args *args);
+int cli__cmd_whoami(struct cli_ctx *ctx, const struct cli_args *args);
+int cli__cmd_user_add(struct cli_ctx *ctx, const struct cli_args *args);
+int cli__cmd_user_ls(struct cli_ctx *ctx, const struct cli_args *args);
+int cli__cmd_user_rm(struct cli_ctx *ctx, const struct cli_args *args);
+int cli__cmd_user_role(struct cli_ctx *ctx, const struct cli_args *args);
+int cli__cmd_user_passwd(struct cli_ctx *ctx, const struct cli_args *args);
+int cli__cmd_token_create(struct cli_ctx *ctx, const struct cli_args *args);
+int cli__cmd_token_ls(struct cli_ctx *ctx, const struct cli_args *args);
+int cli__cmd_token_revoke(struct cli_ctx *ctx, const struct cli_args *args);
+int cli__cmd_link(struct cli_ctx *ctx, const struct cli_args *args);
+int cli__cmd_visibility(struct cli_ctx *ctx, const struct cli_args *args);
 int cli__cmd_version(struct cli_ctx *ctx, const struct cli_args *args);
 int cli__cmd_help(struct cli_ctx *ctx, const struct cli_args *args);
 int cli__cmd_projects(struct cli_ctx *ctx, const struct cli_args *args);

@@ -112,6 +112,23 @@ static const struct setting settings[] = {
     {"shutdown_grace", SETTING_DURATION_MS, "10s",
      "on SIGTERM, how long requests in flight may take to finish", FIELD(shutdown_grace_ms), 0,
      3600 * 1000},
+    /* sign-in and guardrails (docs/auth.md); providers and sinks are the
+     * `auth:` and `notify:` sections of the config file (core/auth_config.h) */
+    {"auth", SETTING_STRING, "on",
+     "on: every environment URL needs a signed-in user, a token or a share link; off: "
+     "environment URLs are open to anyone who reaches the port (the API still needs a token)",
+     FIELD(auth), 0, 0},
+    {"session_idle", SETTING_DURATION_S, "12h", "a browser session unused this long ends",
+     FIELD(session_idle_s), 60, 365 * 24 * 3600},
+    {"session_max", SETTING_DURATION_S, "7d", "a browser session ends this long after sign-in",
+     FIELD(session_max_s), 60, 365 * 24 * 3600},
+    {"quota_envs_per_user", SETTING_INT, "3",
+     "environments one user (not an admin) may have at once; 0: no limit",
+     FIELD(quota_envs_per_user), 0, 1000000},
+    {"quota_envs_total", SETTING_INT, "0", "environments on this server at once; 0: no limit",
+     FIELD(quota_envs_total), 0, 1000000},
+    {"run_as", SETTING_STRING, "nobody",
+     "the user environment processes run as when eph serve runs as root", FIELD(run_as), 0, 0},
     {"public_url_port", SETTING_INT, "0",
      "port the URLs of services advertise (behind a load balancer: 80); 0: the listening port",
      FIELD(public_url_port), 0, 65535},
@@ -280,6 +297,12 @@ config_load_file(struct config *cfg, const char *path, struct eph_err *err)
         size_t n;
         const char *s;
 
+        if (fy_node_is_scalar(k) && v && !fy_node_is_scalar(v)) {
+            s = fy_node_get_scalar(k, &n);
+            /* Sections of their own, read by auth_config_load_file(). */
+            if ((n == 4 && memcmp(s, "auth", 4) == 0) || (n == 6 && memcmp(s, "notify", 6) == 0))
+                continue;
+        }
         if (!fy_node_is_scalar(k) || v == NULL || !fy_node_is_scalar(v)) {
             rc = eph_err_set(err, EPH_EPARSE, "%s:%d:%d: expected 'setting: value'", path,
                              line, col);
@@ -447,6 +470,16 @@ config_validate(struct config *cfg, struct eph_err *err)
         strcmp(cfg->log_level, "warn") && strcmp(cfg->log_level, "error"))
         return eph_err_set(err, EPH_EINVAL, "log_level: '%s' is not debug, info, warn or error",
                            cfg->log_level);
+    if (strcmp(cfg->auth, "on") == 0)
+        cfg->auth_on = true;
+    else if (strcmp(cfg->auth, "off") == 0)
+        cfg->auth_on = false;
+    else
+        return eph_err_set(err, EPH_EINVAL, "auth: '%s' is not on or off", cfg->auth);
+    if (cfg->session_idle_s > cfg->session_max_s)
+        return eph_err_set(err, EPH_EINVAL, "session_idle is longer than session_max");
+    if (cfg->run_as == NULL || cfg->run_as[0] == '\0')
+        return eph_err_set(err, EPH_EINVAL, "run_as: must name a user (it is used only as root)");
     return 0;
 }
 

@@ -46,6 +46,14 @@ struct config {
     char *access_log;            /* path, "-" for stderr, "" for none */
     int64_t shutdown_grace_ms;   /* SIGTERM: in-flight requests get this long to finish */
     int64_t public_url_port;     /* the port URLs advertise; 0: the port the gateway bound */
+    /* sign-in and guardrails (docs/auth.md) */
+    char *auth;                  /* "on" or "off" */
+    bool auth_on;                /* derived from auth by config_validate */
+    int64_t session_idle_s;      /* a session unused this long ends */
+    int64_t session_max_s;       /* a session ends this long after sign-in */
+    int64_t quota_envs_per_user; /* live environments per non-admin owner; 0: no limit */
+    int64_t quota_envs_total;    /* live environments in all; 0: no limit */
+    char *run_as;                /* user of environment processes when running as root */
 };
 
 /* Fills *cfg with the defaults. */

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/access.h"
 #include "util/err.h"
 
 #define ENV_NAME_MAX 40 /* DNS label: [a-z0-9]([a-z0-9-]{0,38}[a-z0-9])? */
@@ -74,6 +75,7 @@ struct env {
     char *ref;               /* as requested: branch, tag or commit */
     char *commit;            /* resolved full sha */
     char *owner;
+    enum visibility visibility; /* who sees it; VIS_TEAM unless asked otherwise */
     char *template_yaml;     /* ephemera.yaml at `commit`, kept with the record */
     struct env_param *params;
     size_t n_params;
@@ -109,7 +111,7 @@ int svc_state_parse(const char *name, enum svc_state *out);
 /* True for a DNS label of at most ENV_NAME_MAX characters. */
 bool env_name_valid(const char *name);
 
-struct env *env_new(void);             /* zeroed */
+struct env *env_new(void);             /* zeroed: pending, VIS_TEAM */
 void env_free(struct env *env);        /* frees services and params too; NULL is fine */
 void env_list_free(struct env **envs, size_t n);
 struct env_svc *env_svc_find(const struct env *env, const char *name);

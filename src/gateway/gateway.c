@@ -64,7 +64,8 @@ static const char *const uperr_names[GW_UPERR_N] = {
 
 struct gateway {
     struct gw_config cfg; /* strings point at the copies below */
-    char *listen_host, *host_pattern, *domain, *control_host;
+    char *listen_host, *host_pattern, *domain, *control_host, *signin_base;
+    unsigned char auth_key[32]; /* AUTH_KEY_BYTES */
     struct gw_host_pattern pattern;
     char control_key[96];
     int port;
@@ -367,6 +368,7 @@ gateway_free(struct gateway *gw)
     free(gw->host_pattern);
     free(gw->domain);
     free(gw->control_host);
+    free(gw->signin_base);
     free(gw);
 }
 
@@ -415,6 +417,9 @@ gw_start(const struct gw_config *cfg, struct gateway **out, struct eph_err *err)
     gw->cfg.host_pattern = gw->host_pattern;
     gw->cfg.domain = gw->domain;
     gw->cfg.control_host = gw->control_host;
+    if (cfg->auth_key)
+        memcpy(gw->auth_key, cfg->auth_key, sizeof(gw->auth_key));
+    gw->cfg.auth_key = gw->auth_key;
     snprintf(gw->control_key, sizeof(gw->control_key), "%s:%d", gw->control_host,
              gw->cfg.control_port);
     atomic_init(&gw->open_connections, 0);
@@ -465,6 +470,15 @@ gw_start(const struct gw_config *cfg, struct gateway **out, struct eph_err *err)
                 ((struct sockaddr_in *)&addr)->sin_port = htons((uint16_t)gw->port);
         }
     }
+    if (cfg->signin_base) {
+        gw->signin_base = xstrdup(cfg->signin_base);
+    } else {
+        char base[320];
+
+        snprintf(base, sizeof(base), "http://%s:%d", gw->domain, gw->port);
+        gw->signin_base = xstrdup(base);
+    }
+    gw->cfg.signin_base = gw->signin_base;
     gw->workers = xcalloc((size_t)n, sizeof(*gw->workers));
     gw->n_workers = n;
     for (int i = 0; i < n; i++) {
@@ -527,6 +541,12 @@ fail:
     free(fds);
     gateway_free(gw);
     return rc;
+}
+
+const char *
+gw_signin_base(const struct gateway *gw)
+{
+    return gw->signin_base;
 }
 
 int

@@ -28,6 +28,7 @@
 #include "util/err.h"
 
 struct gateway;
+struct auth_index;
 
 struct gw_config {
     const char *listen_host;       /* "127.0.0.1" */
@@ -46,6 +47,10 @@ struct gw_config {
     int upstream_keepalive;        /* idle connections kept per address and worker; 0: default, <0: none */
     int max_connections;           /* client connections over all workers; 503 beyond */
     FILE *access_log;              /* one logfmt line per request; NULL: none */
+    /* Sign-in (docs/auth.md). auth_ix NULL: service URLs are open to all. */
+    struct auth_index *auth_ix;    /* shared with the API; outlives the gateway */
+    const unsigned char *auth_key; /* AUTH_KEY_BYTES; copied by gw_start */
+    const char *signin_base;       /* the control host for browsers; NULL: http://<domain>:<port> */
 };
 
 /* Binds and starts the worker threads. Control loop, once. */
@@ -53,6 +58,10 @@ int gw_start(const struct gw_config *cfg, struct gateway **out, struct eph_err *
 
 /* The port actually bound. */
 int gw_port(const struct gateway *gw);
+
+/* The control host's URL for browsers: cfg->signin_base, or by default
+ * "http://<domain>:<bound port>". */
+const char *gw_signin_base(const struct gateway *gw);
 
 /*
  * Hands a new route table to every worker; takes over the caller's reference.

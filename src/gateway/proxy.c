@@ -28,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "auth/signed.h"
 #include "util/time.h"
 #include "util/xmalloc.h"
 
@@ -107,6 +108,8 @@ struct gw_client {
     bool retried;  /* a stale pooled connection was replaced once */
     bool up_dirty; /* the upstream sent more than its response */
     struct gw_resp_plan plan;
+    struct gw_guard_pass pass; /* who the current request to a service comes from */
+    bool to_service;           /* the current request goes to a service host */
     const char *env_name; /* of the exchange: borrowed from routes, or static */
     const char *svc_name;
     const char *up_key; /* the upstream address, borrowed like the names */
@@ -987,6 +990,62 @@ get_upstream(struct gw_client *c, bool fresh)
     c->up = gw__upstream_connect(c->w, c->up_key, c->up_host, c->up_port, c);
 }
 
+/*
+ * Sign-in on a service host (guard.c): true to go on with c->pass filled;
+ * false after answering (a redirect to sign in, 401, 404, a ticket exchange).
+ */
+static bool
+guard_passes(struct gw_client *c, const char *host, size_t host_len, const char *env,
+             size_t env_len)
+{
+    struct gw_worker *w = c->w;
+    char host_norm[AUTH_HOST_MAX];
+    struct gw_guard_req gr = {0};
+    struct gw_page_req pr;
+    int status = 0;
+    bool keep = can_keep_after_page(c);
+
+    page_req(c, &pr, keep);
+    if (!auth_host_normalize(host, host_len, host_norm)) {
+        gw__page_error(client_out(c), &pr, 400, "bad Host header");
+        send_page(c, 400, keep);
+        return false;
+    }
+    gr.head = &c->rp.head;
+    gr.host = host;
+    gr.host_len = host_len;
+    gr.host_norm = host_norm;
+    gr.target = gw__reqp_target(&c->rp, &gr.target_len);
+    gr.path = gw__reqp_path(&c->rp, &gr.path_len);
+    gr.env = gw_routes_find_env(c->routes, env, env_len);
+    gr.pr = &pr;
+    gr.safe_method = c->rp.method == HTTP_GET || c->rp.method == HTTP_HEAD;
+    gr.secure = strncmp(w->cfg->signin_base, "https://", 8) == 0;
+    if (gw__guard(w, &gr, client_out(c), &status, &c->pass) == GW_GUARD_PASS)
+        return true;
+    send_page(c, status, keep);
+    return false;
+}
+
+/* The head for the upstream: a service never sees the platform's
+ * credentials, and learns who is asking from our X-Ephemera-* headers. */
+static int
+build_upstream_head(struct gw_client *c)
+{
+    struct gw_identity id = {0};
+    bool signed_in = c->to_service && c->w->cfg->auth_ix;
+
+    if (signed_in && c->pass.link) {
+        id.role = "link";
+    } else if (signed_in) {
+        id.user = c->pass.who.user;
+        id.email = c->pass.who.email;
+        id.role = role_name(c->pass.who.role);
+    }
+    return gw__build_upstream_head(&c->rp, c->remote, c->to_service, signed_in ? &id : NULL,
+                                   &c->up_head);
+}
+
 static void
 on_request_head(struct gw_client *c)
 {
@@ -1007,6 +1066,9 @@ on_request_head(struct gw_client *c)
     host = gw__reqp_host(&c->rp, &host_len);
     kind = host ? gw_host_classify(w->pattern, host, host_len, &svc, &svc_len, &env, &env_len)
                 : GW_HOST_UNKNOWN;
+    c->to_service = kind == GW_HOST_SERVICE;
+    if (kind == GW_HOST_SERVICE && w->cfg->auth_ix && !guard_passes(c, host, host_len, env, env_len))
+        return;
     if (kind == GW_HOST_SERVICE) {
         const struct gw_route_service *r = gw_routes_find(c->routes, svc, svc_len, env, env_len);
 
@@ -1045,7 +1107,7 @@ on_request_head(struct gw_client *c)
     }
     if (c->to_up.n > 0)
         flush_up(c); /* c->up_head is about to change */
-    if (gw__build_upstream_head(&c->rp, c->remote, &c->up_head) < 0) {
+    if (build_upstream_head(c) < 0) {
         refuse(c, 431, "request head too large");
         return;
     }

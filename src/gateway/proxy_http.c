@@ -781,8 +781,93 @@ head_bound(const struct gw_head *h, size_t extra)
     return 2 * h->text.len + 4 * h->n_hdrs + extra;
 }
 
+/* True for a Cookie pair (trimmed, len bytes) of the platform's own. */
+static bool
+platform_cookie(const char *pair, size_t len)
+{
+    static const char *const names[] = {GW_HOST_COOKIE "=", GW_SESSION_COOKIE "="};
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        size_t n = strlen(names[i]);
+
+        if (len >= n && memcmp(pair, names[i], n) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Writes a Cookie header without the platform's pairs; nothing if none is left. */
+static void
+put_cookie_filtered(struct hw *w, const struct gw_head *h, size_t i)
+{
+    const char *v = hdr_value(h, i), *end = v + h->hdrs[i].value_len;
+    bool any = false;
+
+    while (v < end) {
+        const char *semi = memchr(v, ';', (size_t)(end - v));
+        const char *stop = semi ? semi : end;
+        const char *a = v, *b = stop;
+
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        if (b > a && !platform_cookie(a, (size_t)(b - a))) {
+            if (!any)
+                PUTS(w, "Cookie: ");
+            else
+                PUTS(w, "; ");
+            put(w, a, (size_t)(b - a));
+            any = true;
+        }
+        v = semi ? semi + 1 : end;
+    }
+    if (any)
+        PUTS(w, "\r\n");
+}
+
+/* True for "Authorization: Bearer eph_...": a token of ours. */
+static bool
+platform_bearer(const struct gw_head *h, size_t i)
+{
+    const char *v = hdr_value(h, i);
+    size_t len = h->hdrs[i].value_len;
+
+    while (len > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        len--;
+    }
+    if (len < 7 || strncasecmp(v, "bearer ", 7) != 0)
+        return false;
+    v += 7;
+    len -= 7;
+    while (len > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        len--;
+    }
+    return len >= 4 && memcmp(v, "eph_", 4) == 0;
+}
+
+static void
+put_identity(struct hw *w, const char *name, const char *value)
+{
+    if (value == NULL || value[0] == '\0')
+        return;
+    put(w, name, strlen(name));
+    PUTS(w, ": ");
+    /* Our own values: user names and roles are plain; an email from a provider
+     * could hold anything, so control characters are never written. */
+    for (const char *c = value; *c; c++) {
+        char ch = (unsigned char)*c < 0x20 || *c == 0x7f ? '?' : *c;
+
+        put(w, &ch, 1);
+    }
+    PUTS(w, "\r\n");
+}
+
 int
-gw__build_upstream_head(const struct gw_reqp *p, const char *client_addr, struct buf *out)
+gw__build_upstream_head(const struct gw_reqp *p, const char *client_addr,
+                        bool strip_credentials, const struct gw_identity *id, struct buf *out)
 {
     const struct gw_head *h = &p->head;
     const char *method = http_method_str(p->method);
@@ -793,7 +878,8 @@ gw__build_upstream_head(const struct gw_reqp *p, const char *client_addr, struct
     bool had_xff = false;
     struct hw w;
 
-    if (hw_begin(out, head_bound(h, 2 * client_len + 1024), &w) < 0) /* hosts: <= 255 */
+    /* hosts: <= 255; identity: user, email and role, each bounded */
+    if (hw_begin(out, head_bound(h, 2 * client_len + 1024 + 1024), &w) < 0)
         return EPH_ETOOBIG;
     collect_tokens(h, &ct);
     target = origin_target(p, &target_len);
@@ -814,7 +900,20 @@ gw__build_upstream_head(const struct gw_reqp *p, const char *client_addr, struct
         if (ct.n > 0 && !NAME_IS(h, i, "host") && named_by_connection(h, i, &ct) &&
             !(p->upgrade && NAME_IS(h, i, "upgrade")))
             continue;
+        if (h->hdrs[i].name_len > 12 && strncasecmp(hdr_name(h, i), "x-ephemera-", 11) == 0)
+            continue; /* never trusted from a client: ours follow */
+        if (strip_credentials && NAME_IS(h, i, "cookie")) {
+            put_cookie_filtered(&w, h, i);
+            continue;
+        }
+        if (strip_credentials && NAME_IS(h, i, "authorization") && platform_bearer(h, i))
+            continue;
         put_header(&w, h, i);
+    }
+    if (id) {
+        put_identity(&w, "X-Ephemera-User", id->user);
+        put_identity(&w, "X-Ephemera-Email", id->email);
+        put_identity(&w, "X-Ephemera-Role", id->role);
     }
     /* X-Forwarded-For: what earlier proxies said, then the client. A
      * Connection-named X-Forwarded-For is dropped, not joined. */

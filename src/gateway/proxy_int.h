@@ -25,6 +25,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "auth/index.h"
+#include "core/access.h"
 #include "gateway/gateway.h"
 #include "gateway/routes.h"
 #include "util/buf.h"
@@ -138,15 +140,35 @@ const char *gw__reqp_path(const struct gw_reqp *p, size_t *len);
 /* A header's value by case-insensitive name (the first), or NULL. */
 const char *gw__head_find(const struct gw_head *h, const char *name, size_t *len);
 
+/* The cookies of the platform, never passed to a service. */
+#define GW_HOST_COOKIE "eph_host"
+#define GW_SESSION_COOKIE "eph_session"
+
+/* Who a forwarded request comes from, as the service is told. */
+struct gw_identity {
+    const char *user;  /* X-Ephemera-User; NULL: not sent */
+    const char *email; /* X-Ephemera-Email; NULL or "": not sent */
+    const char *role;  /* X-Ephemera-Role; NULL: not sent */
+};
+
 /*
  * Writes the request head for the upstream into out (reset first): the
  * request line in origin form with HTTP/1.1, the client's headers without
  * the hop-by-hop ones (and those its Connection header names), framing
  * headers of our own (the body is re-encoded, never passed through raw),
  * X-Forwarded-For (appended to), X-Forwarded-Proto, X-Forwarded-Host and a
- * Forwarded element. The Host header goes as sent. 0 or EPH_ETOOBIG.
+ * Forwarded element. The Host header goes as sent.
+ *
+ * With strip_credentials (every service host), the platform's credentials
+ * never reach the service: the GW_HOST_COOKIE and GW_SESSION_COOKIE pairs are
+ * cut out of Cookie headers (a header left empty is dropped) and an
+ * "Authorization: Bearer eph_..." header is dropped. X-Ephemera-* headers
+ * from the client are always dropped; `id` (may be NULL) adds ours.
+ * 0 or EPH_ETOOBIG.
  */
-int gw__build_upstream_head(const struct gw_reqp *p, const char *client_addr, struct buf *out);
+int gw__build_upstream_head(const struct gw_reqp *p, const char *client_addr,
+                            bool strip_credentials, const struct gw_identity *id,
+                            struct buf *out);
 
 /* The parser of one response from an upstream. */
 struct gw_respp {
@@ -220,6 +242,41 @@ void gw__page_unavailable(struct buf *out, const struct gw_page_req *pr,
                           const struct gw_route_service *svc);
 /* Any other status the gateway answers itself (400, 408, 431, 502, 504 ...). */
 void gw__page_error(struct buf *out, const struct gw_page_req *pr, int status, const char *message);
+
+/* ------------------------------------------------------------- sign-in guard (guard.c) */
+
+/* One request to a service host, as the guard sees it (all borrowed). */
+struct gw_guard_req {
+    const struct gw_head *head;
+    const char *host;      /* as sent, port included */
+    size_t host_len;
+    const char *host_norm; /* auth_host_normalize()d */
+    const char *target;    /* the request target */
+    size_t target_len;
+    const char *path;      /* the target without its query */
+    size_t path_len;
+    const struct gw_route_env *env; /* NULL: no such environment */
+    const struct gw_page_req *pr;
+    bool safe_method;      /* GET or HEAD: a browser may be redirected */
+    bool secure;           /* browsers reach us over https: Secure cookies */
+};
+
+/* Who passed: a user (who, principal) or a share link (link). */
+struct gw_guard_pass {
+    struct auth_who who;
+    struct principal principal;
+    bool link;
+};
+
+enum gw_guard_step {
+    GW_GUARD_PASS,     /* *out filled: proxy the request */
+    GW_GUARD_ANSWERED, /* `page` holds a whole response with *status */
+};
+
+struct gw_worker;
+/* Checks a request to a service host when sign-in is on (w->cfg->auth_ix). */
+enum gw_guard_step gw__guard(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page,
+                             int *status, struct gw_guard_pass *out);
 
 /* ------------------------------------------------------------- loop objects */
 

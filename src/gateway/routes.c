@@ -69,7 +69,10 @@ gw_routes_build(const struct gw_route_env_in *envs, size_t n_envs, uint64_t vers
         const struct gw_route_env_in *in = &envs[i];
         struct gw_route_env *e = &r->envs[i];
 
+        e->id = in->id;
         e->name = xstrdup(in->name);
+        e->owner = xstrdup(in->owner ? in->owner : "");
+        e->visibility = in->visibility;
         e->phase = in->phase;
         e->reason = xstrdup(in->reason);
         e->services = xcalloc(in->n_services + 1, sizeof(*e->services));
@@ -136,6 +139,7 @@ gw_routes_unref(struct gw_routes *r)
         }
         free(e->services);
         free(e->name);
+        free(e->owner);
         free(e->reason);
     }
     free(r->envs);

@@ -35,7 +35,10 @@ struct gw_route_service_in {
 };
 
 struct gw_route_env_in {
+    int64_t id;
     const char *name;
+    const char *owner;         /* NULL if none */
+    enum visibility visibility;
     enum env_phase phase;
     const char *reason;        /* NULL if none */
     const struct gw_route_service_in *services;
@@ -55,7 +58,10 @@ struct gw_route_service {
 };
 
 struct gw_route_env {
+    int64_t id;
     char *name;
+    char *owner;               /* "" if none */
+    enum visibility visibility;
     enum env_phase phase;
     char *reason;
     struct gw_route_service *services; /* exposed services only, in template order */

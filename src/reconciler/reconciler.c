@@ -546,6 +546,8 @@ notify_observer(struct reconciler *rec, struct env **envs, size_t n)
         v = &views[n_views++];
         v->id = env->id;
         v->name = env->name;
+        v->owner = env->owner;
+        v->visibility = env->visibility;
         v->phase = env->phase;
         v->reason = env->reason;
         if (p == NULL || p->error != NULL) {

@@ -49,6 +49,8 @@ struct rec_svc_view {
 struct rec_env_view {
     int64_t id;
     const char *name;
+    const char *owner;                   /* NULL if none */
+    enum visibility visibility;
     enum env_phase phase;                /* as just recorded */
     const char *reason;                  /* NULL if none */
     const struct rec_svc_view *services; /* in template order */

@@ -19,7 +19,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <curl/curl.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
@@ -37,6 +39,11 @@
 #include "drivers/local/local.h"
 #include "gateway/gateway.h"
 #include "gateway/http_server.h"
+#include "auth/auth.h"
+#include "auth/index.h"
+#include "auth/signed.h"
+#include "core/auth_config.h"
+#include "notify/notify.h"
 #include "reconciler/reconciler.h"
 #include "store/store.h"
 #include "util/fs.h"
@@ -52,6 +59,8 @@
  * the gateway keeps it in its pool, so the gateway is always the one to
  * close it and never sends a request on a connection being closed. */
 #define SERVE_API_IDLE_MARGIN_MS 30000
+/* How often last uses are written to the store and dead sessions dropped. */
+#define SERVE_AUTH_UPKEEP_MS 5000
 
 struct server {
     struct config cfg;
@@ -73,6 +82,11 @@ struct server {
     int lock_fd;                    /* flock on data_dir/eph.lock: one server per data dir */
     int stopping_parts;             /* the gateway and the API server, while they close */
     bool stopping;
+    struct auth_config ac;          /* the config file's auth: and notify: sections */
+    struct notifier *notifier;      /* events to the notify: sinks; NULL if none */
+    struct auth_index *auth_ix;     /* sessions, tokens, users: API and gateway */
+    unsigned char auth_key[AUTH_KEY_BYTES]; /* signs tickets, host cookies, share links */
+    uv_timer_t auth_upkeep;
 };
 
 static void
@@ -110,7 +124,8 @@ check_host_pattern(const struct config *cfg, struct eph_err *err)
 
 /* Reads settings in precedence order; returns 0, 1 (exit 0 now) or 2 (usage). */
 static int
-load_settings(struct config *cfg, int argc, char **argv, bool *check, bool *print)
+load_settings(struct config *cfg, struct auth_config *ac, int argc, char **argv, bool *check,
+              bool *print)
 {
     struct eph_err err = {0};
     const char *config_file = NULL;
@@ -129,7 +144,8 @@ load_settings(struct config *cfg, int argc, char **argv, bool *check, bool *prin
             config_file = argv[++i];
         }
     }
-    if (config_file && config_load_file(cfg, config_file, &err) < 0) {
+    if (config_file && (config_load_file(cfg, config_file, &err) < 0 ||
+                        auth_config_load_file(ac, config_file, &err) < 0)) {
         fprintf(stderr, "eph serve: %s\n", err.msg);
         return 2;
     }
@@ -186,17 +202,27 @@ load_settings(struct config *cfg, int argc, char **argv, bool *check, bool *prin
     return 0;
 }
 
-/* Makes the data directory and takes its lock. */
+/* Makes the data directory and takes its lock. With `run_as`, environment
+ * processes pass through data_dir and envs/ to reach their own directories:
+ * both are made with mode 0711 (entered, not listed), and an existing data_dir
+ * gains o+x and g+x; the store and the lock are 0600, git/ stays 0700. */
 static int
-prepare_data_dir(struct server *srv, struct eph_err *err)
+prepare_data_dir(struct server *srv, bool run_as, struct eph_err *err)
 {
     char *envs = config_envs_path(&srv->cfg);
     char *git = xasprintf("%s/git", srv->cfg.data_dir);
     char *lock = xasprintf("%s/eph.lock", srv->cfg.data_dir);
-    int rc = fs_mkdir_p(srv->cfg.data_dir, 0700);
+    mode_t mode = run_as ? 0711 : 0700;
+    struct stat st;
+    int rc = fs_mkdir_p(srv->cfg.data_dir, mode);
 
+    if (rc == 0 && run_as && stat(srv->cfg.data_dir, &st) < 0)
+        rc = -errno;
+    if (rc == 0 && run_as && (st.st_mode & 0011) != 0011 &&
+        chmod(srv->cfg.data_dir, (st.st_mode & 07777) | 0011) < 0)
+        rc = -errno;
     if (rc == 0)
-        rc = fs_mkdir_p(envs, 0700);
+        rc = fs_mkdir_p(envs, mode);
     if (rc == 0)
         rc = fs_mkdir_p(git, 0700);
     if (rc < 0) {
@@ -257,6 +283,25 @@ write_client_config(const char *path, const char *url, const char *token, struct
     return rc;
 }
 
+/* The user the first admin token acts for, unless it exists already (an
+ * earlier first start that stopped before adding the token). */
+static int
+add_admin_user(struct store *st, const struct store_actor *actor, struct eph_err *err)
+{
+    struct user admin = {
+        .name = (char *)"admin",
+        .role = (char *)"admin",
+        .provider = (char *)"local",
+    };
+    struct user *found = NULL;
+    int rc = store_user_get(st, "admin", &found, err);
+
+    user_free(found);
+    if (rc == EPH_ENOTFOUND)
+        rc = store_user_add(st, &admin, actor, err);
+    return rc;
+}
+
 /*
  * At the first start (no token at all), creates the admin token, prints it
  * once on stdout, and writes the local user's client config.
@@ -276,7 +321,9 @@ first_start(struct server *srv, int port, struct eph_err *err)
     if (auth_token_generate(token) < 0)
         return eph_err_set(err, EPH_EINTERNAL, "no randomness for the admin token");
     auth_token_hash(token, hash);
-    rc = store_token_add(srv->store, "admin", hash, "admin", 0, &actor, &id, err);
+    rc = add_admin_user(srv->store, &actor, err);
+    if (rc == 0)
+        rc = store_token_add(srv->store, "admin", hash, "admin", "admin", 0, &actor, &id, err);
     if (rc < 0)
         return rc;
     if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "") == 0)
@@ -328,6 +375,8 @@ route_signature(const struct rec_env_view *envs, size_t n)
         h = sig_str(h, envs[i].name);
         h = sig_int(h, envs[i].phase);
         h = sig_str(h, envs[i].reason);
+        h = sig_str(h, envs[i].owner);
+        h = sig_int(h, envs[i].visibility);
         h = sig_int(h, (int64_t)envs[i].n_services);
         for (size_t j = 0; j < envs[i].n_services; j++) {
             const struct rec_svc_view *v = &envs[i].services[j];
@@ -364,7 +413,10 @@ publish_routes(struct server *srv, const struct rec_env_view *envs, size_t n, ui
             n_routes += v->expose;
         }
         in[i] = (struct gw_route_env_in){
+            .id = envs[i].id,
             .name = envs[i].name,
+            .owner = envs[i].owner,
+            .visibility = envs[i].visibility,
             .phase = envs[i].phase,
             .reason = envs[i].reason,
             .services = svcs,
@@ -426,8 +478,19 @@ on_driver_closed(void *arg)
 {
     struct server *srv = arg;
 
+    uv_close((uv_handle_t *)&srv->auth_upkeep, NULL);
     uv_close((uv_handle_t *)&srv->sigterm, NULL);
     uv_close((uv_handle_t *)&srv->sigint, NULL);
+}
+
+static void
+on_notifier_closed(void *arg)
+{
+    struct server *srv = arg;
+
+    srv->notifier = NULL;
+    srv->driver->ops->close(srv->driver, on_driver_closed, srv);
+    srv->driver = NULL;
 }
 
 static void
@@ -436,6 +499,12 @@ on_rec_closed(void *arg)
     struct server *srv = arg;
 
     srv->rec = NULL;
+    if (srv->notifier) {
+        /* The last events (an expiry, a deletion) are in the store: delivered
+         * now if the sink answers in time, else after the next start. */
+        notifier_close(srv->notifier, on_notifier_closed, srv);
+        return;
+    }
     srv->driver->ops->close(srv->driver, on_driver_closed, srv);
     srv->driver = NULL;
 }
@@ -487,6 +556,87 @@ on_signal(uv_signal_t *sig, int signum)
 }
 
 /* ------------------------------------------------------------- main */
+
+/* The key that signs tickets, host cookies and share links: random at the
+ * first start, kept in the store so that cookies and links outlive a restart. */
+static int
+load_auth_key(struct server *srv, struct eph_err *err)
+{
+    char *hex = NULL;
+    char fresh[2 * AUTH_KEY_BYTES + 1];
+    int rc = store_meta_get(srv->store, "auth_key", &hex, err);
+
+    if (rc == EPH_ENOTFOUND) {
+        if (auth_random_hex(AUTH_KEY_BYTES, fresh) < 0)
+            return eph_err_set(err, EPH_EINTERNAL, "no randomness for the signing key");
+        rc = store_meta_set(srv->store, "auth_key", fresh, err);
+        if (rc < 0)
+            return rc;
+        hex = xstrdup(fresh);
+        OPENSSL_cleanse(fresh, sizeof(fresh));
+    } else if (rc < 0) {
+        return rc;
+    }
+    if (strlen(hex) != 2 * AUTH_KEY_BYTES) {
+        free(hex);
+        return eph_err_set(err, EPH_ESTORE, "the stored signing key is damaged");
+    }
+    for (size_t i = 0; i < AUTH_KEY_BYTES; i++) {
+        unsigned int byte;
+
+        if (sscanf(hex + 2 * i, "%2x", &byte) != 1) {
+            free(hex);
+            return eph_err_set(err, EPH_ESTORE, "the stored signing key is damaged");
+        }
+        srv->auth_key[i] = (unsigned char)byte;
+    }
+    OPENSSL_cleanse(hex, strlen(hex));
+    free(hex);
+    return 0;
+}
+
+/* api_hooks.host_ours: the control host or a service host of the pattern. */
+static bool
+host_ours(void *arg, const char *host, size_t len)
+{
+    struct server *srv = arg;
+    const char *svc, *env;
+    size_t svc_len, env_len;
+
+    return gw_host_classify(&srv->pattern, host, len, &svc, &svc_len, &env, &env_len) !=
+           GW_HOST_UNKNOWN;
+}
+
+static void
+on_auth_upkeep(uv_timer_t *t)
+{
+    struct server *srv = t->data;
+
+    if (srv->api)
+        api_auth_upkeep(srv->api);
+}
+
+/* Sign-in for the API and the gateway: the index loaded from the store. */
+static int
+start_auth(struct server *srv, struct eph_err *err)
+{
+    struct api_auth aa = {
+        .ix = srv->auth_ix,
+        .key = srv->auth_key,
+        .ac = &srv->ac,
+        .public_base = gw_signin_base(srv->gw),
+    };
+    int rc;
+
+    api_set_auth(srv->api, &aa);
+    rc = api_auth_load(srv->api, err);
+    if (rc < 0)
+        return rc;
+    uv_timer_init(&srv->loop, &srv->auth_upkeep);
+    srv->auth_upkeep.data = srv;
+    uv_timer_start(&srv->auth_upkeep, on_auth_upkeep, SERVE_AUTH_UPKEEP_MS, SERVE_AUTH_UPKEEP_MS);
+    return 0;
+}
 
 static void
 kick_reconciler(void *arg)
@@ -546,6 +696,7 @@ start_api_server(struct server *srv, struct eph_err *err)
         .metrics = gateway_metrics,
         .arg = srv,
         .behind_gateway = true,
+        .host_ours = host_ours,
     };
 
     api_set_hooks(srv->api, &hooks);
@@ -572,9 +723,20 @@ start_gateway(struct server *srv, struct eph_err *err)
         .upstream_keepalive = srv->cfg.upstream_keepalive > 0 ? (int)srv->cfg.upstream_keepalive : -1,
         .max_connections = (int)srv->cfg.max_connections,
         .access_log = srv->access_log,
+        .auth_ix = srv->cfg.auth_on ? srv->auth_ix : NULL,
+        .auth_key = srv->auth_key,
     };
+    char base[320];
     int rc;
 
+    if (srv->cfg.public_url_port > 0) {
+        if (srv->cfg.public_url_port == 80)
+            snprintf(base, sizeof(base), "http://%s", srv->cfg.domain);
+        else
+            snprintf(base, sizeof(base), "http://%s:%d", srv->cfg.domain,
+                     (int)srv->cfg.public_url_port);
+        gc.signin_base = base;
+    }
     gc.workers = workers > 0 ? workers : (int)uv_available_parallelism();
     rc = gw_start(&gc, &srv->gw, err);
     if (rc < 0)
@@ -612,21 +774,31 @@ run(struct server *srv, struct eph_err *err)
     char *envs = config_envs_path(&srv->cfg);
     char *instance = NULL;
     enum log_level level = LOG_LEVEL_INFO;
+    /* Root runs environment processes as run_as; anyone else as itself. */
+    bool drop = geteuid() == 0;
+    struct local_run_as run_as = {0};
     int rc;
 
     log_level_parse(srv->cfg.log_level, &level);
     log_set_level(level);
     rc = gw_host_pattern_init(&srv->pattern, srv->cfg.host_pattern, srv->cfg.domain, err);
+    if (rc == 0 && drop)
+        rc = local_run_as_resolve(srv->cfg.run_as, &run_as, err);
     if (rc == 0)
         rc = open_access_log(srv, err);
     if (rc == 0)
-        rc = prepare_data_dir(srv, err);
+        rc = prepare_data_dir(srv, drop, err);
+    if (rc == 0 && drop)
+        rc = local_check_run_as_access(srv->cfg.data_dir, &run_as, err);
     if (rc == 0)
         rc = store_open(db, &srv->store, err);
     if (rc == 0)
         rc = instance_id(srv->store, &instance, err);
+    if (rc == 0)
+        rc = load_auth_key(srv, err);
     if (rc < 0)
         goto out;
+    srv->auth_ix = auth_index_new(srv->cfg.session_idle_s * 1000);
     uv_loop_init(&srv->loop);
     struct local_config lc = {
         .loop = &srv->loop,
@@ -635,6 +807,7 @@ run(struct server *srv, struct eph_err *err)
         .stop_grace_ms = srv->cfg.stop_grace_ms,
         .kick = kick_reconciler,
         .kick_arg = srv,
+        .run_as = drop ? &run_as : NULL,
     };
     rc = local_driver_new(&lc, &srv->driver, err);
     if (rc == 0)
@@ -647,6 +820,11 @@ run(struct server *srv, struct eph_err *err)
         rc = start_gateway(srv, err);
     if (rc == 0)
         rc = first_start(srv, gw_port(srv->gw), err);
+    if (rc == 0)
+        rc = start_auth(srv, err);
+    if (rc == 0 && srv->ac.n_sinks > 0)
+        rc = notifier_new(&srv->loop, srv->store, srv->ac.sinks, srv->ac.n_sinks, &srv->notifier,
+                          err);
     if (rc < 0) {
         abandon_start(srv); /* nothing has run yet */
         goto out;
@@ -670,7 +848,10 @@ out:
     if (srv->access_log_owned)
         fclose(srv->access_log);
     gw_host_pattern_release(&srv->pattern);
+    auth_index_free(srv->auth_ix);
+    OPENSSL_cleanse(srv->auth_key, sizeof(srv->auth_key));
     store_close(srv->store);
+    local_run_as_release(&run_as);
     free(instance);
     free(envs);
     free(db);
@@ -686,9 +867,17 @@ serve_main(int argc, char **argv)
     int rc;
 
     signal(SIGPIPE, SIG_IGN);
+    /* Before any thread: sign-in's and notifications' libcurl calls run on
+     * the thread pool. */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "eph serve: cannot initialise libcurl\n");
+        return 1;
+    }
     config_init(&srv.cfg);
-    rc = load_settings(&srv.cfg, argc, argv, &check, &print);
+    auth_config_init(&srv.ac);
+    rc = load_settings(&srv.cfg, &srv.ac, argc, argv, &check, &print);
     if (rc != 0) {
+        auth_config_release(&srv.ac);
         config_release(&srv.cfg);
         return rc == 1 ? 0 : 2;
     }
@@ -697,6 +886,7 @@ serve_main(int argc, char **argv)
     if (check || print) {
         if (check)
             printf("settings are valid\n");
+        auth_config_release(&srv.ac);
         config_release(&srv.cfg);
         return 0;
     }
@@ -705,6 +895,8 @@ serve_main(int argc, char **argv)
         fprintf(stderr, "eph serve: %s\n", err.msg);
     if (srv.lock_fd >= 0)
         close(srv.lock_fd);
+    auth_config_release(&srv.ac);
     config_release(&srv.cfg);
+    curl_global_cleanup();
     return rc < 0 ? 1 : 0;
 }

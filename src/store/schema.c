@@ -100,6 +100,54 @@ static const struct migration steps[] = {
         ");\n"
         "PRAGMA user_version = 1;\n",
     },
+    {
+        2,
+        /* People, signed in through a provider: "local" (name and password)
+           or an OIDC issuer. `subject` is the provider's stable id of the
+           person ("" for local users); a (provider, subject) pair belongs to
+           one user. password_hash is an argon2id string, NULL unless a local
+           user has a password. Roles are stored by name (role_name()). */
+        "CREATE TABLE users (\n"
+        "    id            INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+        "    name          TEXT NOT NULL UNIQUE,\n"
+        "    email         TEXT NOT NULL DEFAULT '',\n"
+        "    role          TEXT NOT NULL,\n"
+        "    provider      TEXT NOT NULL,\n"
+        "    subject       TEXT NOT NULL DEFAULT '',\n"
+        "    password_hash TEXT,\n"
+        "    created_at_ms INTEGER NOT NULL,\n"
+        "    last_login_ms INTEGER NOT NULL DEFAULT 0\n"
+        ");\n"
+        "CREATE UNIQUE INDEX users_identity ON users(provider, subject) WHERE subject != '';\n"
+        /* Browser sessions: `id` is public (it names the session in events),
+           only the SHA-256 of the secret half of the cookie is kept. A user's
+           sessions go with the user. */
+        "CREATE TABLE sessions (\n"
+        "    id            TEXT PRIMARY KEY,\n"
+        "    secret_hash   TEXT NOT NULL,\n"
+        "    user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,\n"
+        "    created_at_ms INTEGER NOT NULL,\n"
+        "    last_seen_ms  INTEGER NOT NULL,\n"
+        "    expires_at_ms INTEGER NOT NULL,\n"
+        "    source        TEXT NOT NULL DEFAULT ''\n"
+        ");\n"
+        /* A token acts for a user (by name, so that a revoked token still
+           says whose it was after the user is gone). Revoked tokens keep
+           their rows, like deleted environments, for the audit log. */
+        "ALTER TABLE tokens ADD COLUMN user_name TEXT NOT NULL DEFAULT '';\n"
+        "ALTER TABLE tokens ADD COLUMN revoked_at_ms INTEGER NOT NULL DEFAULT 0;\n"
+        "ALTER TABLE envs ADD COLUMN visibility TEXT NOT NULL DEFAULT 'team';\n"
+        /* A server created before this step has an admin token and no users:
+           its tokens belong to a user 'admin', created here, as old as the
+           oldest token. A new database (no tokens) gets no user: the first
+           start adds it. WHERE EXISTS rather than HAVING without GROUP BY,
+           which SQLite accepts only since 3.39. */
+        "INSERT INTO users (name, role, provider, created_at_ms)\n"
+        "    SELECT 'admin', 'admin', 'local', (SELECT MIN(created_at_ms) FROM tokens)\n"
+        "    WHERE EXISTS (SELECT 1 FROM tokens);\n"
+        "UPDATE tokens SET user_name = 'admin' WHERE user_name = '';\n"
+        "PRAGMA user_version = 2;\n",
+    },
 };
 
 int

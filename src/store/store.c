@@ -1,7 +1,8 @@
 /*
  * store/store.c - the queries behind store.h: one SQLite connection per
  * handle, its prepared statements cached for the handle's life, and every
- * mutation in one transaction together with its event.
+ * mutation in one transaction together with its event. Users and sessions
+ * are in store_users.c, which shares the helpers here (store_int.h).
  *
  * Values only ever reach SQL through bound parameters. The literal 'deleted'
  * in the SQL below is the name of ENV_PHASE_DELETED (checked at open): it has
@@ -39,11 +40,12 @@
 /* Column lists shared by the queries and the row readers below: keep in step. */
 #define ENV_COLS                                                                                   \
     "id, name, project, ref, commit_sha, owner, template_yaml, params_json, "                      \
-    "created_at_ms, expires_at_ms, desired, phase, reason, phase_at_ms, ready_at_ms"
+    "created_at_ms, expires_at_ms, desired, phase, reason, phase_at_ms, ready_at_ms, visibility"
 #define SVC_COLS "env_id, name, port, state, pid, restarts, reason, started_at_ms"
 #define EVENT_COLS "id, at_ms, actor, source, action, target, detail"
 #define PROJECT_COLS "id, name, repo, created_by, created_at_ms"
-#define TOKEN_COLS "id, name, role, created_at_ms, expires_at_ms, last_used_ms"
+#define TOKEN_COLS                                                                                 \
+    "id, name, role, user_name, created_at_ms, expires_at_ms, last_used_ms, revoked_at_ms, hash"
 
 enum stmt_id {
     ST_BEGIN,
@@ -67,13 +69,21 @@ enum stmt_id {
     ST_ENV_SET_DESIRED,
     ST_ENV_SET_EXPIRY,
     ST_ENV_SET_PHASE,
+    ST_ENV_SET_VISIBILITY,
+    ST_ENV_COUNT_LIVE,
+    ST_ENV_COUNT_LIVE_OWNER,
     ST_SVC_INSERT,
     ST_SVC_OF_ENV,
     ST_SVC_LIST,
     ST_SVC_UPDATE,
     ST_PORTS_IN_USE,
+    ST_TOKEN_USER_EXISTS,
     ST_TOKEN_INSERT,
     ST_TOKEN_FIND,
+    ST_TOKEN_GET,
+    ST_TOKEN_LIST,
+    ST_TOKEN_LIST_USER,
+    ST_TOKEN_REVOKE,
     ST_TOKEN_TOUCH,
     ST_TOKEN_COUNT,
     ST_COUNT
@@ -104,18 +114,26 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_PROJECT_LIST] = "SELECT " PROJECT_COLS " FROM projects ORDER BY name",
     [ST_ENV_INSERT] = "INSERT INTO envs (name, project, ref, commit_sha, owner, template_yaml, "
                       "params_json, created_at_ms, expires_at_ms, desired, phase, reason, "
-                      "phase_at_ms, ready_at_ms) "
-                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, ?8, 0)",
+                      "phase_at_ms, ready_at_ms, visibility) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, ?8, 0, ?12)",
     [ST_ENV_BY_NAME] = "SELECT " ENV_COLS " FROM envs WHERE name = ?1 AND phase != 'deleted'",
     [ST_ENV_BY_ID] = "SELECT " ENV_COLS " FROM envs WHERE id = ?1",
     /* Ids grow with creation and, unlike the wall clock, never go back. */
     [ST_ENV_LIST] = "SELECT " ENV_COLS " FROM envs WHERE ?1 OR phase != 'deleted' ORDER BY id",
-    [ST_ENV_STATUS] =
-        "SELECT name, phase, reason, ready_at_ms, phase_at_ms FROM envs WHERE id = ?1",
+    [ST_ENV_STATUS] = "SELECT name, phase, reason, ready_at_ms, phase_at_ms, visibility "
+                      "FROM envs WHERE id = ?1",
     [ST_ENV_SET_DESIRED] = "UPDATE envs SET desired = ?2 WHERE id = ?1",
     [ST_ENV_SET_EXPIRY] = "UPDATE envs SET expires_at_ms = ?2 WHERE id = ?1",
     [ST_ENV_SET_PHASE] = "UPDATE envs SET phase = ?2, reason = ?3, phase_at_ms = ?4, "
                          "ready_at_ms = ?5 WHERE id = ?1",
+    [ST_ENV_SET_VISIBILITY] = "UPDATE envs SET visibility = ?2 WHERE id = ?1",
+    /* Live: not deleted (the literal, for envs_live_name), not deleting (?1)
+       and not wanted deleted (?2); an environment on its way out is no
+       longer counted against a quota. */
+    [ST_ENV_COUNT_LIVE] = "SELECT count(*) FROM envs WHERE phase != 'deleted' "
+                          "AND phase != ?1 AND desired != ?2",
+    [ST_ENV_COUNT_LIVE_OWNER] = "SELECT count(*) FROM envs WHERE phase != 'deleted' "
+                                "AND phase != ?1 AND desired != ?2 AND owner = ?3",
     [ST_SVC_INSERT] = "INSERT INTO services (env_id, name, ord, port, state) "
                       "VALUES (?1, ?2, ?3, ?4, ?5)",
     [ST_SVC_OF_ENV] = "SELECT " SVC_COLS " FROM services WHERE env_id = ?1 ORDER BY ord",
@@ -126,43 +144,67 @@ static const char *const stmt_sql[ST_COUNT] = {
                       "started_at_ms = ?7 WHERE env_id = ?1 AND name = ?2",
     [ST_PORTS_IN_USE] = "SELECT s.port FROM services s JOIN envs e ON e.id = s.env_id "
                         "WHERE e.phase != 'deleted' AND s.port != 0",
-    [ST_TOKEN_INSERT] = "INSERT INTO tokens (name, hash, role, created_at_ms, expires_at_ms) "
-                        "VALUES (?1, ?2, ?3, ?4, ?5)",
-    [ST_TOKEN_FIND] = "SELECT " TOKEN_COLS " FROM tokens "
-                      "WHERE hash = ?1 AND (expires_at_ms = 0 OR expires_at_ms >= ?2)",
+    [ST_TOKEN_USER_EXISTS] = "SELECT 1 FROM users WHERE name = ?1",
+    [ST_TOKEN_INSERT] = "INSERT INTO tokens (name, hash, role, user_name, created_at_ms, "
+                        "expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_TOKEN_FIND] = "SELECT " TOKEN_COLS " FROM tokens WHERE hash = ?1 AND revoked_at_ms = 0 "
+                      "AND (expires_at_ms = 0 OR expires_at_ms >= ?2)",
+    [ST_TOKEN_GET] = "SELECT " TOKEN_COLS " FROM tokens WHERE id = ?1",
+    [ST_TOKEN_LIST] = "SELECT " TOKEN_COLS " FROM tokens WHERE revoked_at_ms = 0 ORDER BY id",
+    [ST_TOKEN_LIST_USER] = "SELECT " TOKEN_COLS " FROM tokens "
+                           "WHERE revoked_at_ms = 0 AND user_name = ?1 ORDER BY id",
+    [ST_TOKEN_REVOKE] = "UPDATE tokens SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms = 0",
     [ST_TOKEN_TOUCH] = "UPDATE tokens SET last_used_ms = ?2 WHERE id = ?1",
     [ST_TOKEN_COUNT] = "SELECT count(*) FROM tokens",
 };
 
 struct store {
     sqlite3 *db;
-    char *path;                    /* as opened, for messages */
-    int schema_version;            /* user_version after migration */
-    sqlite3_stmt *stmts[ST_COUNT]; /* prepared on first use, finalized at close */
+    char *path;                          /* as opened, for messages */
+    int schema_version;                  /* user_version after migration */
+    sqlite3_stmt *stmts[ST_COUNT];       /* prepared on first use, finalized at close */
+    sqlite3_stmt *users_stmts[SU_COUNT]; /* store_users.c's, likewise */
 };
 
 /* Turns the connection's last SQLite error into EPH_ESTORE "store: <what>: <why>". */
-static int
-db_error(struct store *st, const char *what, struct eph_err *err)
+int
+store__db_error(struct store *st, const char *what, struct eph_err *err)
 {
     return eph_err_set(err, EPH_ESTORE, "store: %s: %s", what, sqlite3_errmsg(st->db));
 }
 
+/* The statement in *slot, prepared from `sql` if the slot is still empty. */
+static sqlite3_stmt *
+cached(struct store *st, sqlite3_stmt **slot, const char *sql, struct eph_err *err)
+{
+    if (*slot == NULL &&
+        sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL) != SQLITE_OK) {
+        eph_err_set(err, EPH_ESTORE, "store: prepare '%.40s': %s", sql, sqlite3_errmsg(st->db));
+        return NULL;
+    }
+    return *slot;
+}
+
 /*
  * The cached statement `id`, prepared on first use; NULL with *err set if
- * preparing fails. Release it with release() before returning.
+ * preparing fails. Release it with store__release() before returning.
  */
 static sqlite3_stmt *
 stmt(struct store *st, enum stmt_id id, struct eph_err *err)
 {
-    if (st->stmts[id] == NULL &&
-        sqlite3_prepare_v3(st->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &st->stmts[id],
-                           NULL) != SQLITE_OK) {
-        eph_err_set(err, EPH_ESTORE, "store: prepare '%.40s': %s", stmt_sql[id],
-                    sqlite3_errmsg(st->db));
-        return NULL;
-    }
-    return st->stmts[id];
+    return cached(st, &st->stmts[id], stmt_sql[id], err);
+}
+
+sqlite3_stmt *
+store__users_stmt(struct store *st, enum store__users_stmt id, const char *sql, struct eph_err *err)
+{
+    return cached(st, &st->users_stmts[id], sql, err);
+}
+
+sqlite3 *
+store__db(struct store *st)
+{
+    return st->db;
 }
 
 /*
@@ -170,8 +212,8 @@ stmt(struct store *st, enum stmt_id id, struct eph_err *err)
  * at the caller's strings (SQLITE_STATIC). A statement left unreset would
  * hold a read transaction open and stall WAL checkpoints. NULL is fine.
  */
-static void
-release(sqlite3_stmt *s)
+void
+store__release(sqlite3_stmt *s)
 {
     if (s != NULL) {
         sqlite3_reset(s);
@@ -180,25 +222,25 @@ release(sqlite3_stmt *s)
 }
 
 /*
- * Binds a string without copying (it must live until release()); NULL binds
+ * Binds a string without copying (it must live until store__release()); NULL binds
  * SQL NULL. Returns the SQLite result code.
  */
-static int
-bind_str(sqlite3_stmt *s, int i, const char *v)
+int
+store__bind_str(sqlite3_stmt *s, int i, const char *v)
 {
     return v ? sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC) : sqlite3_bind_null(s, i);
 }
 
 /* A copy of a text column, NULL for SQL NULL. */
-static char *
-col_str(sqlite3_stmt *s, int i)
+char *
+store__col_str(sqlite3_stmt *s, int i)
 {
     return xstrdup((const char *)sqlite3_column_text(s, i));
 }
 
 /* A text column that is never NULL in our schema, or "" if it is anyway. */
-static const char *
-col_text(sqlite3_stmt *s, int i)
+const char *
+store__col_text(sqlite3_stmt *s, int i)
 {
     const char *v = (const char *)sqlite3_column_text(s, i);
 
@@ -215,8 +257,8 @@ exec_stmt(struct store *st, enum stmt_id id, const char *what, struct eph_err *e
     if (s == NULL)
         return EPH_ESTORE;
     if (sqlite3_step(s) != SQLITE_DONE)
-        rc = db_error(st, what, err);
-    release(s);
+        rc = store__db_error(st, what, err);
+    store__release(s);
     return rc;
 }
 
@@ -224,8 +266,8 @@ exec_stmt(struct store *st, enum stmt_id id, const char *what, struct eph_err *e
  * Makes room for element `n` of an array that grows by doubling. The capacity
  * is implied by n (the next power of two), so no field has to remember it.
  */
-static void *
-grow(void *arr, size_t n, size_t elem_size)
+void *
+store__grow(void *arr, size_t n, size_t elem_size)
 {
     if (n == 0 || (n & (n - 1)) == 0)
         return xrealloc(arr, (n ? n * 2 : 1) * elem_size);
@@ -241,30 +283,30 @@ str_same(const char *a, const char *b)
 
 /* ------------------------------------------------------------- transactions */
 
-static int
-tx_begin(struct store *st, struct eph_err *err)
+int
+store__tx_begin(struct store *st, struct eph_err *err)
 {
     return exec_stmt(st, ST_BEGIN, "begin transaction", err);
 }
 
-static int
-tx_commit(struct store *st, struct eph_err *err)
+int
+store__tx_commit(struct store *st, struct eph_err *err)
 {
     return exec_stmt(st, ST_COMMIT, "commit", err);
 }
 
 /* Undoes the open transaction, if any: a failed COMMIT can leave one open. */
-static void
-tx_rollback(struct store *st)
+void
+store__tx_rollback(struct store *st)
 {
     if (!sqlite3_get_autocommit(st->db))
         exec_stmt(st, ST_ROLLBACK, "rollback", NULL);
 }
 
 /* Appends an event inside the caller's transaction. NULL actor: the system. */
-static int
-event_insert(struct store *st, const struct store_actor *actor, const char *action,
-             const char *target, const char *detail, struct eph_err *err)
+int
+store__event_insert(struct store *st, const struct store_actor *actor, const char *action,
+                    const char *target, const char *detail, struct eph_err *err)
 {
     const char *name = actor && actor->name ? actor->name : "system";
     const char *source = actor && actor->source ? actor->source : "";
@@ -273,12 +315,12 @@ event_insert(struct store *st, const struct store_actor *actor, const char *acti
 
     if (s == NULL)
         return EPH_ESTORE;
-    if (sqlite3_bind_int64(s, 1, time_wall_ms()) || bind_str(s, 2, name) ||
-        bind_str(s, 3, source) || bind_str(s, 4, action ? action : "") ||
-        bind_str(s, 5, target ? target : "") || bind_str(s, 6, detail ? detail : "") ||
-        sqlite3_step(s) != SQLITE_DONE)
-        rc = db_error(st, "append event", err);
-    release(s);
+    if (sqlite3_bind_int64(s, 1, time_wall_ms()) || store__bind_str(s, 2, name) ||
+        store__bind_str(s, 3, source) || store__bind_str(s, 4, action ? action : "") ||
+        store__bind_str(s, 5, target ? target : "") ||
+        store__bind_str(s, 6, detail ? detail : "") || sqlite3_step(s) != SQLITE_DONE)
+        rc = store__db_error(st, "append event", err);
+    store__release(s);
     return rc;
 }
 
@@ -322,7 +364,7 @@ set_pragmas(struct store *st, struct eph_err *err)
                          sqlite3_errmsg(st->db));
         goto out;
     }
-    mode = col_text(s, 0);
+    mode = store__col_text(s, 0);
     if (strcmp(mode, "wal") != 0 && strcmp(mode, "memory") != 0) {
         rc = eph_err_set(err, EPH_ESTORE, "store: '%s' cannot use WAL mode (journal mode is %s)",
                          st->path, mode);
@@ -379,6 +421,8 @@ store_close(struct store *st)
         return;
     for (size_t i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(st->stmts[i]);
+    for (size_t i = 0; i < SU_COUNT; i++)
+        sqlite3_finalize(st->users_stmts[i]);
     if (st->db != NULL) {
         /* Cheap, and keeps the planner's statistics fresh (SQLite's advice). */
         if (st->schema_version > 0)
@@ -409,19 +453,19 @@ store_meta_get(struct store *st, const char *key, char **out, struct eph_err *er
     *out = NULL;
     if (s == NULL)
         return EPH_ESTORE;
-    if (bind_str(s, 1, key) != SQLITE_OK) {
-        rc = db_error(st, "get meta", err);
+    if (store__bind_str(s, 1, key) != SQLITE_OK) {
+        rc = store__db_error(st, "get meta", err);
         goto out;
     }
     step = sqlite3_step(s);
     if (step == SQLITE_ROW)
-        *out = col_str(s, 0);
+        *out = store__col_str(s, 0);
     else if (step == SQLITE_DONE)
         rc = eph_err_set(err, EPH_ENOTFOUND, "meta key '%s' not set", key);
     else
-        rc = db_error(st, "get meta", err);
+        rc = store__db_error(st, "get meta", err);
 out:
-    release(s);
+    store__release(s);
     return rc;
 }
 
@@ -433,9 +477,10 @@ store_meta_set(struct store *st, const char *key, const char *value, struct eph_
 
     if (s == NULL)
         return EPH_ESTORE;
-    if (bind_str(s, 1, key) || bind_str(s, 2, value) || sqlite3_step(s) != SQLITE_DONE)
-        rc = db_error(st, "set meta", err);
-    release(s);
+    if (store__bind_str(s, 1, key) || store__bind_str(s, 2, value) ||
+        sqlite3_step(s) != SQLITE_DONE)
+        rc = store__db_error(st, "set meta", err);
+    store__release(s);
     return rc;
 }
 
@@ -447,9 +492,9 @@ project_from_row(sqlite3_stmt *s)
     struct project *p = project_new();
 
     p->id = sqlite3_column_int64(s, 0);
-    p->name = col_str(s, 1);
-    p->repo = col_str(s, 2);
-    p->created_by = col_str(s, 3);
+    p->name = store__col_str(s, 1);
+    p->repo = store__col_str(s, 2);
+    p->created_by = store__col_str(s, 3);
     p->created_at_ms = sqlite3_column_int64(s, 4);
     return p;
 }
@@ -468,32 +513,32 @@ store_project_add(struct store *st, const char *name, const char *repo,
 
     if (out != NULL)
         *out = NULL;
-    rc = tx_begin(st, err);
+    rc = store__tx_begin(st, err);
     if (rc == 0) {
         int step;
 
         s = stmt(st, ST_PROJECT_INSERT, err);
         if (s == NULL) {
             rc = EPH_ESTORE;
-        } else if (bind_str(s, 1, name) || bind_str(s, 2, repo) || bind_str(s, 3, by) ||
-                   sqlite3_bind_int64(s, 4, now)) {
-            rc = db_error(st, "add project", err);
+        } else if (store__bind_str(s, 1, name) || store__bind_str(s, 2, repo) ||
+                   store__bind_str(s, 3, by) || sqlite3_bind_int64(s, 4, now)) {
+            rc = store__db_error(st, "add project", err);
         } else {
             step = sqlite3_step(s);
             if (step == SQLITE_CONSTRAINT_UNIQUE)
                 rc = eph_err_set(err, EPH_ECONFLICT, "project '%s' already exists", name);
             else if (step != SQLITE_DONE)
-                rc = db_error(st, "add project", err);
+                rc = store__db_error(st, "add project", err);
             id = sqlite3_last_insert_rowid(st->db);
         }
-        release(s);
+        store__release(s);
     }
     if (rc == 0)
-        rc = event_insert(st, actor, "project.add", target, repo, err);
+        rc = store__event_insert(st, actor, "project.add", target, repo, err);
     if (rc == 0)
-        rc = tx_commit(st, err);
+        rc = store__tx_commit(st, err);
     if (rc < 0) {
-        tx_rollback(st);
+        store__tx_rollback(st);
         goto out;
     }
     if (out != NULL) {
@@ -520,8 +565,8 @@ store_project_get(struct store *st, const char *name, struct project **out, stru
     *out = NULL;
     if (s == NULL)
         return EPH_ESTORE;
-    if (bind_str(s, 1, name) != SQLITE_OK) {
-        rc = db_error(st, "get project", err);
+    if (store__bind_str(s, 1, name) != SQLITE_OK) {
+        rc = store__db_error(st, "get project", err);
         goto out;
     }
     step = sqlite3_step(s);
@@ -530,9 +575,9 @@ store_project_get(struct store *st, const char *name, struct project **out, stru
     else if (step == SQLITE_DONE)
         rc = eph_err_set(err, EPH_ENOTFOUND, "project '%s' not found", name);
     else
-        rc = db_error(st, "get project", err);
+        rc = store__db_error(st, "get project", err);
 out:
-    release(s);
+    store__release(s);
     return rc;
 }
 
@@ -550,12 +595,12 @@ store_project_list(struct store *st, struct project ***out, size_t *n, struct ep
     if (s == NULL)
         return EPH_ESTORE;
     while ((step = sqlite3_step(s)) == SQLITE_ROW) {
-        ps = grow(ps, count, sizeof(*ps));
+        ps = store__grow(ps, count, sizeof(*ps));
         ps[count++] = project_from_row(s);
     }
-    release(s);
+    store__release(s);
     if (step != SQLITE_DONE) {
-        rc = db_error(st, "list projects", err);
+        rc = store__db_error(st, "list projects", err);
         project_list_free(ps, count);
         return rc;
     }
@@ -638,21 +683,22 @@ static int
 env_from_row(sqlite3_stmt *s, struct env **out, struct eph_err *err)
 {
     struct env *env = env_new();
-    const char *desired = col_text(s, 10);
-    const char *phase = col_text(s, 11);
+    const char *desired = store__col_text(s, 10);
+    const char *phase = store__col_text(s, 11);
+    const char *visibility = store__col_text(s, 15);
     int rc = 0;
 
     *out = NULL;
     env->id = sqlite3_column_int64(s, 0);
-    env->name = col_str(s, 1);
-    env->project = col_str(s, 2);
-    env->ref = col_str(s, 3);
-    env->commit = col_str(s, 4);
-    env->owner = col_str(s, 5);
-    env->template_yaml = col_str(s, 6);
+    env->name = store__col_str(s, 1);
+    env->project = store__col_str(s, 2);
+    env->ref = store__col_str(s, 3);
+    env->commit = store__col_str(s, 4);
+    env->owner = store__col_str(s, 5);
+    env->template_yaml = store__col_str(s, 6);
     env->created_at_ms = sqlite3_column_int64(s, 8);
     env->expires_at_ms = sqlite3_column_int64(s, 9);
-    env->reason = col_str(s, 12);
+    env->reason = store__col_str(s, 12);
     env->phase_at_ms = sqlite3_column_int64(s, 13);
     env->ready_at_ms = sqlite3_column_int64(s, 14);
     if (env_desired_parse(desired, &env->desired) < 0) {
@@ -661,6 +707,9 @@ env_from_row(sqlite3_stmt *s, struct env **out, struct eph_err *err)
     } else if (env_phase_parse(phase, &env->phase) < 0) {
         rc = eph_err_set(err, EPH_ESTORE, "store: environment %" PRId64 ": unknown phase '%s'",
                          env->id, phase);
+    } else if (visibility_parse(visibility, &env->visibility) < 0) {
+        rc = eph_err_set(err, EPH_ESTORE, "store: environment %" PRId64 ": unknown visibility '%s'",
+                         env->id, visibility);
     } else {
         rc = params_from_json((const char *)sqlite3_column_text(s, 7), env, err);
     }
@@ -676,22 +725,22 @@ env_from_row(sqlite3_stmt *s, struct env **out, struct eph_err *err)
 static int
 svc_from_row(sqlite3_stmt *s, struct env *env, struct eph_err *err)
 {
-    const char *state = col_text(s, 3);
+    const char *state = store__col_text(s, 3);
     struct env_svc *svc;
 
-    env->services = grow(env->services, env->n_services, sizeof(*env->services));
+    env->services = store__grow(env->services, env->n_services, sizeof(*env->services));
     svc = &env->services[env->n_services];
     memset(svc, 0, sizeof(*svc));
     if (svc_state_parse(state, &svc->state) < 0) {
         return eph_err_set(err, EPH_ESTORE,
                            "store: environment %" PRId64 ": service '%s': unknown state '%s'",
-                           env->id, col_text(s, 1), state);
+                           env->id, store__col_text(s, 1), state);
     }
-    svc->name = col_str(s, 1);
+    svc->name = store__col_str(s, 1);
     svc->port = sqlite3_column_int(s, 2);
     svc->pid = sqlite3_column_int(s, 4);
     svc->restarts = sqlite3_column_int(s, 5);
-    svc->reason = col_str(s, 6);
+    svc->reason = store__col_str(s, 6);
     svc->started_at_ms = sqlite3_column_int64(s, 7);
     env->n_services++;
     return 0;
@@ -707,15 +756,15 @@ load_services(struct store *st, struct env *env, struct eph_err *err)
     if (s == NULL)
         return EPH_ESTORE;
     if (sqlite3_bind_int64(s, 1, env->id) != SQLITE_OK) {
-        rc = db_error(st, "load services", err);
+        rc = store__db_error(st, "load services", err);
         goto out;
     }
     while (rc == 0 && (step = sqlite3_step(s)) == SQLITE_ROW)
         rc = svc_from_row(s, env, err);
     if (rc == 0 && step != SQLITE_DONE)
-        rc = db_error(st, "load services", err);
+        rc = store__db_error(st, "load services", err);
 out:
-    release(s);
+    store__release(s);
     return rc;
 }
 
@@ -736,8 +785,8 @@ load_env(struct store *st, sqlite3_stmt *s, const char *subject, struct env **ou
     else if (step == SQLITE_DONE)
         rc = eph_err_set(err, EPH_ENOTFOUND, "environment %s not found", subject);
     else
-        rc = db_error(st, "get environment", err);
-    release(s);
+        rc = store__db_error(st, "get environment", err);
+    store__release(s);
     if (rc == 0)
         rc = load_services(st, env, err);
     if (rc < 0) {
@@ -759,23 +808,25 @@ insert_env_row(struct store *st, const struct env *env, const char *params, int6
 
     if (s == NULL)
         return EPH_ESTORE;
-    if (bind_str(s, 1, env->name) || bind_str(s, 2, env->project) || bind_str(s, 3, env->ref) ||
-        bind_str(s, 4, env->commit) || bind_str(s, 5, env->owner) ||
-        bind_str(s, 6, env->template_yaml) || bind_str(s, 7, params) ||
-        sqlite3_bind_int64(s, 8, now) || sqlite3_bind_int64(s, 9, env->expires_at_ms) ||
-        bind_str(s, 10, env_desired_name(ENV_WANT_RUNNING)) ||
-        bind_str(s, 11, env_phase_name(ENV_PHASE_PENDING))) {
-        rc = db_error(st, "create environment", err);
+    if (store__bind_str(s, 1, env->name) || store__bind_str(s, 2, env->project) ||
+        store__bind_str(s, 3, env->ref) || store__bind_str(s, 4, env->commit) ||
+        store__bind_str(s, 5, env->owner) || store__bind_str(s, 6, env->template_yaml) ||
+        store__bind_str(s, 7, params) || sqlite3_bind_int64(s, 8, now) ||
+        sqlite3_bind_int64(s, 9, env->expires_at_ms) ||
+        store__bind_str(s, 10, env_desired_name(ENV_WANT_RUNNING)) ||
+        store__bind_str(s, 11, env_phase_name(ENV_PHASE_PENDING)) ||
+        store__bind_str(s, 12, visibility_name(env->visibility))) {
+        rc = store__db_error(st, "create environment", err);
         goto out;
     }
     step = sqlite3_step(s);
     if (step == SQLITE_CONSTRAINT_UNIQUE)
         rc = eph_err_set(err, EPH_ECONFLICT, "environment '%s' already exists", env->name);
     else if (step != SQLITE_DONE)
-        rc = db_error(st, "create environment", err);
+        rc = store__db_error(st, "create environment", err);
     *id_out = sqlite3_last_insert_rowid(st->db);
 out:
-    release(s);
+    store__release(s);
     return rc;
 }
 
@@ -797,10 +848,10 @@ insert_services(struct store *st, const struct env *env, int64_t id, struct eph_
                              env->name);
             break;
         }
-        if (sqlite3_bind_int64(s, 1, id) || bind_str(s, 2, svc->name) ||
+        if (sqlite3_bind_int64(s, 1, id) || store__bind_str(s, 2, svc->name) ||
             sqlite3_bind_int64(s, 3, (int64_t)i) || sqlite3_bind_int(s, 4, svc->port) ||
-            bind_str(s, 5, svc_state_name(SVC_STATE_PENDING))) {
-            rc = db_error(st, "create environment", err);
+            store__bind_str(s, 5, svc_state_name(SVC_STATE_PENDING))) {
+            rc = store__db_error(st, "create environment", err);
             break;
         }
         step = sqlite3_step(s);
@@ -808,10 +859,10 @@ insert_services(struct store *st, const struct env *env, int64_t id, struct eph_
             rc = eph_err_set(err, EPH_EINVAL, "service '%s' appears twice in environment '%s'",
                              svc->name, env->name);
         else if (step != SQLITE_DONE)
-            rc = db_error(st, "create environment", err);
+            rc = store__db_error(st, "create environment", err);
         sqlite3_reset(s);
     }
-    release(s);
+    store__release(s);
     return rc;
 }
 
@@ -823,11 +874,16 @@ store_env_create(struct store *st, struct env *env, const struct store_actor *ac
     char *params = NULL;
     char *target = NULL;
     char *detail = NULL;
+    enum visibility known;
     int64_t id = 0;
     int rc;
 
     if (env->name == NULL)
         return eph_err_set(err, EPH_EINVAL, "environment has no name");
+    /* A value outside the enum would be stored as "unknown" and refused at load. */
+    if (visibility_parse(visibility_name(env->visibility), &known) < 0)
+        return eph_err_set(err, EPH_EINVAL, "environment '%s' has an unknown visibility (%d)",
+                           env->name, (int)env->visibility);
     rc = params_to_json(env, &params, err);
     if (rc < 0)
         return rc;
@@ -836,17 +892,17 @@ store_env_create(struct store *st, struct env *env, const struct store_actor *ac
      * what was built, the ref what was asked for. */
     detail = xasprintf("project %s at %s (%.7s)", env->project ? env->project : "-",
                        env->ref ? env->ref : "-", env->commit ? env->commit : "-");
-    rc = tx_begin(st, err);
+    rc = store__tx_begin(st, err);
     if (rc == 0)
         rc = insert_env_row(st, env, params, now, &id, err);
     if (rc == 0)
         rc = insert_services(st, env, id, err);
     if (rc == 0)
-        rc = event_insert(st, actor, "env.create", target, detail, err);
+        rc = store__event_insert(st, actor, "env.create", target, detail, err);
     if (rc == 0)
-        rc = tx_commit(st, err);
+        rc = store__tx_commit(st, err);
     if (rc < 0) {
-        tx_rollback(st);
+        store__tx_rollback(st);
         goto out;
     }
     /* Only now: a failed create leaves the caller's record as it was. */
@@ -885,9 +941,9 @@ store_env_get(struct store *st, const char *name, struct env **out, struct eph_e
     *out = NULL;
     if (s == NULL)
         return EPH_ESTORE;
-    if (bind_str(s, 1, name) != SQLITE_OK) {
-        release(s);
-        return db_error(st, "get environment", err);
+    if (store__bind_str(s, 1, name) != SQLITE_OK) {
+        store__release(s);
+        return store__db_error(st, "get environment", err);
     }
     subject = xasprintf("'%s'", name);
     rc = load_env(st, s, subject, out, err);
@@ -905,8 +961,8 @@ store_env_get_by_id(struct store *st, int64_t id, struct env **out, struct eph_e
     if (s == NULL)
         return EPH_ESTORE;
     if (sqlite3_bind_int64(s, 1, id) != SQLITE_OK) {
-        release(s);
-        return db_error(st, "get environment", err);
+        store__release(s);
+        return store__db_error(st, "get environment", err);
     }
     snprintf(subject, sizeof(subject), "%" PRId64, id);
     return load_env(st, s, subject, out, err);
@@ -928,7 +984,7 @@ attach_services(struct store *st, bool include_deleted, struct env **envs, size_
     if (s == NULL)
         return EPH_ESTORE;
     if (sqlite3_bind_int(s, 1, include_deleted) != SQLITE_OK) {
-        rc = db_error(st, "list services", err);
+        rc = store__db_error(st, "list services", err);
         goto out;
     }
     while (rc == 0 && (step = sqlite3_step(s)) == SQLITE_ROW) {
@@ -940,9 +996,9 @@ attach_services(struct store *st, bool include_deleted, struct env **envs, size_
             rc = svc_from_row(s, envs[i], err);
     }
     if (rc == 0 && step != SQLITE_DONE)
-        rc = db_error(st, "list services", err);
+        rc = store__db_error(st, "list services", err);
 out:
-    release(s);
+    store__release(s);
     return rc;
 }
 
@@ -961,19 +1017,19 @@ store_env_list(struct store *st, bool include_deleted, struct env ***out, size_t
     if (s == NULL)
         return EPH_ESTORE;
     if (sqlite3_bind_int(s, 1, include_deleted) != SQLITE_OK) {
-        rc = db_error(st, "list environments", err);
+        rc = store__db_error(st, "list environments", err);
         goto out;
     }
     while (rc == 0 && (step = sqlite3_step(s)) == SQLITE_ROW) {
-        envs = grow(envs, count, sizeof(*envs));
+        envs = store__grow(envs, count, sizeof(*envs));
         rc = env_from_row(s, &envs[count], err);
         if (rc == 0)
             count++;
     }
     if (rc == 0 && step != SQLITE_DONE)
-        rc = db_error(st, "list environments", err);
+        rc = store__db_error(st, "list environments", err);
 out:
-    release(s);
+    store__release(s);
     if (rc == 0)
         rc = attach_services(st, include_deleted, envs, count, err);
     if (rc < 0) {
@@ -992,6 +1048,7 @@ struct env_status_row {
     char *reason;
     int64_t ready_at_ms;
     int64_t phase_at_ms;
+    enum visibility visibility;
 };
 
 /* Frees the row's strings and zeroes it, so releasing twice is harmless. */
@@ -1015,27 +1072,32 @@ read_status(struct store *st, int64_t id, struct env_status_row *r, struct eph_e
     if (s == NULL)
         return EPH_ESTORE;
     if (sqlite3_bind_int64(s, 1, id) != SQLITE_OK) {
-        rc = db_error(st, "get environment", err);
+        rc = store__db_error(st, "get environment", err);
         goto out;
     }
     step = sqlite3_step(s);
     if (step == SQLITE_ROW) {
-        const char *phase = col_text(s, 1);
+        const char *phase = store__col_text(s, 1);
+        const char *visibility = store__col_text(s, 5);
 
-        r->name = col_str(s, 0);
-        r->reason = col_str(s, 2);
+        r->name = store__col_str(s, 0);
+        r->reason = store__col_str(s, 2);
         r->ready_at_ms = sqlite3_column_int64(s, 3);
         r->phase_at_ms = sqlite3_column_int64(s, 4);
         if (env_phase_parse(phase, &r->phase) < 0)
             rc = eph_err_set(err, EPH_ESTORE, "store: environment %" PRId64 ": unknown phase '%s'",
                              id, phase);
+        else if (visibility_parse(visibility, &r->visibility) < 0)
+            rc = eph_err_set(err, EPH_ESTORE,
+                             "store: environment %" PRId64 ": unknown visibility '%s'", id,
+                             visibility);
     } else if (step == SQLITE_DONE) {
         rc = eph_err_set(err, EPH_ENOTFOUND, "environment %" PRId64 " not found", id);
     } else {
-        rc = db_error(st, "get environment", err);
+        rc = store__db_error(st, "get environment", err);
     }
 out:
-    release(s);
+    store__release(s);
     return rc;
 }
 
@@ -1053,7 +1115,7 @@ update_env_with_event(struct store *st, int64_t id, enum stmt_id which, const ch
     sqlite3_stmt *s = NULL;
     int rc;
 
-    rc = tx_begin(st, err);
+    rc = store__tx_begin(st, err);
     if (rc < 0)
         return rc;
     rc = read_status(st, id, &row, err);
@@ -1062,19 +1124,20 @@ update_env_with_event(struct store *st, int64_t id, enum stmt_id which, const ch
         if (s == NULL)
             rc = EPH_ESTORE;
         else if (sqlite3_bind_int64(s, 1, id) ||
-                 (text_value ? bind_str(s, 2, text_value) : sqlite3_bind_int64(s, 2, int_value)) ||
+                 (text_value ? store__bind_str(s, 2, text_value)
+                             : sqlite3_bind_int64(s, 2, int_value)) ||
                  sqlite3_step(s) != SQLITE_DONE)
-            rc = db_error(st, "update environment", err);
-        release(s);
+            rc = store__db_error(st, "update environment", err);
+        store__release(s);
     }
     if (rc == 0) {
         target = xasprintf("env/%s", row.name);
-        rc = event_insert(st, actor, action, target, detail, err);
+        rc = store__event_insert(st, actor, action, target, detail, err);
     }
     if (rc == 0)
-        rc = tx_commit(st, err);
+        rc = store__tx_commit(st, err);
     if (rc < 0)
-        tx_rollback(st);
+        store__tx_rollback(st);
     status_row_release(&row);
     free(target);
     return rc;
@@ -1095,6 +1158,67 @@ store_env_set_expiry(struct store *st, int64_t id, int64_t expires_at_ms,
 {
     return update_env_with_event(st, id, ST_ENV_SET_EXPIRY, NULL, expires_at_ms, actor,
                                  "env.extend", detail, err);
+}
+
+int
+store_env_set_visibility(struct store *st, int64_t id, enum visibility vis,
+                         const struct store_actor *actor, struct eph_err *err)
+{
+    struct env_status_row row;
+    enum visibility known;
+    sqlite3_stmt *s = NULL;
+    char *target = NULL;
+    char *detail = NULL;
+    int rc;
+
+    if (visibility_parse(visibility_name(vis), &known) < 0)
+        return eph_err_set(err, EPH_EINVAL, "unknown visibility (%d)", (int)vis);
+    rc = store__tx_begin(st, err);
+    if (rc < 0)
+        return rc;
+    rc = read_status(st, id, &row, err);
+    if (rc < 0 || row.visibility == vis)
+        goto out; /* unchanged: nothing to record */
+    s = stmt(st, ST_ENV_SET_VISIBILITY, err);
+    if (s == NULL)
+        rc = EPH_ESTORE;
+    else if (sqlite3_bind_int64(s, 1, id) || store__bind_str(s, 2, visibility_name(vis)) ||
+             sqlite3_step(s) != SQLITE_DONE)
+        rc = store__db_error(st, "set visibility", err);
+    store__release(s);
+    if (rc == 0) {
+        target = xasprintf("env/%s", row.name);
+        detail = xasprintf("%s -> %s", visibility_name(row.visibility), visibility_name(vis));
+        rc = store__event_insert(st, actor, "env.visibility", target, detail, err);
+    }
+out:
+    if (rc == 0)
+        rc = store__tx_commit(st, err);
+    if (rc < 0)
+        store__tx_rollback(st);
+    status_row_release(&row);
+    free(target);
+    free(detail);
+    return rc;
+}
+
+int
+store_env_count_live(struct store *st, const char *owner, int64_t *n, struct eph_err *err)
+{
+    sqlite3_stmt *s = stmt(st, owner ? ST_ENV_COUNT_LIVE_OWNER : ST_ENV_COUNT_LIVE, err);
+    int rc = 0;
+
+    *n = 0;
+    if (s == NULL)
+        return EPH_ESTORE;
+    if (store__bind_str(s, 1, env_phase_name(ENV_PHASE_DELETING)) ||
+        store__bind_str(s, 2, env_desired_name(ENV_WANT_DELETED)) ||
+        (owner && store__bind_str(s, 3, owner)) || sqlite3_step(s) != SQLITE_ROW)
+        rc = store__db_error(st, "count environments", err);
+    else
+        *n = sqlite3_column_int64(s, 0);
+    store__release(s);
+    return rc;
 }
 
 /*
@@ -1120,25 +1244,25 @@ write_phase(struct store *st, int64_t id, const struct env_status_row *row, enum
         return EPH_ESTORE;
     if (phase == ENV_PHASE_READY && ready_at_ms == 0)
         ready_at_ms = now;
-    if (sqlite3_bind_int64(s, 1, id) || bind_str(s, 2, env_phase_name(phase)) ||
-        bind_str(s, 3, reason) || sqlite3_bind_int64(s, 4, phase_at_ms) ||
+    if (sqlite3_bind_int64(s, 1, id) || store__bind_str(s, 2, env_phase_name(phase)) ||
+        store__bind_str(s, 3, reason) || sqlite3_bind_int64(s, 4, phase_at_ms) ||
         sqlite3_bind_int64(s, 5, ready_at_ms)) {
-        rc = db_error(st, "set phase", err);
+        rc = store__db_error(st, "set phase", err);
     } else {
         step = sqlite3_step(s);
         /* Leaving `deleted` while another live environment took the name. */
         if (step == SQLITE_CONSTRAINT_UNIQUE)
             rc = eph_err_set(err, EPH_ECONFLICT, "environment '%s' already exists", row->name);
         else if (step != SQLITE_DONE)
-            rc = db_error(st, "set phase", err);
+            rc = store__db_error(st, "set phase", err);
     }
-    release(s);
+    store__release(s);
     if (rc < 0)
         return rc;
     target = xasprintf("env/%s", row->name);
     detail = xasprintf("%s -> %s%s%s", env_phase_name(row->phase), env_phase_name(phase),
                        reason ? ": " : "", reason ? reason : "");
-    rc = event_insert(st, &system_actor, "env.phase", target, detail, err);
+    rc = store__event_insert(st, &system_actor, "env.phase", target, detail, err);
     free(target);
     free(detail);
     return rc;
@@ -1160,15 +1284,15 @@ store_env_set_phase(struct store *st, int64_t id, enum env_phase phase, const ch
     }
     status_row_release(&row);
 
-    rc = tx_begin(st, err);
+    rc = store__tx_begin(st, err);
     if (rc == 0)
         rc = read_status(st, id, &row, err); /* again, under the write lock */
     if (rc == 0 && !(row.phase == phase && str_same(row.reason, reason)))
         rc = write_phase(st, id, &row, phase, reason, err);
     if (rc == 0)
-        rc = tx_commit(st, err);
+        rc = store__tx_commit(st, err);
     if (rc < 0)
-        tx_rollback(st);
+        store__tx_rollback(st);
     status_row_release(&row);
     return rc;
 }
@@ -1181,15 +1305,15 @@ store_svc_update(struct store *st, int64_t env_id, const struct env_svc *svc, st
 
     if (s == NULL)
         return EPH_ESTORE;
-    if (sqlite3_bind_int64(s, 1, env_id) || bind_str(s, 2, svc->name) ||
-        bind_str(s, 3, svc_state_name(svc->state)) || sqlite3_bind_int(s, 4, svc->pid) ||
-        sqlite3_bind_int(s, 5, svc->restarts) || bind_str(s, 6, svc->reason) ||
+    if (sqlite3_bind_int64(s, 1, env_id) || store__bind_str(s, 2, svc->name) ||
+        store__bind_str(s, 3, svc_state_name(svc->state)) || sqlite3_bind_int(s, 4, svc->pid) ||
+        sqlite3_bind_int(s, 5, svc->restarts) || store__bind_str(s, 6, svc->reason) ||
         sqlite3_bind_int64(s, 7, svc->started_at_ms) || sqlite3_step(s) != SQLITE_DONE)
-        rc = db_error(st, "update service", err);
+        rc = store__db_error(st, "update service", err);
     else if (sqlite3_changes(st->db) == 0)
         rc = eph_err_set(err, EPH_ENOTFOUND, "service '%s' of environment %" PRId64 " not found",
                          svc->name, env_id);
-    release(s);
+    store__release(s);
     return rc;
 }
 
@@ -1206,13 +1330,13 @@ store_ports_in_use(struct store *st, int **ports, size_t *n, struct eph_err *err
     if (s == NULL)
         return EPH_ESTORE;
     while ((step = sqlite3_step(s)) == SQLITE_ROW) {
-        out = grow(out, count, sizeof(*out));
+        out = store__grow(out, count, sizeof(*out));
         out[count++] = sqlite3_column_int(s, 0);
     }
-    release(s);
+    store__release(s);
     if (step != SQLITE_DONE) {
         free(out);
-        return db_error(st, "list ports", err);
+        return store__db_error(st, "list ports", err);
     }
     *ports = out;
     *n = count;
@@ -1225,14 +1349,14 @@ int
 store_event_append(struct store *st, const struct store_actor *actor, const char *action,
                    const char *target, const char *detail, struct eph_err *err)
 {
-    int rc = tx_begin(st, err);
+    int rc = store__tx_begin(st, err);
 
     if (rc == 0)
-        rc = event_insert(st, actor, action, target, detail, err);
+        rc = store__event_insert(st, actor, action, target, detail, err);
     if (rc == 0)
-        rc = tx_commit(st, err);
+        rc = store__tx_commit(st, err);
     if (rc < 0)
-        tx_rollback(st);
+        store__tx_rollback(st);
     return rc;
 }
 
@@ -1243,11 +1367,11 @@ event_from_row(sqlite3_stmt *s)
 
     ev->id = sqlite3_column_int64(s, 0);
     ev->at_ms = sqlite3_column_int64(s, 1);
-    ev->actor = xstrdup(col_text(s, 2));
-    ev->source = xstrdup(col_text(s, 3));
-    ev->action = xstrdup(col_text(s, 4));
-    ev->target = xstrdup(col_text(s, 5));
-    ev->detail = xstrdup(col_text(s, 6));
+    ev->actor = xstrdup(store__col_text(s, 2));
+    ev->source = xstrdup(store__col_text(s, 3));
+    ev->action = xstrdup(store__col_text(s, 4));
+    ev->target = xstrdup(store__col_text(s, 5));
+    ev->detail = xstrdup(store__col_text(s, 6));
     return ev;
 }
 
@@ -1276,18 +1400,18 @@ store_event_list(struct store *st, const char *target, int64_t after_id, int lim
     if (s == NULL)
         return EPH_ESTORE;
     if (sqlite3_bind_int(s, 1, limit) || (after_id >= 0 && sqlite3_bind_int64(s, 2, after_id)) ||
-        (target && bind_str(s, 3, target))) {
-        rc = db_error(st, "list events", err);
+        (target && store__bind_str(s, 3, target))) {
+        rc = store__db_error(st, "list events", err);
         goto out;
     }
     while ((step = sqlite3_step(s)) == SQLITE_ROW) {
-        evs = grow(evs, count, sizeof(*evs));
+        evs = store__grow(evs, count, sizeof(*evs));
         evs[count++] = event_from_row(s);
     }
     if (step != SQLITE_DONE)
-        rc = db_error(st, "list events", err);
+        rc = store__db_error(st, "list events", err);
 out:
-    release(s);
+    store__release(s);
     if (rc < 0) {
         event_list_free(evs, count);
         return rc;
@@ -1306,17 +1430,96 @@ store_token_free(struct store_token *t)
         return;
     free(t->name);
     free(t->role);
+    free(t->user);
+    free(t->hash);
     free(t);
+}
+
+void
+store_token_list_free(struct store_token **ts, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        store_token_free(ts[i]);
+    free(ts);
+}
+
+/* Reads one row of TOKEN_COLS. */
+static struct store_token *
+token_from_row(sqlite3_stmt *s)
+{
+    struct store_token *t = xcalloc(1, sizeof(*t));
+
+    t->id = sqlite3_column_int64(s, 0);
+    t->name = store__col_str(s, 1);
+    t->role = store__col_str(s, 2);
+    t->user = xstrdup(store__col_text(s, 3));
+    t->created_at_ms = sqlite3_column_int64(s, 4);
+    t->expires_at_ms = sqlite3_column_int64(s, 5);
+    t->last_used_ms = sqlite3_column_int64(s, 6);
+    t->revoked_at_ms = sqlite3_column_int64(s, 7);
+    t->hash = xstrdup(store__col_text(s, 8));
+    return t;
+}
+
+/* Inside a transaction: EPH_ENOTFOUND "user 'x' not found" unless user `name` exists. */
+static int
+check_user_exists(struct store *st, const char *name, struct eph_err *err)
+{
+    sqlite3_stmt *s = stmt(st, ST_TOKEN_USER_EXISTS, err);
+    int rc = 0;
+    int step;
+
+    if (s == NULL)
+        return EPH_ESTORE;
+    if (store__bind_str(s, 1, name ? name : "") != SQLITE_OK) {
+        rc = store__db_error(st, "find user", err);
+    } else {
+        step = sqlite3_step(s);
+        if (step == SQLITE_DONE)
+            rc = eph_err_set(err, EPH_ENOTFOUND, "user '%s' not found", name ? name : "");
+        else if (step != SQLITE_ROW)
+            rc = store__db_error(st, "find user", err);
+    }
+    store__release(s);
+    return rc;
+}
+
+/* Inserts the tokens row; *id_out is its new id. */
+static int
+insert_token_row(struct store *st, const char *name, const char *hash_hex, const char *role,
+                 const char *user, int64_t expires_at_ms, int64_t *id_out, struct eph_err *err)
+{
+    sqlite3_stmt *s = stmt(st, ST_TOKEN_INSERT, err);
+    int rc = 0;
+    int step;
+
+    if (s == NULL)
+        return EPH_ESTORE;
+    if (store__bind_str(s, 1, name) || store__bind_str(s, 2, hash_hex) ||
+        store__bind_str(s, 3, role) || store__bind_str(s, 4, user) ||
+        sqlite3_bind_int64(s, 5, time_wall_ms()) || sqlite3_bind_int64(s, 6, expires_at_ms)) {
+        rc = store__db_error(st, "add token", err);
+        goto out;
+    }
+    step = sqlite3_step(s);
+    /* Never the hash in a message: it is what identifies the token. */
+    if (step == SQLITE_CONSTRAINT_UNIQUE)
+        rc = eph_err_set(err, EPH_ECONFLICT, "a token with this hash already exists");
+    else if (step != SQLITE_DONE)
+        rc = store__db_error(st, "add token", err);
+    *id_out = sqlite3_last_insert_rowid(st->db);
+out:
+    store__release(s);
+    return rc;
 }
 
 int
 store_token_add(struct store *st, const char *name, const char *hash_hex, const char *role,
-                int64_t expires_at_ms, const struct store_actor *actor, int64_t *id_out,
-                struct eph_err *err)
+                const char *user, int64_t expires_at_ms, const struct store_actor *actor,
+                int64_t *id_out, struct eph_err *err)
 {
     char *target = xasprintf("token/%s", name ? name : "");
     char *detail = NULL;
-    sqlite3_stmt *s = NULL;
     int64_t id = 0;
     int rc;
 
@@ -1324,38 +1527,22 @@ store_token_add(struct store *st, const char *name, const char *hash_hex, const 
         char when[64];
 
         time_format_rfc3339(expires_at_ms, when, sizeof(when));
-        detail = xasprintf("role %s, expires %s", role ? role : "-", when);
+        detail =
+            xasprintf("user %s, role %s, expires %s", user ? user : "-", role ? role : "-", when);
     } else {
-        detail = xasprintf("role %s", role ? role : "-");
+        detail = xasprintf("user %s, role %s", user ? user : "-", role ? role : "-");
     }
-    rc = tx_begin(st, err);
-    if (rc == 0) {
-        int step;
-
-        s = stmt(st, ST_TOKEN_INSERT, err);
-        if (s == NULL) {
-            rc = EPH_ESTORE;
-        } else if (bind_str(s, 1, name) || bind_str(s, 2, hash_hex) || bind_str(s, 3, role) ||
-                   sqlite3_bind_int64(s, 4, time_wall_ms()) ||
-                   sqlite3_bind_int64(s, 5, expires_at_ms)) {
-            rc = db_error(st, "add token", err);
-        } else {
-            step = sqlite3_step(s);
-            /* Never the hash in a message: it is what identifies the token. */
-            if (step == SQLITE_CONSTRAINT_UNIQUE)
-                rc = eph_err_set(err, EPH_ECONFLICT, "a token with this hash already exists");
-            else if (step != SQLITE_DONE)
-                rc = db_error(st, "add token", err);
-            id = sqlite3_last_insert_rowid(st->db);
-        }
-        release(s);
-    }
+    rc = store__tx_begin(st, err);
     if (rc == 0)
-        rc = event_insert(st, actor, "token.create", target, detail, err);
+        rc = check_user_exists(st, user, err);
     if (rc == 0)
-        rc = tx_commit(st, err);
+        rc = insert_token_row(st, name, hash_hex, role, user, expires_at_ms, &id, err);
+    if (rc == 0)
+        rc = store__event_insert(st, actor, "token.create", target, detail, err);
+    if (rc == 0)
+        rc = store__tx_commit(st, err);
     if (rc < 0)
-        tx_rollback(st);
+        store__tx_rollback(st);
     else if (id_out != NULL)
         *id_out = id;
     free(target);
@@ -1374,28 +1561,120 @@ store_token_find(struct store *st, const char *hash_hex, struct store_token **ou
     *out = NULL;
     if (s == NULL)
         return EPH_ESTORE;
-    if (bind_str(s, 1, hash_hex) || sqlite3_bind_int64(s, 2, time_wall_ms())) {
-        rc = db_error(st, "find token", err);
+    if (store__bind_str(s, 1, hash_hex) || sqlite3_bind_int64(s, 2, time_wall_ms())) {
+        rc = store__db_error(st, "find token", err);
         goto out;
     }
     step = sqlite3_step(s);
-    if (step == SQLITE_ROW) {
-        struct store_token *t = xcalloc(1, sizeof(*t));
-
-        t->id = sqlite3_column_int64(s, 0);
-        t->name = col_str(s, 1);
-        t->role = col_str(s, 2);
-        t->created_at_ms = sqlite3_column_int64(s, 3);
-        t->expires_at_ms = sqlite3_column_int64(s, 4);
-        t->last_used_ms = sqlite3_column_int64(s, 5);
-        *out = t;
-    } else if (step == SQLITE_DONE) {
+    if (step == SQLITE_ROW)
+        *out = token_from_row(s);
+    else if (step == SQLITE_DONE)
         rc = eph_err_set(err, EPH_ENOTFOUND, "token not found");
-    } else {
-        rc = db_error(st, "find token", err);
-    }
+    else
+        rc = store__db_error(st, "find token", err);
 out:
-    release(s);
+    store__release(s);
+    return rc;
+}
+
+int
+store_token_get(struct store *st, int64_t id, struct store_token **out, struct eph_err *err)
+{
+    sqlite3_stmt *s = stmt(st, ST_TOKEN_GET, err);
+    int rc = 0;
+    int step;
+
+    *out = NULL;
+    if (s == NULL)
+        return EPH_ESTORE;
+    if (sqlite3_bind_int64(s, 1, id) != SQLITE_OK) {
+        rc = store__db_error(st, "get token", err);
+        goto out;
+    }
+    step = sqlite3_step(s);
+    if (step == SQLITE_ROW)
+        *out = token_from_row(s);
+    else if (step == SQLITE_DONE)
+        rc = eph_err_set(err, EPH_ENOTFOUND, "token %" PRId64 " not found", id);
+    else
+        rc = store__db_error(st, "get token", err);
+out:
+    store__release(s);
+    return rc;
+}
+
+int
+store_token_list(struct store *st, const char *user, struct store_token ***out, size_t *n,
+                 struct eph_err *err)
+{
+    sqlite3_stmt *s = stmt(st, user ? ST_TOKEN_LIST_USER : ST_TOKEN_LIST, err);
+    struct store_token **ts = NULL;
+    size_t count = 0;
+    int rc = 0;
+    int step;
+
+    *out = NULL;
+    *n = 0;
+    if (s == NULL)
+        return EPH_ESTORE;
+    if (user && store__bind_str(s, 1, user) != SQLITE_OK) {
+        rc = store__db_error(st, "list tokens", err);
+        goto out;
+    }
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        ts = store__grow(ts, count, sizeof(*ts));
+        ts[count++] = token_from_row(s);
+    }
+    if (step != SQLITE_DONE)
+        rc = store__db_error(st, "list tokens", err);
+out:
+    store__release(s);
+    if (rc < 0) {
+        store_token_list_free(ts, count);
+        return rc;
+    }
+    *out = ts;
+    *n = count;
+    return 0;
+}
+
+int
+store_token_revoke(struct store *st, int64_t id, const struct store_actor *actor,
+                   struct eph_err *err)
+{
+    struct store_token *t = NULL;
+    sqlite3_stmt *s = NULL;
+    char *target = NULL;
+    char *detail = NULL;
+    int rc;
+
+    rc = store__tx_begin(st, err);
+    if (rc == 0)
+        rc = store_token_get(st, id, &t, err);
+    /* A revoked token is as gone as a missing one. */
+    if (rc == 0 && t->revoked_at_ms != 0)
+        rc = eph_err_set(err, EPH_ENOTFOUND, "token %" PRId64 " not found", id);
+    if (rc == 0) {
+        s = stmt(st, ST_TOKEN_REVOKE, err);
+        if (s == NULL)
+            rc = EPH_ESTORE;
+        else if (sqlite3_bind_int64(s, 1, id) || sqlite3_bind_int64(s, 2, time_wall_ms()) ||
+                 sqlite3_step(s) != SQLITE_DONE)
+            rc = store__db_error(st, "revoke token", err);
+        store__release(s);
+    }
+    if (rc == 0) {
+        target = xasprintf("token/%s", t->name ? t->name : "");
+        detail = xasprintf("user %s", t->user);
+        rc = store__event_insert(st, actor, "token.revoke", target, detail, err);
+    }
+    if (rc == 0)
+        rc = store__tx_commit(st, err);
+    if (rc < 0)
+        store__tx_rollback(st);
+    store_token_free(t);
+    free(target);
+    free(detail);
     return rc;
 }
 
@@ -1409,10 +1688,10 @@ store_token_touch(struct store *st, int64_t id, int64_t at_ms, struct eph_err *e
         return EPH_ESTORE;
     if (sqlite3_bind_int64(s, 1, id) || sqlite3_bind_int64(s, 2, at_ms) ||
         sqlite3_step(s) != SQLITE_DONE)
-        rc = db_error(st, "touch token", err);
+        rc = store__db_error(st, "touch token", err);
     else if (sqlite3_changes(st->db) == 0)
         rc = eph_err_set(err, EPH_ENOTFOUND, "token %" PRId64 " not found", id);
-    release(s);
+    store__release(s);
     return rc;
 }
 
@@ -1428,7 +1707,7 @@ store_token_count(struct store *st, int64_t *n, struct eph_err *err)
     if (sqlite3_step(s) == SQLITE_ROW)
         *n = sqlite3_column_int64(s, 0);
     else
-        rc = db_error(st, "count tokens", err);
-    release(s);
+        rc = store__db_error(st, "count tokens", err);
+    store__release(s);
     return rc;
 }

@@ -15,6 +15,7 @@ or the CLI's stderr fails the test too.
 
 Waiting is always polling with a deadline (wait_until), never a bare sleep.
 """
+import atexit
 import json
 import os
 import random
@@ -24,6 +25,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -54,6 +56,25 @@ PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PRO
 
 
 # ------------------------------------------------------------------ helpers
+
+
+_SHARED_TMP = []   # the base below, made on first use
+
+
+def shared_tmp(prefix):
+    """A new directory that every user may enter (0755), under one base directory
+    in /tmp (0755 too) that is removed when the tests end. When the tests run as
+    root, eph serve runs environment processes as `run_as` (nobody), and they
+    must reach their checkouts: data directories and the test projects live
+    here, not under pytest's temporary directories (mode 0700)."""
+    if not _SHARED_TMP:
+        base = tempfile.mkdtemp(prefix="eph-e2e-")
+        os.chmod(base, 0o755)
+        atexit.register(shutil.rmtree, base, True)
+        _SHARED_TMP.append(base)
+    path = tempfile.mkdtemp(prefix=prefix, dir=_SHARED_TMP[0])
+    os.chmod(path, 0o755)
+    return Path(path)
 
 
 def wait_until(predicate, timeout, what=None, interval=0.02):
@@ -233,7 +254,7 @@ class Server:
 
     def __init__(self, root, repos_dir):
         self.root = Path(root)
-        self.data_dir = self.root / "data"
+        self.data_dir = shared_tmp("server-") / "data"
         self.client_config = self.root / "client.json"
         self.config_file = self.root / "server.yaml"
         self.port = free_port()
@@ -553,7 +574,7 @@ class Repos:
 @pytest.fixture(scope="session")
 def repos(tmp_path_factory):
     """Real git repositories the tests register as projects."""
-    root = tmp_path_factory.mktemp("repos")
+    root = shared_tmp("repos-")
     shop = root / "shop"
     shutil.copytree(SHOP_SRC, shop, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     git(root, "init", "-q", "-b", "main", str(shop))
@@ -654,8 +675,11 @@ UPSTREAMS_DIR = Path(__file__).resolve().parent / "upstreams"
 # Settings of the gateway tests' server, appended to its config file: a short
 # header timeout for the slowloris case, a short first-byte timeout for the
 # 504 case, and the access log on stderr (the server's log file).
+# The proxy-mechanics tests talk raw HTTP, WebSocket and curl to service
+# hosts: they run with sign-in off; test_10_signin.py and the tests that use
+# the `server` fixture check the gateway with sign-in on.
 GATEWAY_SETTINGS = (("header_timeout", "2s"), ("upstream_first_byte_timeout", "3s"),
-                    ("access_log", "-"))
+                    ("access_log", "-"), ("auth", "off"))
 UPSTREAM_START_TIMEOUT_S = 15
 
 PROBE_TEMPLATE = """\
@@ -755,10 +779,14 @@ def svc_host(server, service, env):
     return "%s.%s.localhost:%d" % (service, env, server.port)
 
 
-def gw_request(server, method, host, path="/", timeout=30, **kw):
-    """An HTTP request through the gateway with Host: host (no proxies, no token)."""
+def gw_request(server, method, host, path="/", timeout=30, token=True, **kw):
+    """An HTTP request through the gateway with Host: host, no proxies, and the
+    server's admin token as a bearer token unless token is False (or another
+    token is given)."""
     headers = dict(kw.pop("headers", {}))
     headers["Host"] = host
+    if token and "Authorization" not in headers:
+        headers["Authorization"] = "Bearer " + (server.token if token is True else token)
     return requests.request(method, "http://127.0.0.1:%d%s" % (server.port, path),
                             headers=headers, timeout=timeout,
                             proxies={"http": None, "https": None}, **kw)

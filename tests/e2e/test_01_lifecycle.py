@@ -23,7 +23,8 @@ def test_01_01_first_start_prints_the_admin_token_and_writes_the_client_config(s
 
     r = server.api("GET", "whoami")
     assert r.status_code == 200, r.text
-    assert r.json() == {"name": "admin", "role": "admin"}
+    assert r.json() == {"name": "admin", "role": "admin", "email": "", "via": "token",
+                        "token": "admin"}
 
     r = server.eph("projects")
     assert r.rc == 0, str(r)

@@ -49,11 +49,18 @@ def test_08_01_the_api_and_the_cli_show_gateway_urls(tiny):
     r = tiny.eph("get", "t1")
     assert r.rc == 0 and url in r.out, str(r)
 
-    # The URL works as it is shown: curl resolves *.localhost to loopback.
-    p = subprocess.run(["curl", "-sS", "--noproxy", "*", "-m", "30", "-o", "/dev/null",
-                        "-w", "%{http_code}", url], capture_output=True, text=True, timeout=60,
-                       env=clean_environ())
-    assert p.returncode == 0 and p.stdout == "200", (p.returncode, p.stdout, p.stderr)
+    # The URL works as it is shown: curl resolves *.localhost to loopback. It
+    # is behind sign-in: without credentials 401, with a token (as a CI job
+    # would) the service answers.
+    def curl(*extra):
+        p = subprocess.run(["curl", "-sS", "--noproxy", "*", "-m", "30", "-o", "/dev/null",
+                            "-w", "%{http_code}", *extra, url], capture_output=True, text=True,
+                           timeout=60, env=clean_environ())
+        assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
+        return p.stdout
+
+    assert curl() == "401"
+    assert curl("-H", "Authorization: Bearer " + tiny.token) == "200"
 
 
 def test_08_02_events_record_the_client_address_the_gateway_saw(server, repos):

@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "drivers/local/local_int.h"
 #include "sources/git.h"
@@ -49,6 +51,7 @@ finish_close_if_idle(struct local_driver *drv)
     free(drv->envs_dir);
     free(drv->instance_id);
     free(drv->owner_prefix);
+    local_run_as_release(&drv->run_as);
     free(drv);
     if (done)
         done(arg);
@@ -174,18 +177,24 @@ plan_has_service(const struct drv_plan *plan, const char *name)
 /* ---------------------------------------------------------------- workers */
 
 enum local_work_kind {
-    LOCAL_WORK_CHECKOUT,
+    LOCAL_WORK_CHECKOUT, /* a fresh checkout (handed to run_as, if any) */
+    LOCAL_WORK_OWN,      /* a checkout and data an earlier server made for
+                            another user, handed to run_as */
     LOCAL_WORK_REMOVE,
 };
 
-/* A checkout or a removal in a worker thread. The worker touches only the
- * strings it owns; the result is applied on the loop, if env still exists. */
+/* A checkout or a removal in a worker thread. The worker touches only what it
+ * owns; the result is applied on the loop, if env still exists. */
 struct local_work {
     struct local_env *env; /* NULL once the environment is gone */
     struct local_driver *drv;
     enum local_work_kind kind;
     uv_work_t req;
     char *cache, *commit, *dir;
+    bool drop; /* give src/ and data/ to uid:gid (run_as) */
+    uid_t uid;
+    gid_t gid;
+    char *user;         /* run_as, for messages; NULL unless drop */
     int64_t started_ms; /* monotonic */
     int rc;
     struct eph_err err;
@@ -317,6 +326,27 @@ find_env_dir(struct local_driver *drv, int64_t id, const char *name)
     return path;
 }
 
+/* Gives what the processes of w's environment write to run_as: src/ with
+ * everything in it, and each data/<service>/ (data/ itself stays ours). */
+static int
+hand_over(struct local_work *w, const char *src)
+{
+    char *data = xasprintf("%s/data", w->dir);
+    int rc = local__chown_tree(src, w->uid, w->gid, true);
+
+    if (rc < 0) {
+        eph_err_set(&w->err, rc, "cannot give '%s' to user '%s': %s", src, w->user,
+                    eph_strerror(rc));
+    } else if (fs_exists(data)) {
+        rc = local__chown_tree(data, w->uid, w->gid, false);
+        if (rc < 0)
+            eph_err_set(&w->err, rc, "cannot give '%s' to user '%s': %s", data, w->user,
+                        eph_strerror(rc));
+    }
+    free(data);
+    return rc;
+}
+
 static void
 run_work(uv_work_t *req)
 {
@@ -330,17 +360,25 @@ run_work(uv_work_t *req)
     char *marker = xasprintf("%s/state/checkout.done", w->dir);
     char *content = xasprintf("%s\n", w->commit);
 
+    if (w->kind == LOCAL_WORK_OWN) {
+        w->rc = hand_over(w, src);
+        goto out;
+    }
     /* A checkout that a crash interrupted is started over. */
     w->rc = fs_rm_rf(src);
     if (w->rc < 0)
         eph_err_set(&w->err, w->rc, "cannot remove '%s': %s", src, eph_strerror(w->rc));
     if (w->rc == 0)
         w->rc = git_checkout(w->cache, w->commit, src, &w->err);
+    /* Before the marker: a checkout is done only once run_as can write it. */
+    if (w->rc == 0 && w->drop)
+        w->rc = hand_over(w, src);
     if (w->rc == 0) {
         w->rc = fs_write_atomic(marker, content, strlen(content), 0644);
         if (w->rc < 0)
             eph_err_set(&w->err, w->rc, "cannot write '%s': %s", marker, eph_strerror(w->rc));
     }
+out:
     free(src);
     free(marker);
     free(content);
@@ -368,7 +406,11 @@ after_work(uv_work_t *req, int status)
             local__kick(drv);
         } else if (!env->tearing_down) {
             int64_t took = time_mono_ms() - w->started_ms;
-            if (w->rc == 0) {
+            if (w->rc == 0 && w->kind == LOCAL_WORK_OWN) {
+                env->prep = DRV_PREP_DONE;
+                log_info("checkout handed over", "env=%s user=%s took_ms=%" PRId64, env->name,
+                         w->user, took);
+            } else if (w->rc == 0) {
                 env->prep = DRV_PREP_DONE;
                 log_info("checkout done", "env=%s commit=%.7s took_ms=%" PRId64, env->name,
                          w->commit, took);
@@ -386,6 +428,7 @@ after_work(uv_work_t *req, int status)
     free(w->cache);
     free(w->commit);
     free(w->dir);
+    free(w->user);
     free(w);
     drv->pending_work--;
     finish_close_if_idle(drv);
@@ -402,6 +445,12 @@ queue_work(struct local_env *env, enum local_work_kind kind, const struct drv_pl
     w->kind = kind;
     w->dir = xstrdup(env->dir);
     w->started_ms = time_mono_ms();
+    if (drv->drop && kind != LOCAL_WORK_REMOVE) {
+        w->drop = true;
+        w->uid = drv->run_as.uid;
+        w->gid = drv->run_as.gid;
+        w->user = xstrdup(drv->run_as.name);
+    }
     if (plan != NULL) {
         w->cache = xstrdup(plan->repo_cache);
         w->commit = xstrdup(plan->commit);
@@ -411,19 +460,73 @@ queue_work(struct local_env *env, enum local_work_kind kind, const struct drv_pl
     drv->pending_work++;
 }
 
+/* Adds search permission for group and others to directory `path`: run_as
+ * must pass through it. 0 or -errno. */
+static int
+make_enterable(const char *path)
+{
+    struct stat st;
+
+    if (stat(path, &st) < 0)
+        return -errno;
+    if ((st.st_mode & 0011) == 0011)
+        return 0;
+    return chmod(path, (st.st_mode & 07777) | 0011) < 0 ? -errno : 0;
+}
+
+/* The directories run_as passes through on the way to src/ and data/<service>/,
+ * which the server makes (whatever its umask). */
+static int
+open_env_dirs(struct local_env *env)
+{
+    char *data = xasprintf("%s/data", env->dir);
+    int rc = make_enterable(env->dir);
+
+    if (rc == 0)
+        rc = make_enterable(data);
+    if (rc < 0) {
+        env->prep = DRV_PREP_FAILED;
+        snprintf(env->reason, sizeof(env->reason), "cannot open '%s' to user '%s': %s", env->dir,
+                 env->drv->run_as.name, eph_strerror(rc));
+    }
+    free(data);
+    return rc;
+}
+
+/* True if run_as owns path (an earlier server may have run as someone else). */
+static bool
+owned_by_run_as(const struct local_driver *drv, const char *path)
+{
+    struct stat st;
+
+    return lstat(path, &st) == 0 && st.st_uid == drv->run_as.uid;
+}
+
 /* First step of an environment: its directories and its checkout (unless a
- * marker says an earlier server finished it for this very commit). */
+ * marker says an earlier server finished it for this very commit; then only
+ * handed to run_as if an earlier server made it for another user). */
 static void
 env_prepare(struct local_env *env, const struct drv_plan *plan)
 {
     static const char *const subdirs[] = {"state", "logs", "data"};
+    struct local_driver *drv = env->drv;
     char *marker = xasprintf("%s/state/checkout.done", env->dir);
     char *src = xasprintf("%s/src", env->dir);
     char *done = NULL;
 
     if (fs_read_all(marker, 256, &done, NULL) == 0 && strcspn(done, "\n") == strlen(plan->commit) &&
         memcmp(done, plan->commit, strlen(plan->commit)) == 0 && fs_exists(src)) {
-        env->prep = DRV_PREP_DONE;
+        if (!drv->drop) {
+            env->prep = DRV_PREP_DONE;
+        } else if (open_env_dirs(env) < 0) {
+            /* env->prep is FAILED */
+        } else if (owned_by_run_as(drv, src)) {
+            env->prep = DRV_PREP_DONE;
+        } else {
+            log_info("checkout handover started", "env=%s user=%s", env->name, drv->run_as.name);
+            env->prep = DRV_PREP_CHECKOUT;
+            queue_work(env, LOCAL_WORK_OWN, plan);
+        }
         goto out;
     }
     for (size_t i = 0; i < ARRAY_LEN(subdirs); i++) {
@@ -438,6 +541,8 @@ env_prepare(struct local_env *env, const struct drv_plan *plan)
         }
         free(path);
     }
+    if (drv->drop && open_env_dirs(env) < 0)
+        goto out;
     log_info("checkout started", "env=%s commit=%.7s", env->name, plan->commit);
     env->prep = DRV_PREP_CHECKOUT;
     queue_work(env, LOCAL_WORK_CHECKOUT, plan);
@@ -678,12 +783,28 @@ local_driver_new(const struct local_config *cfg, struct driver **out, struct eph
         cfg->instance_id == NULL || cfg->instance_id[0] == '\0' ||
         strchr(cfg->instance_id, '/') != NULL || cfg->stop_grace_ms < 0)
         return eph_err_set(err, EPH_EINVAL, "invalid local driver configuration");
+    if (cfg->run_as != NULL && (cfg->run_as->name == NULL || cfg->run_as->uid == 0))
+        return eph_err_set(err, EPH_EINVAL, "invalid local driver configuration");
+    if (cfg->run_as != NULL && geteuid() != 0)
+        return eph_err_set(err, EPH_EINVAL,
+                           "run_as: only a server running as root can run processes as '%s'",
+                           cfg->run_as->name);
     rc = fs_mkdir_p(cfg->envs_dir, 0755);
     if (rc < 0)
         return eph_err_set(err, rc, "cannot create '%s': %s", cfg->envs_dir, eph_strerror(rc));
     if (realpath(cfg->envs_dir, real) == NULL) {
         rc = -errno;
         return eph_err_set(err, rc, "cannot resolve '%s': %s", cfg->envs_dir, eph_strerror(rc));
+    }
+    if (cfg->run_as != NULL) {
+        /* Every environment directory is reached through it. */
+        rc = make_enterable(real);
+        if (rc < 0)
+            return eph_err_set(err, rc, "cannot open '%s' to user '%s': %s", real,
+                               cfg->run_as->name, eph_strerror(rc));
+        rc = local__check_reach("the environments directory", real, cfg->run_as, err);
+        if (rc < 0)
+            return rc;
     }
     drv = xcalloc(1, sizeof(*drv));
     drv->base.ops = &local_ops;
@@ -694,12 +815,20 @@ local_driver_new(const struct local_config *cfg, struct driver **out, struct eph
     drv->stop_grace_ms = cfg->stop_grace_ms;
     drv->kick = cfg->kick;
     drv->kick_arg = cfg->kick_arg;
+    if (cfg->run_as != NULL) {
+        drv->drop = true;
+        drv->run_as.name = xstrdup(cfg->run_as->name);
+        drv->run_as.home = xstrdup(cfg->run_as->home ? cfg->run_as->home : "/");
+        drv->run_as.uid = cfg->run_as->uid;
+        drv->run_as.gid = cfg->run_as->gid;
+    }
     rc = local__scan(drv);
     if (rc < 0) {
         free_group_list(&drv->orphans);
         free(drv->envs_dir);
         free(drv->instance_id);
         free(drv->owner_prefix);
+        local_run_as_release(&drv->run_as);
         free(drv);
         return eph_err_set(err, rc, "cannot scan /proc for processes: %s", eph_strerror(rc));
     }

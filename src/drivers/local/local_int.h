@@ -10,6 +10,8 @@
  *                   period, the group records in state/, and finding an earlier
  *                   server's groups (markers in /proc plus those records)
  *   local_health.c  one TCP or HTTP health probe
+ *   local_user.c    run_as: the user's lookup, the access check of data_dir,
+ *                   and handing a tree over to the user (chown)
  *
  * Everything runs on the control loop. Objects that hold libuv handles are
  * freed in the handles' close callbacks; the driver counts open handles and
@@ -145,6 +147,8 @@ struct local_driver {
     int64_t stop_grace_ms;
     void (*kick)(void *arg);
     void *kick_arg;
+    bool drop;                  /* processes run as run_as, not as us (root) */
+    struct local_run_as run_as; /* a copy of cfg->run_as when drop; else zero */
     struct local_env *envs;
     struct local_group *orphans; /* found at start-up, not yet claimed by a plan */
     struct local_group *swept;   /* being stopped by sweep() */
@@ -231,6 +235,22 @@ int local__scan(struct local_driver *drv);
 void local__scan_env_records(struct local_driver *drv, const char *env_dir, int64_t env_id);
 /* Wall clock at which `pid` started, from /proc; 0 if unknown. */
 int64_t local__proc_started_ms(pid_t pid);
+
+/* ----------------------------------------------------------- local_user.c */
+
+/*
+ * Gives the tree at `path` to uid:gid: every directory, file and symbolic link
+ * in it (and `path` itself if give_top), without following links or crossing
+ * into other file systems. A file with more than one hard link keeps its
+ * owner: it is shared with something outside the tree (git's objects, linked
+ * from the cache), or was linked in by someone who must not gain it.
+ * Blocking: worker threads only. 0 or -errno (the first failure; the walk
+ * goes on past it).
+ */
+int local__chown_tree(const char *path, uid_t uid, gid_t gid, bool give_top);
+/* local_check_run_as_access() for any directory; `what` names it in messages. */
+int local__check_reach(const char *what, const char *given, const struct local_run_as *ra,
+                       struct eph_err *err);
 
 /* --------------------------------------------------------- local_health.c */
 

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -400,11 +401,21 @@ envp_sets(char *const *envp, const char *entry)
     return false;
 }
 
-/* The child's environment: passed-through variables, the plan's, then ours.
- * Free with free_strv(). */
+/* Variables that name the user: run_as's own replace the server's. */
+static bool
+names_user(const char *entry)
+{
+    return env_name_is(entry, "HOME", 4) || env_name_is(entry, "USER", 4) ||
+           env_name_is(entry, "LOGNAME", 7);
+}
+
+/* The child's environment: passed-through variables (run_as's HOME, USER and
+ * LOGNAME instead of ours if it has them), the plan's, then ours. Free with
+ * free_strv(). */
 static char **
 child_environ(const struct local_svc *s, const char *data_dir, const char *owner)
 {
+    const struct local_driver *drv = s->drv;
     size_t n_plan = 0, n_ours = 0, o = 0;
     char **envp;
 
@@ -412,14 +423,29 @@ child_environ(const struct local_svc *s, const char *data_dir, const char *owner
         n_plan++;
     while (environ[n_ours])
         n_ours++;
-    envp = xcalloc(n_plan + n_ours + 3, sizeof(*envp));
+    envp = xcalloc(n_plan + n_ours + 6, sizeof(*envp));
     for (size_t i = 0; i < n_ours; i++) {
         const char *e = environ[i];
         bool pass = strncmp(e, "LC_", 3) == 0;
         for (size_t k = 0; k < ARRAY_LEN(passed_vars) && !pass; k++)
             pass = env_name_is(e, passed_vars[k], strlen(passed_vars[k]));
+        if (pass && drv->drop && names_user(e))
+            pass = false;
         if (pass && !envp_sets(s->envp, e))
             envp[o++] = xstrdup(e);
+    }
+    if (drv->drop) {
+        char *user[] = {
+            xasprintf("HOME=%s", drv->run_as.home),
+            xasprintf("USER=%s", drv->run_as.name),
+            xasprintf("LOGNAME=%s", drv->run_as.name),
+        };
+        for (size_t k = 0; k < ARRAY_LEN(user); k++) {
+            if (envp_sets(s->envp, user[k]))
+                free(user[k]);
+            else
+                envp[o++] = user[k];
+        }
     }
     for (size_t i = 0; i < n_plan; i++) {
         /* ours: a plan cannot move a service's data or disguise its owner */
@@ -472,6 +498,20 @@ local__spawn(struct local_svc *s, enum local_kind kind, struct local_group **out
             goto out;
         }
     }
+    /* EPH_DATA is the service's to write. Only the directory itself: what is
+     * in it was made by the service (or handed over with the checkout), and
+     * data/ above it is ours, so its name cannot be swapped under us. */
+    if (drv->drop) {
+        struct stat st;
+        if (lstat(data_dir, &st) < 0 ||
+            ((st.st_uid != drv->run_as.uid || st.st_gid != drv->run_as.gid) &&
+             lchown(data_dir, drv->run_as.uid, drv->run_as.gid) < 0)) {
+            rc = -errno;
+            rc = eph_err_set(err, rc, "cannot give '%s' to user '%s': %s", data_dir,
+                             drv->run_as.name, eph_strerror(rc));
+            goto out;
+        }
+    }
     null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (null_fd < 0 || log_fd < 0) {
@@ -497,6 +537,15 @@ local__spawn(struct local_svc *s, enum local_kind kind, struct local_group **out
     /* setsid(): a session and group of its own (pgid == pid) that we signal
      * whole, and no terminal of ours to read from or be stopped by. */
     opts.flags = UV_PROCESS_DETACHED;
+    if (drv->drop) {
+        /* In the child, after chdir(cwd) and before exec, libuv calls
+         * setgroups(0, NULL) (dropping root's supplementary groups), then
+         * setgid(), then setuid(); a failure of either fails the spawn. As
+         * root we can still signal the group and read its /proc entries. */
+        opts.flags |= UV_PROCESS_SETUID | UV_PROCESS_SETGID;
+        opts.uid = drv->run_as.uid;
+        opts.gid = drv->run_as.gid;
+    }
     opts.stdio_count = 3;
     opts.stdio = stdio;
 

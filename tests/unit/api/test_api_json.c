@@ -1,6 +1,7 @@
 /*
  * tests/unit/api/test_api_json.c - records rendered exactly as docs/api.md
- * shows them: environments with their services, projects, events.
+ * shows them: environments with their services, projects, events, users and
+ * tokens.
  */
 #include <criterion/criterion.h>
 #include <string.h>
@@ -74,6 +75,7 @@ sample_env(void)
 static const char want_env[] =
     "{\"name\": \"fx\", \"project\": \"shop\", \"ref\": \"feature-x\","
     " \"commit\": \"3f2c1d0aa1b2c3d4e5f60718293a4b5c6d7e8f90\", \"owner\": \"admin\","
+    " \"visibility\": \"team\","
     " \"desired\": \"running\", \"phase\": \"ready\", \"reason\": null,"
     " \"params\": {\"dataset\": \"edge-cases\"},"
     " \"created_at\": \"2026-11-22T10:00:00Z\", \"created_at_ms\": 1795341600000,"
@@ -213,4 +215,77 @@ Test(api_json, renders_projects_and_events)
                 "{\"id\": 17, \"at\": \"2026-11-22T10:00:00Z\", \"at_ms\": 1795341600000,"
                 " \"actor\": \"admin\", \"source\": \"127.0.0.1\", \"action\": \"env.create\","
                 " \"target\": \"env/fx\", \"detail\": \"project shop at feature-x (3f2c1d0)\"}");
+}
+
+Test(api_json, names_the_visibility_of_an_environment)
+{
+    static const enum visibility vis[] = {VIS_TEAM, VIS_PRIVATE, VIS_LINK};
+    static const char *const want[] = {"team", "private", "link"};
+
+    for (size_t i = 0; i < ARRAY_LEN(vis); i++) {
+        struct env *env = sample_env();
+        json_t *o;
+
+        env->visibility = vis[i];
+        o = api__env_json(env, NULL, NULL);
+        cr_expect_str_eq(json_string_value(json_object_get(o, "visibility")), want[i]);
+        json_decref(o);
+        env_free(env);
+    }
+}
+
+Test(api_json, renders_users_without_their_password_hash)
+{
+    struct user u = {
+        .id = 3,
+        .name = "alice",
+        .email = "alice@example.com",
+        .role = "member",
+        .provider = "local",
+        .subject = "",
+        .password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+        .created_at_ms = T0,
+        .last_login_ms = 0,
+    };
+    struct user oidc = {
+        .name = "bob",
+        .email = NULL,
+        .role = "viewer",
+        .provider = "oidc:corp",
+        .subject = "1234",
+        .created_at_ms = T0,
+        .last_login_ms = T0 + 60000,
+    };
+
+    expect_json(api__user_json(&u),
+                "{\"name\": \"alice\", \"email\": \"alice@example.com\", \"role\": \"member\","
+                " \"provider\": \"local\","
+                " \"created_at\": \"2026-11-22T10:00:00Z\", \"created_at_ms\": 1795341600000,"
+                " \"last_login_at\": null, \"last_login_at_ms\": 0}");
+    expect_json(api__user_json(&oidc),
+                "{\"name\": \"bob\", \"email\": \"\", \"role\": \"viewer\","
+                " \"provider\": \"oidc:corp\","
+                " \"created_at\": \"2026-11-22T10:00:00Z\", \"created_at_ms\": 1795341600000,"
+                " \"last_login_at\": \"2026-11-22T10:01:00Z\","
+                " \"last_login_at_ms\": 1795341660000}");
+}
+
+Test(api_json, renders_tokens_without_their_hash)
+{
+    struct store_token t = {
+        .id = 7,
+        .name = "ci",
+        .hash = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        .role = "viewer",
+        .user = "alice",
+        .created_at_ms = T0,
+        .expires_at_ms = T0 + 86400000,
+        .last_used_ms = 0,
+    };
+
+    expect_json(api__token_json(&t),
+                "{\"id\": 7, \"name\": \"ci\", \"user\": \"alice\", \"scope\": \"viewer\","
+                " \"created_at\": \"2026-11-22T10:00:00Z\", \"created_at_ms\": 1795341600000,"
+                " \"expires_at\": \"2026-11-23T10:00:00Z\", \"expires_at_ms\": 1795428000000,"
+                " \"last_used_at\": null, \"last_used_at_ms\": 0}");
 }

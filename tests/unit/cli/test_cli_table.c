@@ -243,6 +243,9 @@ static const struct {
     {"get", {"fx", "extra"}, "unexpected argument 'extra'"},
     {"ls", {"fx"}, "unexpected argument 'fx'"},
     {"logs", {"fx", "--ttl", "1h"}, "unknown flag '--ttl'"},
+    {"token ls", {"--name", "x"}, "unknown flag '--name'"},
+    {"user passwd", {"alice", "--password", "x"}, "unknown flag '--password'"},
+    {"user role", {"alice", "admin", "x"}, "unexpected argument 'x'"},
 };
 
 Test(cli_args, rejects_bad_flags_with_a_message_naming_them)
@@ -509,7 +512,7 @@ Test(cli_config, says_how_to_log_in_when_there_is_nothing)
     unsetenv("EPH_SERVER");
     unsetenv("EPH_TOKEN");
     cr_expect_eq(cli__config_resolve(NULL, NULL, &cfg, &err), EPH_EUNAUTH);
-    cr_expect_str_eq(err.msg, "not logged in: run 'eph login --server URL --token TOKEN'");
+    cr_expect_str_eq(err.msg, "not logged in: run 'eph login --server URL'");
     cr_expect_eq(cli__config_resolve("http://s:1", NULL, &cfg, &err), EPH_EUNAUTH);
     cr_expect_null(cfg.server);
 }
@@ -607,7 +610,13 @@ Test(cli_main, exits_2_on_usage_errors, .init = cr_redirect_stderr)
     char *output[] = {"eph", "ls", "-o", "yaml"};
     char *ttl[] = {"eph", "up", "shop", "--ttl", "soon"};
     char *param[] = {"eph", "up", "shop", "--param", "oops"};
-    char *login[] = {"eph", "login", "--server", "http://127.0.0.1:1"};
+    char *role[] = {"eph", "user", "role", "alice", "boss"};
+    char *scope[] = {"eph", "token", "create", "--name", "ci", "--scope", "root"};
+    char *no_name[] = {"eph", "token", "create", "--ttl", "30d"};
+    char *vis[] = {"eph", "visibility", "fx", "public"};
+    char *up_vis[] = {"eph", "up", "shop", "--visibility", "world"};
+    char *link_ttl[] = {"eph", "link", "fx", "--ttl", "forever"};
+    char *add_role[] = {"eph", "user", "add", "bob", "--role", "owner"};
     char *serve[] = {"eph", "--server", "http://x:1", "serve"};
     char *nothing[] = {"eph"};
 
@@ -617,7 +626,13 @@ Test(cli_main, exits_2_on_usage_errors, .init = cr_redirect_stderr)
     cr_expect_eq(run(4, output), 2);
     cr_expect_eq(run(5, ttl), 2);
     cr_expect_eq(run(5, param), 2);
-    cr_expect_eq(run(4, login), 2);
+    cr_expect_eq(run(5, role), 2);
+    cr_expect_eq(run(7, scope), 2);
+    cr_expect_eq(run(5, no_name), 2);
+    cr_expect_eq(run(4, vis), 2);
+    cr_expect_eq(run(5, up_vis), 2);
+    cr_expect_eq(run(5, link_ttl), 2);
+    cr_expect_eq(run(6, add_role), 2);
     cr_expect_eq(run(4, serve), 2);
     cr_expect_eq(run(1, nothing), 2);
 }
@@ -640,7 +655,7 @@ Test(cli_main, exits_1_when_not_logged_in, .init = cr_redirect_stderr)
     unsetenv("EPH_TOKEN");
     cr_expect_eq(run(2, ls), 1);
     fflush(stderr);
-    cr_expect_stderr_eq_str("eph: not logged in: run 'eph login --server URL --token TOKEN'\n");
+    cr_expect_stderr_eq_str("eph: not logged in: run 'eph login --server URL'\n");
 }
 
 Test(cli_main, exits_1_when_the_server_cannot_be_reached, .init = cr_redirect_stderr)

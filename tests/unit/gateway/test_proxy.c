@@ -460,8 +460,12 @@ publish_routes(uint64_t version)
         {"web", "127.0.0.1", T.up.port, true, SVC_STATE_STARTING},
     };
     struct gw_route_env_in envs[] = {
-        {"fx", ENV_PHASE_READY, NULL, fx, ARRAY_LEN(fx)},
-        {"boot", ENV_PHASE_STARTING, "starting web", boot, ARRAY_LEN(boot)},
+        {.name = "fx", .phase = ENV_PHASE_READY, .services = fx, .n_services = ARRAY_LEN(fx)},
+        {.name = "boot",
+         .phase = ENV_PHASE_STARTING,
+         .reason = "starting web",
+         .services = boot,
+         .n_services = ARRAY_LEN(boot)},
     };
 
     gw_publish(T.gw, gw_routes_build(envs, ARRAY_LEN(envs), version));
@@ -885,7 +889,8 @@ Test(proxy, switches_to_a_newly_published_table, .timeout = TEST_TIMEOUT_S)
     struct gw_route_service_in boot[] = {
         {"web", "127.0.0.1", 0, true, SVC_STATE_HEALTHY},
     };
-    struct gw_route_env_in envs[] = {{"boot", ENV_PHASE_READY, NULL, boot, 1}};
+    struct gw_route_env_in envs[] = {
+        {.name = "boot", .phase = ENV_PHASE_READY, .services = boot, .n_services = 1}};
 
     start();
     boot[0].upstream_port = T.up.port;

@@ -281,7 +281,7 @@ upstream_head_of(const char *raw, const char *client, struct buf *out)
     cr_assert_neq(feed_request(&p, raw, strlen(raw), 4096, NULL, &head), GW_FEED_ERROR, "%s",
                   p.error_reason ? p.error_reason : "");
     cr_assert(head);
-    cr_assert_eq(gw__build_upstream_head(&p, client, out), 0);
+    cr_assert_eq(gw__build_upstream_head(&p, client, false, NULL, out), 0);
     gw__reqp_release(&p);
 }
 
@@ -578,8 +578,12 @@ sample_routes(void)
         {"db", "127.0.0.1", 5003, false, SVC_STATE_HEALTHY},
     };
     static const struct gw_route_env_in envs[] = {
-        {"fx", ENV_PHASE_STARTING, "waiting for <api>", fx, 3},
-        {"empty", ENV_PHASE_READY, NULL, NULL, 0},
+        {.name = "fx",
+         .phase = ENV_PHASE_STARTING,
+         .reason = "waiting for <api>",
+         .services = fx,
+         .n_services = 3},
+        {.name = "empty", .phase = ENV_PHASE_READY},
     };
 
     return gw_routes_build(envs, 2, 1);

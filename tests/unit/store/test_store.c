@@ -1,8 +1,9 @@
 /*
  * tests/unit/store/test_store.c - the store against a real SQLite file in a
  * fresh temporary directory per test: schema and migrations, projects,
- * environments and their services, phases, events, tokens, and that a
- * failed transaction leaves nothing behind.
+ * environments and their services, visibility and live counts, phases,
+ * events, tokens, and that a failed transaction leaves nothing behind. Users
+ * and sessions are tested in test_store_users.c.
  */
 #include <criterion/criterion.h>
 #include <inttypes.h>
@@ -17,6 +18,11 @@
 #include "util/log.h"
 #include "util/time.h"
 #include "util/xmalloc.h"
+
+/* Token hashes: hex SHA-256, as auth_token_hash() gives them. */
+#define HASH_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define HASH_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+#define HASH_C "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
 
 static char dir[64];
 static char db_path[128];
@@ -92,6 +98,16 @@ raw_text(const char *sql)
     sqlite3_finalize(s);
     sqlite3_close(db);
     return v;
+}
+
+/* Adds a local user without a password. */
+static void
+add_user(struct store *st, const char *name, const char *role)
+{
+    struct user u = {.name = (char *)name, .role = (char *)role, .provider = (char *)"local"};
+    struct eph_err err = {0};
+
+    cr_assert_eq(store_user_add(st, &u, NULL, &err), 0, "%s", err.msg);
 }
 
 /* An environment as the API would hand it over: every spec field set. */
@@ -180,6 +196,7 @@ expect_same_env(const struct env *a, const struct env *b)
     expect_str_or_null(b->ref, a->ref, "ref");
     expect_str_or_null(b->commit, a->commit, "commit");
     expect_str_or_null(b->owner, a->owner, "owner");
+    cr_expect_eq(b->visibility, a->visibility);
     expect_str_or_null(b->template_yaml, a->template_yaml, "template_yaml");
     cr_expect_eq(b->created_at_ms, a->created_at_ms);
     cr_expect_eq(b->expires_at_ms, a->expires_at_ms);
@@ -215,14 +232,16 @@ Test(store, open_creates_the_schema_at_the_latest_version_in_wal_mode)
     struct stat sb;
     char *mode;
 
-    cr_expect_eq(store_schema_version(st), 1);
-    cr_expect_eq(raw_int("PRAGMA user_version"), 1);
+    cr_expect_eq(store_schema_version(st), 2);
+    cr_expect_eq(raw_int("PRAGMA user_version"), 2);
     cr_expect_eq(raw_int("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
-                         "('meta', 'projects', 'envs', 'services', 'events', 'tokens')"),
-                 6);
+                         "('meta', 'projects', 'envs', 'services', 'events', 'tokens', 'users', "
+                         "'sessions')"),
+                 8);
     cr_expect_eq(raw_int("SELECT count(*) FROM sqlite_master WHERE name IN "
-                         "('envs_live_name', 'events_target')"),
-                 2);
+                         "('envs_live_name', 'events_target', 'users_identity')"),
+                 3);
+    cr_expect_eq(raw_int("SELECT count(*) FROM users"), 0, "the first start adds the admin");
     mode = raw_text("PRAGMA journal_mode");
     cr_expect_str_eq(mode, "wal");
     free(mode);
@@ -241,7 +260,7 @@ Test(store, reopening_is_idempotent)
     store_close(st);
     for (int i = 0; i < 3; i++) {
         st = open_store();
-        cr_expect_eq(store_schema_version(st), 1);
+        cr_expect_eq(store_schema_version(st), 2);
         cr_expect_eq(count_events(st, NULL), 1, "no events appear on reopening");
         store_close(st);
     }
@@ -258,10 +277,85 @@ Test(store, migrates_an_empty_version_0_database)
     raw_exec("CREATE TABLE unrelated (x INTEGER)");
     cr_assert_eq(raw_int("PRAGMA user_version"), 0);
     st = open_store();
-    cr_expect_eq(store_schema_version(st), 1);
-    cr_expect_eq(raw_int("PRAGMA user_version"), 1);
+    cr_expect_eq(store_schema_version(st), 2);
+    cr_expect_eq(raw_int("PRAGMA user_version"), 2);
     cr_expect_eq(raw_int("SELECT count(*) FROM envs"), 0);
+    cr_expect_eq(raw_int("SELECT count(*) FROM users"), 0, "no tokens: no admin user");
     cr_expect_eq(raw_int("SELECT count(*) FROM unrelated"), 0, "other tables are left alone");
+    store_close(st);
+}
+
+/* The schema as migration step 1 left it (released, so frozen): a database
+   of a server from before users, to migrate. */
+static const char v1_schema[] =
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE projects (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,"
+    "  repo TEXT NOT NULL, created_by TEXT NOT NULL, created_at_ms INTEGER NOT NULL);"
+    "CREATE TABLE envs (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, project TEXT,"
+    "  ref TEXT, commit_sha TEXT, owner TEXT, template_yaml TEXT,"
+    "  params_json TEXT NOT NULL DEFAULT '{}', created_at_ms INTEGER NOT NULL,"
+    "  expires_at_ms INTEGER NOT NULL DEFAULT 0, desired TEXT NOT NULL, phase TEXT NOT NULL,"
+    "  reason TEXT, phase_at_ms INTEGER NOT NULL, ready_at_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE UNIQUE INDEX envs_live_name ON envs(name) WHERE phase != 'deleted';"
+    "CREATE TABLE services (env_id INTEGER NOT NULL REFERENCES envs(id) ON DELETE CASCADE,"
+    "  name TEXT NOT NULL, ord INTEGER NOT NULL, port INTEGER NOT NULL DEFAULT 0,"
+    "  state TEXT NOT NULL, pid INTEGER NOT NULL DEFAULT 0, restarts INTEGER NOT NULL DEFAULT 0,"
+    "  reason TEXT, started_at_ms INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (env_id, name));"
+    "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL,"
+    "  actor TEXT NOT NULL, source TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,"
+    "  detail TEXT NOT NULL);"
+    "CREATE INDEX events_target ON events(target, id);"
+    "CREATE TABLE tokens (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,"
+    "  hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL, created_at_ms INTEGER NOT NULL,"
+    "  expires_at_ms INTEGER NOT NULL DEFAULT 0, last_used_ms INTEGER NOT NULL DEFAULT 0);"
+    "PRAGMA user_version = 1;";
+
+Test(store, migrating_a_version_1_server_gives_its_tokens_to_a_user_admin)
+{
+    struct store *st;
+    struct eph_err err = {0};
+    struct store_token *t = NULL;
+    struct user *u = NULL;
+    struct env *env = NULL;
+
+    raw_exec(v1_schema);
+    raw_exec("INSERT INTO tokens (name, hash, role, created_at_ms) VALUES "
+             "('admin', '" HASH_A "', 'admin', 1700000000000), "
+             "('ci', '" HASH_B "', 'member', 1700000005000);"
+             "INSERT INTO envs (name, owner, created_at_ms, desired, phase, phase_at_ms) VALUES "
+             "('fx', 'admin', 1700000001000, 'running', 'ready', 1700000001000);");
+    st = open_store();
+    cr_expect_eq(store_schema_version(st), 2);
+
+    cr_assert_eq(store_user_get(st, "admin", &u, &err), 0, "%s", err.msg);
+    cr_expect_str_eq(u->role, "admin");
+    cr_expect_str_eq(u->provider, "local");
+    cr_expect_str_eq(u->subject, "");
+    cr_expect_str_eq(u->email, "");
+    cr_expect_null(u->password_hash);
+    cr_expect_eq(u->created_at_ms, 1700000000000, "as old as its oldest token");
+    cr_expect_eq(u->last_login_ms, 0);
+    user_free(u);
+
+    cr_assert_eq(store_token_find(st, HASH_A, &t, &err), 0, "%s", err.msg);
+    cr_expect_str_eq(t->user, "admin");
+    cr_expect_str_eq(t->role, "admin");
+    cr_expect_eq(t->revoked_at_ms, 0);
+    store_token_free(t);
+    cr_assert_eq(store_token_find(st, HASH_B, &t, &err), 0, "%s", err.msg);
+    cr_expect_str_eq(t->user, "admin", "every old token was the admin's");
+    cr_expect_str_eq(t->name, "ci");
+    store_token_free(t);
+
+    cr_assert_eq(store_env_get(st, "fx", &env, &err), 0, "%s", err.msg);
+    cr_expect_eq(env->visibility, VIS_TEAM);
+    env_free(env);
+    cr_expect_eq(count_events(st, NULL), 0, "a migration adds no event");
+    store_close(st);
+
+    /* Opening again changes nothing. */
+    st = open_store();
+    cr_expect_eq(raw_int("SELECT count(*) FROM users"), 1);
     store_close(st);
 }
 
@@ -274,7 +368,7 @@ Test(store, refuses_a_database_from_a_newer_version_and_leaves_it_alone)
     raw_exec("PRAGMA user_version = 99");
     cr_expect_eq(store_open(db_path, &st, &err), EPH_ESTORE);
     cr_expect_null(st);
-    snprintf(want, sizeof(want), "store: '%s' has schema version 99, newer than this eph knows (1)",
+    snprintf(want, sizeof(want), "store: '%s' has schema version 99, newer than this eph knows (2)",
              db_path);
     cr_expect_str_eq(err.msg, want);
     cr_expect_eq(raw_int("PRAGMA user_version"), 99);
@@ -744,6 +838,107 @@ Test(store, lists_a_thousand_environments_with_their_services_in_milliseconds)
     store_close(st);
 }
 
+Test(store, visibility_round_trips_and_changes_with_one_event)
+{
+    struct store *st = open_store();
+    struct eph_err err = {0};
+    struct env *env = make_env("fx", 21000), *got = NULL, **envs = NULL;
+    struct event **evs = NULL;
+    char *text;
+    size_t n = 0;
+    int64_t team;
+
+    env->visibility = VIS_PRIVATE;
+    cr_assert_eq(store_env_create(st, env, &alice, &err), 0, "%s", err.msg);
+    cr_expect_eq(env->visibility, VIS_PRIVATE);
+    cr_assert_eq(store_env_get(st, "fx", &got, &err), 0, "%s", err.msg);
+    expect_same_env(env, got);
+    env_free(got);
+    text = raw_text("SELECT visibility FROM envs WHERE name = 'fx'");
+    cr_expect_str_eq(text, "private", "stored by name");
+    free(text);
+    team = create(st, "plain", 22000);
+    cr_assert_eq(store_env_get_by_id(st, team, &got, &err), 0, "%s", err.msg);
+    cr_expect_eq(got->visibility, VIS_TEAM, "the default");
+    env_free(got);
+
+    cr_assert_eq(store_env_set_visibility(st, env->id, VIS_LINK, &alice, &err), 0, "%s", err.msg);
+    cr_assert_eq(store_env_set_visibility(st, env->id, VIS_LINK, &alice, &err), 0, "%s", err.msg);
+    cr_assert_eq(store_env_set_visibility(st, env->id, VIS_TEAM, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq(store_env_list(st, false, &envs, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n, 2);
+    cr_expect_eq(envs[0]->visibility, VIS_TEAM);
+    env_list_free(envs, n);
+
+    n = events_of(st, "env/fx", &evs);
+    cr_assert_eq(n, 3, "create and two changes: an unchanged visibility adds no event");
+    cr_expect_str_eq(evs[1]->action, "env.visibility");
+    cr_expect_str_eq(evs[1]->actor, "alice");
+    cr_expect_str_eq(evs[1]->detail, "private -> link");
+    cr_expect_str_eq(evs[2]->actor, "system");
+    cr_expect_str_eq(evs[2]->detail, "link -> team");
+    event_list_free(evs, n);
+
+    cr_expect_eq(store_env_set_visibility(st, 999, VIS_PRIVATE, &alice, &err), EPH_ENOTFOUND);
+    cr_expect_str_eq(err.msg, "environment 999 not found");
+    cr_expect_eq(store_env_set_visibility(st, team, (enum visibility)42, &alice, &err), EPH_EINVAL);
+    env->visibility = (enum visibility)42;
+    free(env->name);
+    env->name = xstrdup("odd");
+    cr_expect_eq(store_env_create(st, env, &alice, &err), EPH_EINVAL);
+    cr_expect_str_eq(err.msg, "environment 'odd' has an unknown visibility (42)");
+    env_free(env);
+    store_close(st);
+}
+
+Test(store, an_unknown_visibility_is_refused_at_load)
+{
+    struct store *st = open_store();
+    struct eph_err err = {0};
+    struct env *env = NULL;
+    int64_t id = create(st, "fx", 21000);
+
+    raw_exec("UPDATE envs SET visibility = 'public'");
+    cr_expect_eq(store_env_get_by_id(st, id, &env, &err), EPH_ESTORE);
+    cr_expect_str_eq(err.msg, "store: environment 1: unknown visibility 'public'");
+    cr_expect_null(env);
+    cr_expect_eq(store_env_set_visibility(st, id, VIS_PRIVATE, &alice, &err), EPH_ESTORE);
+    store_close(st);
+}
+
+Test(store, count_live_leaves_out_deleted_deleting_and_unwanted_environments)
+{
+    struct store *st = open_store();
+    struct eph_err err = {0};
+    struct env *bobs = make_env("bobs", 29000);
+    int64_t n = -1;
+    int64_t a = create(st, "a", 21000), b = create(st, "b", 22000), c = create(st, "c", 23000);
+
+    create(st, "d", 24000);
+    free(bobs->owner);
+    bobs->owner = xstrdup("bob");
+    cr_assert_eq(store_env_create(st, bobs, &alice, &err), 0, "%s", err.msg);
+    env_free(bobs);
+
+    cr_assert_eq(store_env_count_live(st, NULL, &n, &err), 0, "%s", err.msg);
+    cr_expect_eq(n, 5);
+    cr_assert_eq(store_env_count_live(st, "alice", &n, &err), 0, "%s", err.msg);
+    cr_expect_eq(n, 4);
+    cr_assert_eq(store_env_count_live(st, "bob", &n, &err), 0, "%s", err.msg);
+    cr_expect_eq(n, 1);
+    cr_assert_eq(store_env_count_live(st, "carol", &n, &err), 0, "%s", err.msg);
+    cr_expect_eq(n, 0);
+
+    cr_assert_eq(store_env_set_phase(st, a, ENV_PHASE_DELETED, NULL, &err), 0);
+    cr_assert_eq(store_env_set_phase(st, b, ENV_PHASE_DELETING, NULL, &err), 0);
+    cr_assert_eq(store_env_set_desired(st, c, ENV_WANT_DELETED, &alice, "env.delete", "", &err), 0);
+    cr_assert_eq(store_env_count_live(st, "alice", &n, &err), 0, "%s", err.msg);
+    cr_expect_eq(n, 1, "only d is live");
+    cr_assert_eq(store_env_count_live(st, NULL, &n, &err), 0, "%s", err.msg);
+    cr_expect_eq(n, 2);
+    store_close(st);
+}
+
 /* ------------------------------------------------------------- events */
 
 Test(store, event_list_pages_by_after_id_and_limit_and_filters_by_target)
@@ -845,10 +1040,6 @@ Test(store, event_list_returns_at_most_1000)
 
 /* ------------------------------------------------------------- tokens */
 
-#define HASH_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-#define HASH_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
-#define HASH_C "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
-
 Test(store, tokens_are_added_found_touched_and_counted)
 {
     struct store *st = open_store();
@@ -858,12 +1049,15 @@ Test(store, tokens_are_added_found_touched_and_counted)
     int64_t count = -1, id = 0, id2 = 0;
     int64_t before = time_wall_ms();
 
+    add_user(st, "admin", "admin");
+    add_user(st, "alice", "member");
     cr_assert_eq(store_token_count(st, &count, &err), 0, "%s", err.msg);
     cr_expect_eq(count, 0, "none at first start");
-    cr_assert_eq(store_token_add(st, "admin", HASH_A, "admin", 0, &alice, &id, &err), 0, "%s",
-                 err.msg);
-    cr_assert_eq(store_token_add(st, "ci", HASH_B, "member", 4102444800000, &alice, &id2, &err), 0,
+    cr_assert_eq(store_token_add(st, "admin", HASH_A, "admin", "admin", 0, &alice, &id, &err), 0,
                  "%s", err.msg);
+    cr_assert_eq(
+        store_token_add(st, "ci", HASH_B, "member", "alice", 4102444800000, &alice, &id2, &err), 0,
+        "%s", err.msg);
     cr_expect_gt(id2, id);
     cr_assert_eq(store_token_count(st, &count, &err), 0);
     cr_expect_eq(count, 2);
@@ -872,6 +1066,9 @@ Test(store, tokens_are_added_found_touched_and_counted)
     cr_expect_eq(t->id, id2);
     cr_expect_str_eq(t->name, "ci");
     cr_expect_str_eq(t->role, "member");
+    cr_expect_str_eq(t->user, "alice");
+    cr_expect_str_eq(t->hash, HASH_B);
+    cr_expect_eq(t->revoked_at_ms, 0);
     cr_expect_geq(t->created_at_ms, before);
     cr_expect_eq(t->expires_at_ms, 4102444800000);
     cr_expect_eq(t->last_used_ms, 0);
@@ -887,19 +1084,24 @@ Test(store, tokens_are_added_found_touched_and_counted)
     cr_assert_eq(events_of(st, "token/ci", &evs), 1);
     cr_expect_str_eq(evs[0]->action, "token.create");
     cr_expect_str_eq(evs[0]->actor, "alice");
-    cr_expect_str_eq(evs[0]->detail, "role member, expires 2100-01-01T00:00:00Z");
+    cr_expect_str_eq(evs[0]->detail, "user alice, role member, expires 2100-01-01T00:00:00Z");
     event_list_free(evs, 1);
     cr_assert_eq(events_of(st, "token/admin", &evs), 1);
-    cr_expect_str_eq(evs[0]->detail, "role admin");
+    cr_expect_str_eq(evs[0]->detail, "user admin, role admin");
     event_list_free(evs, 1);
 
     t = (struct store_token *)&err;
     cr_expect_eq(store_token_find(st, HASH_C, &t, &err), EPH_ENOTFOUND);
     cr_expect_null(t);
-    cr_expect_eq(store_token_add(st, "dup", HASH_A, "viewer", 0, &alice, NULL, &err),
+    cr_expect_eq(store_token_add(st, "dup", HASH_A, "viewer", "alice", 0, &alice, NULL, &err),
                  EPH_ECONFLICT);
     cr_expect_null(strstr(err.msg, HASH_A), "the hash is never in a message");
+    cr_expect_eq(store_token_add(st, "dup", HASH_C, "viewer", "ghost", 0, &alice, NULL, &err),
+                 EPH_ENOTFOUND);
+    cr_expect_str_eq(err.msg, "user 'ghost' not found");
     cr_expect_eq(count_events(st, "token/dup"), 0);
+    cr_assert_eq(store_token_count(st, &count, &err), 0);
+    cr_expect_eq(count, 2, "refused adds stored nothing");
     store_close(st);
 }
 
@@ -910,14 +1112,79 @@ Test(store, an_expired_token_is_not_found)
     struct store_token *t = NULL;
     int64_t count = 0;
 
-    cr_assert_eq(
-        store_token_add(st, "old", HASH_A, "viewer", time_wall_ms() - 1000, &alice, NULL, &err), 0,
-        "%s", err.msg);
+    add_user(st, "alice", "member");
+    cr_assert_eq(store_token_add(st, "old", HASH_A, "viewer", "alice", time_wall_ms() - 1000,
+                                 &alice, NULL, &err),
+                 0, "%s", err.msg);
     cr_expect_eq(store_token_find(st, HASH_A, &t, &err), EPH_ENOTFOUND);
     cr_expect_str_eq(err.msg, "token not found");
     cr_expect_null(t);
     cr_assert_eq(store_token_count(st, &count, &err), 0);
     cr_expect_eq(count, 1, "expired tokens still count");
+    store_close(st);
+}
+
+Test(store, tokens_are_listed_by_user_and_revoked_ones_are_gone)
+{
+    struct store *st = open_store();
+    struct eph_err err = {0};
+    struct store_token **ts = NULL, *t = NULL;
+    struct event **evs = NULL;
+    size_t n = 0;
+    int64_t a = 0, b = 0, c = 0, count = 0;
+    int64_t before = time_wall_ms();
+
+    add_user(st, "alice", "member");
+    add_user(st, "bob", "viewer");
+    cr_assert_eq(store_token_add(st, "laptop", HASH_A, "member", "alice", 0, &alice, &a, &err), 0);
+    cr_assert_eq(store_token_add(st, "ci", HASH_B, "viewer", "bob", 0, &alice, &b, &err), 0);
+    cr_assert_eq(store_token_add(st, "ci", HASH_C, "viewer", "alice", 0, &alice, &c, &err), 0,
+                 "token names need not be unique");
+
+    cr_assert_eq(store_token_list(st, NULL, &ts, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n, 3);
+    cr_expect_eq(ts[0]->id, a);
+    cr_expect_eq(ts[1]->id, b);
+    cr_expect_eq(ts[2]->id, c);
+    cr_expect_str_eq(ts[1]->user, "bob");
+    cr_expect_str_eq(ts[1]->hash, HASH_B);
+    store_token_list_free(ts, n);
+    cr_assert_eq(store_token_list(st, "alice", &ts, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n, 2);
+    cr_expect_eq(ts[0]->id, a);
+    cr_expect_eq(ts[1]->id, c);
+    store_token_list_free(ts, n);
+
+    cr_assert_eq(store_token_revoke(st, a, &alice, &err), 0, "%s", err.msg);
+    cr_expect_eq(store_token_find(st, HASH_A, &t, &err), EPH_ENOTFOUND, "revoked is not found");
+    cr_expect_null(t);
+    cr_assert_eq(store_token_get(st, a, &t, &err), 0, "%s", err.msg);
+    cr_expect_geq(t->revoked_at_ms, before, "get still shows it, revoked");
+    cr_expect_str_eq(t->name, "laptop");
+    store_token_free(t);
+    cr_assert_eq(store_token_list(st, "alice", &ts, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n, 1);
+    cr_expect_eq(ts[0]->id, c);
+    store_token_list_free(ts, n);
+    cr_assert_eq(store_token_list(st, "carol", &ts, &n, &err), 0, "%s", err.msg);
+    cr_expect_eq(n, 0);
+    cr_expect_null(ts);
+
+    cr_assert_eq(events_of(st, "token/laptop", &evs), 2);
+    cr_expect_str_eq(evs[1]->action, "token.revoke");
+    cr_expect_str_eq(evs[1]->actor, "alice");
+    cr_expect_str_eq(evs[1]->detail, "user alice");
+    event_list_free(evs, 2);
+
+    cr_expect_eq(store_token_revoke(st, a, &alice, &err), EPH_ENOTFOUND, "only once");
+    cr_expect_str_eq(err.msg, "token 1 not found");
+    cr_expect_eq(store_token_revoke(st, 999, &alice, &err), EPH_ENOTFOUND);
+    cr_expect_str_eq(err.msg, "token 999 not found");
+    cr_expect_eq(store_token_get(st, 999, &t, &err), EPH_ENOTFOUND);
+    cr_expect_null(t);
+    cr_expect_eq(count_events(st, "token/laptop"), 2, "a refused revoke adds no event");
+    cr_assert_eq(store_token_count(st, &count, &err), 0);
+    cr_expect_eq(count, 3, "revoked tokens still count: it is not a first start");
     store_close(st);
 }
 
@@ -970,7 +1237,8 @@ Test(store, data_survives_close_and_reopen)
 
     cr_assert_eq(store_env_create(st, env, &alice, &err), 0, "%s", err.msg);
     cr_assert_eq(store_env_set_phase(st, env->id, ENV_PHASE_READY, NULL, &err), 0);
-    cr_assert_eq(store_token_add(st, "ci", HASH_A, "member", 0, &alice, NULL, &err), 0);
+    add_user(st, "alice", "member");
+    cr_assert_eq(store_token_add(st, "ci", HASH_A, "member", "alice", 0, &alice, NULL, &err), 0);
     cr_assert_eq(store_meta_set(st, "instance_id", "0011223344556677", &err), 0);
     store_close(st);
 
@@ -984,7 +1252,7 @@ Test(store, data_survives_close_and_reopen)
     cr_expect_eq(store_token_find(st, HASH_A, &t, &err), 0, "%s", err.msg);
     cr_expect_eq(store_meta_get(st, "instance_id", &v, &err), 0, "%s", err.msg);
     cr_expect_str_eq(v, "0011223344556677");
-    cr_expect_eq(count_events(st, NULL), 3);
+    cr_expect_eq(count_events(st, NULL), 4, "create, phase, user.add, token.create");
     free(v);
     store_token_free(t);
     env_free(got);

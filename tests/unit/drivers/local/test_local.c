@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -77,6 +78,7 @@ struct fx {
     int teardown_calls;
     void (*on_tick)(struct fx *f); /* extra checks, after apply/observe */
     bool closed;
+    const struct local_run_as *run_as; /* for the driver driver_open() makes */
 };
 
 static struct fx F;
@@ -128,6 +130,7 @@ driver_open(struct fx *f)
         .stop_grace_ms = GRACE_MS,
         .kick = on_kick,
         .kick_arg = f,
+        .run_as = f->run_as,
     };
     struct eph_err err = {0};
 
@@ -1134,4 +1137,355 @@ Test(local, sweeps_and_tears_down_unmarked_groups_of_an_earlier_server)
     free(deleted_dir);
     plan_release(&swept);
     plan_release(&deleted);
+}
+
+/* ---------------------------------------------------------------- run_as */
+
+/* The value of a "Name:\t..." line of /proc/PID/status with tabs as spaces;
+ * "" if the line is empty or missing. */
+static void
+status_line(pid_t pid, const char *name, char *out, size_t size)
+{
+    char path[64], *data = NULL, *at, *key = xasprintf("\n%s:", name);
+    size_t k = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    cr_assert_eq(fs_read_all(path, 1 << 16, &data, NULL), 0, "cannot read %s", path);
+    at = strstr(data, key);
+    if (at != NULL) {
+        at += strlen(key);
+        at += strspn(at, "\t ");
+        for (; *at && *at != '\n' && k + 1 < size; at++)
+            out[k++] = *at == '\t' ? ' ' : *at;
+        while (k > 0 && out[k - 1] == ' ')
+            k--;
+    }
+    out[k] = '\0';
+    free(key);
+    free(data);
+}
+
+/* "uid uid uid uid", as the Uid and Gid lines of /proc/PID/status show one id. */
+static char *
+ids4(unsigned id)
+{
+    return xasprintf("%u %u %u %u", id, id, id, id);
+}
+
+static uid_t
+owner_of(const char *path)
+{
+    struct stat st;
+
+    cr_assert_eq(lstat(path, &st), 0, "cannot stat %s", path);
+    return st.st_uid;
+}
+
+/* The first regular file under path (depth first), "" if none: git's objects. */
+static void
+first_file(const char *path, char *out, size_t size)
+{
+    DIR *d = opendir(path);
+    struct dirent *de;
+
+    out[0] = '\0';
+    while (d != NULL && out[0] == '\0' && (de = readdir(d)) != NULL) {
+        char *p;
+        struct stat st;
+        if (de->d_name[0] == '.')
+            continue;
+        p = xasprintf("%s/%s", path, de->d_name);
+        if (lstat(p, &st) == 0 && S_ISREG(st.st_mode))
+            snprintf(out, size, "%s", p);
+        else if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
+            first_file(p, out, size);
+        free(p);
+    }
+    if (d != NULL)
+        closedir(d);
+}
+
+static bool
+is_root(void)
+{
+    return geteuid() == 0;
+}
+
+/* `nobody`, as eph serve resolves run_as; the test is skipped without root. */
+static void
+run_as_nobody(struct local_run_as *ra)
+{
+    struct eph_err err = {0};
+
+    if (!is_root())
+        cr_skip_test("needs root: only root can run processes as another user");
+    cr_assert_eq(local_run_as_resolve("nobody", ra, &err), 0, "%s", err.msg);
+}
+
+static const char *uid_run =
+    "echo \"started as $(id -u):$(id -g) groups=$(id -G)\"; "
+    "touch made-by-run \"$EPH_DATA/made-by-run\" && "
+    "printf '%s|%s|%s' \"$HOME\" \"$USER\" \"$LOGNAME\" > \"$EPH_DATA/who\" && "
+    "exec /usr/bin/python3 -m http.server $PORT --bind 127.0.0.1";
+
+Test(local, runs_processes_as_the_run_as_user_and_gives_it_its_files)
+{
+    struct local_run_as ra;
+    struct plan_env pe;
+    struct eph_err err = {0};
+    struct local_config cfg;
+    struct driver *drv = NULL;
+    char line[128], obj[PATH_MAX], *want, *dir, *path, *data = NULL;
+    int pid;
+
+    run_as_nobody(&ra);
+    fx_init(&F);
+    /* The test's root is a mkdtemp(), mode 0700: nobody cannot reach envs/. */
+    cfg = (struct local_config){.loop = &F.loop,
+                                .envs_dir = F.envs,
+                                .instance_id = "other",
+                                .stop_grace_ms = GRACE_MS,
+                                .run_as = &ra};
+    cr_expect_eq(local_driver_new(&cfg, &drv, &err), EPH_EINVAL);
+    want = xasprintf("run_as: user 'nobody' cannot reach the environments directory '%s' ('%s' "
+                     "is not searchable by it); choose a data_dir under a directory it can "
+                     "enter, or set run_as",
+                     F.envs, F.root);
+    cr_expect_str_eq(err.msg, want);
+    free(want);
+    cr_expect_null(drv);
+
+    cr_assert_eq(chmod(F.root, 0755), 0);
+    cr_assert_eq(chmod(F.envs, 0700), 0);
+    driver_close(&F);
+    F.run_as = &ra;
+    driver_open(&F);
+    struct stat st;
+    cr_assert_eq(stat(F.envs, &st), 0);
+    cr_expect_eq(st.st_mode & 0777, 0711, "envs/ opened to others: %o", st.st_mode & 0777);
+
+    plan_init(&pe, 30, "asnobody");
+    add_svc(&pe, "web", uid_run, free_port(), SPEC_HEALTH_HTTP, NULL)->setup =
+        "id -u > \"$EPH_DATA/setup-uid\" && touch made-by-setup";
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 20000), "state=%d reason=%s prep=%d %s",
+              pe.st[0].state, pe.st[0].reason, pe.status.prep, pe.status.reason);
+    pid = pe.st[0].pid;
+
+    /* The process: run_as's uid and primary group, no supplementary groups. */
+    want = ids4(ra.uid);
+    status_line(pid, "Uid", line, sizeof(line));
+    cr_expect_str_eq(line, want);
+    free(want);
+    want = ids4(ra.gid);
+    status_line(pid, "Gid", line, sizeof(line));
+    cr_expect_str_eq(line, want);
+    free(want);
+    status_line(pid, "Groups", line, sizeof(line));
+    cr_expect_str_eq(line, "", "supplementary groups dropped");
+
+    /* Its files: the checkout and its data are its own; the rest is ours. */
+    dir = env_dir(&pe);
+    path = xasprintf("%s/src", dir);
+    cr_expect_eq(owner_of(path), ra.uid, "src/ belongs to run_as");
+    free(path);
+    path = xasprintf("%s/src/srv/tcp.py", dir);
+    cr_expect_eq(owner_of(path), ra.uid, "the checkout's files belong to run_as");
+    free(path);
+    path = xasprintf("%s/src/made-by-setup", dir);
+    cr_expect_eq(owner_of(path), ra.uid, "setup wrote into the checkout as run_as");
+    free(path);
+    path = xasprintf("%s/src/made-by-run", dir);
+    cr_expect_eq(owner_of(path), ra.uid, "run wrote into the checkout as run_as");
+    free(path);
+    path = xasprintf("%s/data/web", dir);
+    cr_expect_eq(owner_of(path), ra.uid, "EPH_DATA belongs to run_as");
+    free(path);
+    path = xasprintf("%s/data/web/setup-uid", dir);
+    cr_assert_eq(fs_read_all(path, 64, &data, NULL), 0);
+    want = xasprintf("%u\n", (unsigned)ra.uid);
+    cr_expect_str_eq(data, want, "setup ran as run_as");
+    free(want);
+    free(data);
+    free(path);
+    path = xasprintf("%s/data/web/who", dir);
+    cr_assert_eq(fs_read_all(path, 4096, &data, NULL), 0);
+    want = xasprintf("%s|nobody|nobody", ra.home);
+    cr_expect_str_eq(data, want, "HOME, USER and LOGNAME are run_as's");
+    free(want);
+    free(data);
+    free(path);
+    const char *ours[] = {"", "/data", "/state", "/logs", "/logs/web.log", "/state/checkout.done"};
+    for (size_t i = 0; i < ARRAY_LEN(ours); i++) {
+        path = xasprintf("%s%s", dir, ours[i]);
+        cr_expect_eq(owner_of(path), 0, "%s stays the server's", path);
+        free(path);
+    }
+    path = xasprintf("%s/src/.git/objects", dir);
+    first_file(path, obj, sizeof(obj));
+    free(path);
+    cr_assert_neq(obj[0], '\0', "the checkout has git objects");
+    cr_assert_eq(lstat(obj, &st), 0);
+    cr_assert_gt(st.st_nlink, 1, "git links a local clone's objects to the cache's");
+    cr_expect_eq(st.st_uid, 0, "%s, linked with the cache, stays the server's", obj);
+    first_file(F.cache, obj, sizeof(obj));
+    cr_expect_eq(owner_of(obj), 0, "the cache stays the server's: %s", obj);
+    path = xasprintf("%s/logs/web.log", dir);
+    cr_assert_eq(fs_read_all(path, 1 << 16, &data, NULL), 0);
+    want = xasprintf("started as %u:%u groups=%u\n", (unsigned)ra.uid, (unsigned)ra.gid,
+                     (unsigned)ra.gid);
+    cr_expect(strstr(data, want) != NULL, "the log (opened by the server) has: %s", data);
+    free(want);
+    free(data);
+    free(path);
+
+    /* A new server adopts it, and (as root) stops it at teardown. */
+    driver_close(&F);
+    driver_open(&F);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 20000), "state=%d", pe.st[0].state);
+    cr_expect_eq(pe.st[0].pid, pid, "the same process, adopted");
+    kill(pid, SIGKILL);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_RESTARTING, 5000));
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 10000));
+    cr_expect_neq(pe.st[0].pid, pid);
+    pid = pe.st[0].pid;
+    want = ids4(ra.uid);
+    status_line(pid, "Uid", line, sizeof(line));
+    cr_expect_str_eq(line, want, "a restart runs as run_as too");
+    free(want);
+    teardown_env(&pe);
+    cr_expect_eq(proc_group_live_count(pid), 0, "teardown stops it");
+    fx_fini(&F);
+    F.run_as = NULL;
+    free(dir);
+    plan_release(&pe);
+    local_run_as_release(&ra);
+}
+
+Test(local, hands_an_earlier_servers_checkout_to_run_as)
+{
+    struct local_run_as ra;
+    struct plan_env pe;
+    char line[128], *dir, *path, *want;
+    int pid;
+
+    run_as_nobody(&ra);
+    fx_init(&F);
+    cr_assert_eq(chmod(F.root, 0755), 0);
+    plan_init(&pe, 31, "handover");
+    add_svc(&pe, "web", uid_run, free_port(), SPEC_HEALTH_HTTP, NULL);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 20000));
+    dir = env_dir(&pe);
+    path = xasprintf("%s/src/made-by-run", dir);
+    cr_expect_eq(owner_of(path), 0, "without run_as, the server's own user");
+    pid = pe.st[0].pid;
+    driver_close(&F);
+    kill(-pid, SIGKILL);
+    for (int i = 0; i < 500 && proc_group_live_count(pid) > 0; i++)
+        usleep(2000);
+
+    F.run_as = &ra;
+    driver_open(&F);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 20000), "state=%d reason=%s prep=%d %s",
+              pe.st[0].state, pe.st[0].reason, pe.status.prep, pe.status.reason);
+    cr_expect_eq(owner_of(path), ra.uid, "the earlier checkout is handed over");
+    free(path);
+    path = xasprintf("%s/data/web/made-by-run", dir);
+    cr_expect_eq(owner_of(path), ra.uid, "and the earlier data");
+    free(path);
+    path = xasprintf("%s/data", dir);
+    cr_expect_eq(owner_of(path), 0, "data/ itself stays the server's");
+    free(path);
+    want = ids4(ra.uid);
+    status_line(pe.st[0].pid, "Uid", line, sizeof(line));
+    cr_expect_str_eq(line, want);
+    free(want);
+    teardown_env(&pe);
+    fx_fini(&F);
+    F.run_as = NULL;
+    free(dir);
+    plan_release(&pe);
+    local_run_as_release(&ra);
+}
+
+Test(local, resolves_run_as_and_refuses_unknown_users_and_root)
+{
+    struct local_run_as ra;
+    struct eph_err err = {0};
+
+    cr_expect_eq(local_run_as_resolve("no-such-user-eph", &ra, &err), EPH_EINVAL);
+    cr_expect_str_eq(err.msg, "run_as: no user named 'no-such-user-eph'");
+    cr_expect_null(ra.name);
+    cr_expect_eq(local_run_as_resolve("root", &ra, &err), EPH_EINVAL);
+    cr_expect_str_eq(err.msg, "run_as: 'root' is root; environment processes must run as an "
+                              "unprivileged user");
+    cr_expect_eq(local_run_as_resolve("", &ra, &err), EPH_EINVAL);
+    cr_expect_str_eq(err.msg, "run_as: must name a user");
+    if (local_run_as_resolve("nobody", &ra, &err) == 0) {
+        cr_expect_str_eq(ra.name, "nobody");
+        cr_expect_neq(ra.uid, 0);
+        cr_expect_not_null(ra.home);
+        local_run_as_release(&ra);
+    }
+}
+
+Test(local, access_check_refuses_a_data_dir_under_a_directory_run_as_cannot_enter)
+{
+    /* Mode bits only: no process is started, so any user can run it, as long
+     * as the user checked for is another (the owner of what the test makes). */
+    struct local_run_as ra = {.name = "nobody",
+                              .uid = getuid() == 65534 ? 65533 : 65534,
+                              .gid = getgid() == 65534 ? 65533 : 65534};
+    struct eph_err err = {0};
+    char root[] = "/tmp/eph-test-runas-XXXXXX";
+    char *data, *want;
+
+    cr_assert_not_null(mkdtemp(root)); /* 0700 */
+    data = xasprintf("%s/srv/data", root);
+    cr_assert_eq(fs_mkdir_p(data, 0755), 0);
+    cr_assert_eq(chmod(data, 0755), 0);
+    cr_assert_eq(chmod(root, 0700), 0);
+
+    cr_expect_eq(local_check_run_as_access(data, &ra, &err), EPH_EINVAL);
+    want = xasprintf("run_as: user 'nobody' cannot reach data_dir '%s' ('%s' is not searchable "
+                     "by it); choose a data_dir under a directory it can enter, or set run_as",
+                     data, root);
+    cr_expect_str_eq(err.msg, want);
+    free(want);
+
+    /* Search permission is enough (0711): listing is not needed. */
+    cr_assert_eq(chmod(root, 0711), 0);
+    cr_expect_eq(local_check_run_as_access(data, &ra, &err), 0, "%s", err.msg);
+
+    /* The data_dir itself. */
+    cr_assert_eq(chmod(data, 0700), 0);
+    cr_expect_eq(local_check_run_as_access(data, &ra, &err), EPH_EINVAL);
+    want = xasprintf("run_as: user 'nobody' cannot enter data_dir '%s' (mode 0700, owner %d); "
+                     "make it searchable (chmod o+x) or set run_as",
+                     data, (int)getuid());
+    cr_expect_str_eq(err.msg, want);
+    free(want);
+
+    /* The group's bits count for the user's primary group, the owner's for its owner. */
+    if (is_root()) {
+        cr_assert_eq(chown(data, 0, ra.gid), 0);
+        cr_assert_eq(chmod(data, 0710), 0);
+        cr_expect_eq(local_check_run_as_access(data, &ra, &err), 0, "%s", err.msg);
+        cr_assert_eq(chown(data, ra.uid, 0), 0);
+        cr_assert_eq(chmod(data, 0601), 0);
+        cr_expect_eq(local_check_run_as_access(data, &ra, &err), EPH_EINVAL,
+                     "the owner's bits, not the others'");
+    }
+
+    /* A symbolic link is judged by where it leads. */
+    char *link = xasprintf("%s/link", root);
+    cr_assert_eq(chmod(data, 0755), 0);
+    cr_assert_eq(chmod(root, 0755), 0);
+    cr_assert_eq(symlink(data, link), 0);
+    cr_expect_eq(local_check_run_as_access(link, &ra, &err), 0, "%s", err.msg);
+    cr_expect_eq(local_check_run_as_access("/nonexistent-eph/data", &ra, &err), -ENOENT);
+    cr_expect_str_eq(err.msg, "cannot resolve data_dir '/nonexistent-eph/data': No such file or "
+                              "directory");
+    fs_rm_rf(root);
+    free(link);
+    free(data);
 }

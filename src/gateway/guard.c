@@ -1,0 +1,339 @@
+/*
+ * gateway/guard.c - who may pass to a service host: the sign-in check the
+ * gateway makes on every request for <service>.<env>.<domain> before it is
+ * proxied (docs/auth.md).
+ *
+ * Credentials, in this order:
+ *   1. "Authorization: Bearer eph_..." (CLI, CI): a token of the auth index;
+ *      a bad one is 401 at once, it never falls through to a cookie;
+ *   2. the host cookie GW_HOST_COOKIE, signed for this very host
+ *      (auth/signed.h): a session's (which must still be live in the index)
+ *      or a share link's (which lets in to its one environment only).
+ * Without either, a browser asking for a page is sent to the control host's
+ * /auth/ticket, which signs it in if needed and sends it back with a
+ * one-time ticket to /_eph/auth on this host; that exchange, and the share
+ * link's /_eph/link, are answered here. Other clients get 401 in JSON.
+ *
+ * The environment must then be visible to whoever it is (core/access.h);
+ * one that is not, or does not exist, is a plain 404 that lists nothing.
+ *
+ * Runs on the gateway's worker loops; reads the shared index (locks inside).
+ */
+#include "gateway/proxy_int.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+
+#include "auth/auth.h"
+#include "auth/index.h"
+#include "auth/signed.h"
+#include "core/access.h"
+
+#define EPH_PATH_AUTH "/_eph/auth"
+#define EPH_PATH_LINK "/_eph/link"
+
+static int64_t
+wall_ms(void)
+{
+    struct timeval tv;
+
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static const struct auth_key *
+key_of(const struct gw_worker *w)
+{
+    return (const struct auth_key *)w->cfg->auth_key;
+}
+
+/* The value of query parameter `name` of target (percent-decoding %XX),
+ * into out; false if absent, empty or too long. */
+static bool
+query_param(const char *target, size_t len, const char *name, char *out, size_t out_size)
+{
+    const char *q = memchr(target, '?', len);
+    const char *end = target + len;
+    size_t name_len = strlen(name);
+
+    if (q == NULL)
+        return false;
+    for (const char *p = q + 1; p < end;) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+
+        if ((size_t)(stop - p) > name_len && memcmp(p, name, name_len) == 0 &&
+            p[name_len] == '=') {
+            size_t n = 0;
+
+            for (const char *v = p + name_len + 1; v < stop; v++) {
+                char ch = *v;
+
+                if (ch == '%' && stop - v >= 3) {
+                    char hex[3] = {v[1], v[2], 0};
+                    char *bad;
+                    long x = strtol(hex, &bad, 16);
+
+                    if (*bad != '\0')
+                        return false;
+                    ch = (char)x;
+                    v += 2;
+                }
+                if (n + 1 >= out_size)
+                    return false;
+                out[n++] = ch;
+            }
+            out[n] = '\0';
+            return n > 0;
+        }
+        p = amp ? amp + 1 : end;
+    }
+    return false;
+}
+
+/* The value of cookie `name` in the request's Cookie headers (borrowed). */
+static const char *
+find_cookie(const struct gw_head *h, const char *name, size_t *len)
+{
+    size_t name_len = strlen(name);
+
+    for (size_t i = 0; i < h->n_hdrs; i++) {
+        const char *v, *end;
+
+        if (h->hdrs[i].name_len != 6 ||
+            strncasecmp(h->text.data + h->hdrs[i].name_off, "cookie", 6) != 0)
+            continue;
+        v = h->text.data + h->hdrs[i].value_off;
+        end = v + h->hdrs[i].value_len;
+        while (v < end) {
+            const char *semi = memchr(v, ';', (size_t)(end - v));
+            const char *stop = semi ? semi : end;
+
+            while (v < stop && (*v == ' ' || *v == '\t'))
+                v++;
+            if ((size_t)(stop - v) > name_len && memcmp(v, name, name_len) == 0 &&
+                v[name_len] == '=') {
+                const char *val = v + name_len + 1;
+                size_t n = (size_t)(stop - val);
+
+                while (n > 0 && (val[n - 1] == ' ' || val[n - 1] == '\t'))
+                    n--;
+                *len = n;
+                return val;
+            }
+            v = semi ? semi + 1 : end;
+        }
+    }
+    return NULL;
+}
+
+/* Appends s percent-encoded for a query value. */
+static void
+put_encoded(struct buf *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '.' || c == '_' || c == '~') {
+            buf_append(b, (const char *)&s[i], 1);
+        } else {
+            char e[3] = {'%', hex[c >> 4], hex[c & 15]};
+
+            buf_append(b, e, 3);
+        }
+    }
+}
+
+/* A redirect of our own, with an optional Set-Cookie. */
+static void
+page_redirect(struct buf *out, const struct gw_page_req *pr, const char *location,
+              size_t location_len, const char *set_cookie)
+{
+    buf_reset(out);
+    buf_puts(out, "HTTP/1.1 302 Found\r\nLocation: ");
+    buf_append(out, location, location_len);
+    buf_puts(out, "\r\nContent-Length: 0\r\nCache-Control: no-store\r\n");
+    if (set_cookie) {
+        buf_puts(out, "Set-Cookie: ");
+        buf_puts(out, set_cookie);
+        buf_puts(out, "\r\n");
+    }
+    if (!pr->keep_alive)
+        buf_puts(out, "Connection: close\r\n");
+    buf_puts(out, "\r\n");
+}
+
+/* Sets the host cookie for grant g on `host` and sends the browser to rd. */
+static enum gw_guard_step
+grant_and_redirect(struct gw_worker *w, const struct gw_page_req *pr, const struct auth_grant *g,
+                   const char *host, const char *rd, bool secure, struct buf *page, int *status)
+{
+    char value[AUTH_SIGNED_MAX];
+    char cookie[AUTH_SIGNED_MAX + 160];
+    int64_t max_age = (g->expires_ms - wall_ms()) / 1000;
+
+    if (auth_host_cookie_make(key_of(w), g, host, value) < 0 || max_age <= 0) {
+        gw__page_error(page, pr, 403, "this sign-in link cannot be used here");
+        *status = 403;
+        return GW_GUARD_ANSWERED;
+    }
+    snprintf(cookie, sizeof(cookie), "%s=%s; Path=/; Max-Age=%" PRId64 "; HttpOnly; SameSite=Lax%s",
+             GW_HOST_COOKIE, value, max_age, secure ? "; Secure" : "");
+    page_redirect(page, pr, rd, strlen(rd), cookie);
+    *status = 302;
+    return GW_GUARD_ANSWERED;
+}
+
+/* /_eph/auth?ticket=T: the control host vouches for a session on this host. */
+static enum gw_guard_step
+exchange_ticket(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page,
+                int *status)
+{
+    char value[AUTH_SIGNED_MAX];
+    struct auth_ticket t;
+    struct auth_who who;
+    int64_t now = wall_ms();
+    struct auth_grant g = {.kind = AUTH_GRANT_SESSION};
+
+    if (!query_param(gr->target, gr->target_len, "ticket", value, sizeof(value)) ||
+        !auth_ticket_verify(key_of(w), value, strlen(value), gr->host, gr->host_len, now, &t) ||
+        !auth_index_ticket_claim(w->cfg->auth_ix, t.nonce, t.expires_ms, now) ||
+        !auth_index_check_session_id(w->cfg->auth_ix, t.session_id, now, &who)) {
+        gw__page_error(page, gr->pr, 403,
+                       "this sign-in link is invalid, has expired or was already used: open the "
+                       "page again to sign in");
+        *status = 403;
+        return GW_GUARD_ANSWERED;
+    }
+    snprintf(g.subject, sizeof(g.subject), "%s", t.session_id);
+    g.expires_ms = who.session_expires_ms;
+    return grant_and_redirect(w, gr->pr, &g, gr->host_norm, t.rd, gr->secure, page, status);
+}
+
+/* /_eph/link?t=L: a share link of this environment. */
+static enum gw_guard_step
+exchange_link(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page, int *status)
+{
+    char value[AUTH_SIGNED_MAX];
+    struct auth_link l;
+    struct auth_grant g = {.kind = AUTH_GRANT_LINK};
+    const struct gw_route_env *e = gr->env;
+
+    if (!query_param(gr->target, gr->target_len, "t", value, sizeof(value)) ||
+        !auth_link_verify(key_of(w), value, strlen(value), wall_ms(), &l) || e == NULL ||
+        l.env_id != e->id || e->visibility != VIS_LINK) {
+        gw__page_error(page, gr->pr, 403,
+                       "this share link has expired, was withdrawn, or is not for this "
+                       "environment");
+        *status = 403;
+        return GW_GUARD_ANSWERED;
+    }
+    snprintf(g.subject, sizeof(g.subject), "%" PRId64, l.env_id);
+    g.expires_ms = l.expires_ms;
+    return grant_and_redirect(w, gr->pr, &g, gr->host_norm, "/", gr->secure, page, status);
+}
+
+/* No credentials: a browser goes to sign in, anyone else gets 401. */
+static enum gw_guard_step
+ask_to_sign_in(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page,
+               int *status)
+{
+    if (gr->pr->html && gr->safe_method) {
+        struct buf loc;
+
+        buf_init(&loc, 16 * 1024);
+        buf_puts(&loc, w->cfg->signin_base);
+        buf_puts(&loc, "/auth/ticket?rd=");
+        put_encoded(&loc, gr->secure ? "https://" : "http://", gr->secure ? 8 : 7);
+        put_encoded(&loc, gr->host, gr->host_len);
+        put_encoded(&loc, gr->target, gr->target_len);
+        if (loc.len < loc.max_bytes) {
+            page_redirect(page, gr->pr, loc.data, loc.len, NULL);
+            buf_release(&loc);
+            *status = 302;
+            return GW_GUARD_ANSWERED;
+        }
+        buf_release(&loc);
+    }
+    gw__page_error(page, gr->pr, 401,
+                   "sign in first: open this URL in a browser, or send 'Authorization: Bearer "
+                   "<token>' (eph token create)");
+    *status = 401;
+    return GW_GUARD_ANSWERED;
+}
+
+enum gw_guard_step
+gw__guard(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page, int *status,
+          struct gw_guard_pass *out)
+{
+    struct auth_index *ix = w->cfg->auth_ix;
+    int64_t now;
+    const char *authz, *cookie;
+    size_t authz_len = 0, cookie_len = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (gr->path_len >= sizeof(EPH_PATH_AUTH) - 1 &&
+        memcmp(gr->path, "/_eph/", 6) == 0) {
+        if (gr->path_len == sizeof(EPH_PATH_AUTH) - 1 &&
+            memcmp(gr->path, EPH_PATH_AUTH, gr->path_len) == 0)
+            return exchange_ticket(w, gr, page, status);
+        if (gr->path_len == sizeof(EPH_PATH_LINK) - 1 &&
+            memcmp(gr->path, EPH_PATH_LINK, gr->path_len) == 0)
+            return exchange_link(w, gr, page, status);
+    }
+    now = wall_ms();
+    authz = gw__head_find(gr->head, "authorization", &authz_len);
+    if (authz && authz_len >= 7 && strncasecmp(authz, "bearer", 6) == 0) {
+        char token[AUTH_TOKEN_MAX + 16];
+        const char *t;
+
+        if (authz_len >= sizeof(token))
+            goto bad_token;
+        memcpy(token, authz, authz_len);
+        token[authz_len] = '\0';
+        t = auth_bearer_token(token);
+        if (t == NULL || !auth_index_check_token(ix, t, now, &out->who))
+            goto bad_token;
+        out->principal.kind = PRINCIPAL_USER;
+        out->principal.user = out->who.user;
+        out->principal.role = out->who.role;
+    } else if ((cookie = find_cookie(gr->head, GW_HOST_COOKIE, &cookie_len)) != NULL) {
+        struct auth_grant g;
+
+        if (!auth_host_cookie_verify(key_of(w), cookie, cookie_len, gr->host, gr->host_len, now,
+                                     &g))
+            return ask_to_sign_in(w, gr, page, status);
+        if (g.kind == AUTH_GRANT_SESSION) {
+            if (!auth_index_check_session_id(ix, g.subject, now, &out->who))
+                return ask_to_sign_in(w, gr, page, status);
+            out->principal.kind = PRINCIPAL_USER;
+            out->principal.user = out->who.user;
+            out->principal.role = out->who.role;
+        } else {
+            out->principal.kind = PRINCIPAL_LINK;
+            out->principal.role = ROLE_NONE;
+            out->principal.link_env_id = strtoll(g.subject, NULL, 10);
+            out->link = true;
+        }
+    } else {
+        return ask_to_sign_in(w, gr, page, status);
+    }
+    if (gr->env == NULL ||
+        !access_env_visible(&out->principal, gr->env->id, gr->env->owner, gr->env->visibility)) {
+        gw__page_error(page, gr->pr, 404, "no such environment here");
+        *status = 404;
+        return GW_GUARD_ANSWERED;
+    }
+    return GW_GUARD_PASS;
+
+bad_token:
+    gw__page_error(page, gr->pr, 401, "unknown, expired or revoked token");
+    *status = 401;
+    return GW_GUARD_ANSWERED;
+}
