@@ -75,14 +75,24 @@ e2e: $(BUILD)/eph
 
 test: unit e2e
 
+# The library is compiled once with coverage instrumentation
+# (fuzzer-no-link), each target links it with libFuzzer's main.
 FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:fuzz/%.c=build/fuzz/%)
 FUZZ_LIB_SRCS := $(filter-out src/main.c src/cli/%,$(SRCS))
+FUZZ_LIB_OBJS := $(FUZZ_LIB_SRCS:%.c=build/fuzz/obj/%.o)
+FUZZ_LIB := build/fuzz/libeph-fuzz.a
+FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -Isrc -g -O1 $(PKG_CFLAGS) -MMD -MP
 fuzz: $(FUZZ_BINS)
-build/fuzz/%: fuzz/%.c $(FUZZ_LIB_SRCS)
+build/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	clang -std=c17 -D_GNU_SOURCE -Isrc -g -O1 -fsanitize=fuzzer,address,undefined \
-	  $(PKG_CFLAGS) -o $@ $< $(FUZZ_LIB_SRCS) $(PKG_LIBS)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+$(FUZZ_LIB): $(FUZZ_LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+build/fuzz/%: fuzz/%.c $(FUZZ_LIB)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIB) $(PKG_LIBS)
 
 format:
 	clang-format -i $$(find src tests/unit fuzz -name '*.[ch]')
@@ -90,4 +100,4 @@ format:
 clean:
 	rm -rf build
 
--include $(LIB_OBJS:.o=.d) $(MAIN_OBJ:.o=.d)
+-include $(LIB_OBJS:.o=.d) $(MAIN_OBJ:.o=.d) $(FUZZ_LIB_OBJS:.o=.d)

@@ -8,7 +8,7 @@
  * checked: a broken one aborts, and libFuzzer keeps the input.
  *
  *   make build/fuzz/fuzz_auth_config && \
- *   build/fuzz/fuzz_auth_config -max_total_time=60 fuzz/corpus/fuzz_auth_config
+ *   build/fuzz/fuzz_auth_config -max_total_time=60 fuzz/corpus/auth_config
  */
 #include <stdint.h>
 #include <stdlib.h>

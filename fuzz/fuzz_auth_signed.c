@@ -7,7 +7,7 @@
  * the input).
  *
  *   make build/fuzz/fuzz_auth_signed && \
- *   build/fuzz/fuzz_auth_signed -max_total_time=60 fuzz/corpus/fuzz_auth_signed
+ *   build/fuzz/fuzz_auth_signed -max_total_time=60 fuzz/corpus/auth_signed
  *
  * Each input is tried twice: as it is (almost always refused by the MAC),
  * and as the payload of a string this target signs with its own key for
@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define SID "0123456789abcdef0123456789abcdef"
 #define SECRET "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
-/* Bytes 1, 2, ... 32: the seeds in fuzz/corpus/fuzz_auth_signed use it too. */
+/* Bytes 1, 2, ... 32: the seeds in fuzz/corpus/auth_signed use it too. */
 static struct auth_key fuzz_key;
 static struct auth_index *ix;
 

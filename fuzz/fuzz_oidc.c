@@ -6,7 +6,7 @@
  * (checked here: a broken one aborts, and libFuzzer keeps the input).
  *
  *   make build/fuzz/fuzz_oidc && \
- *   build/fuzz/fuzz_oidc -max_total_time=60 fuzz/corpus/fuzz_oidc
+ *   build/fuzz/fuzz_oidc -max_total_time=60 fuzz/corpus/oidc
  *
  * Each input goes to every parser as it is. ID tokens are also verified
  * against a fixed JWKS (an RSA and a P-256 key, below); an input is almost

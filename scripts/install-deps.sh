@@ -25,6 +25,15 @@ PACKAGES=(
     nginx wrk
 )
 
+# Node.js and npm run the end-to-end tests' OpenID provider (npm package
+# oidc-provider, installed by scripts/test.sh into tests/e2e/peers/oidc).
+# Machines of this kind may have them from another source already (seen:
+# nodesource's nodejs, which bundles npm and conflicts with Debian's npm):
+# only when `node` or `npm` is missing are Debian's packages asked for.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    PACKAGES+=(nodejs npm)
+fi
+
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)

@@ -24,6 +24,15 @@ stage() {
 stage "dependencies"
 bash scripts/install-deps.sh
 
+stage "test tools (npm: the OpenID provider of the sign-in tests)"
+# npm ci installs exactly package-lock.json; skipped when node_modules was
+# installed from this very lock file (a copy of it is kept there as a stamp).
+peer=tests/e2e/peers/oidc
+if ! cmp -s "$peer/package-lock.json" "$peer/node_modules/.eph-installed-lock.json"; then
+    (cd "$peer" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$peer/package-lock.json" "$peer/node_modules/.eph-installed-lock.json"
+fi
+
 stage "build (debug: ASan + UBSan)"
 make -j"$JOBS"
 
@@ -33,6 +42,7 @@ make -j"$JOBS" unit
 stage "fuzz targets (build, then ${FUZZ_SECONDS}s each from the seeds)"
 make -j"$JOBS" fuzz
 for target in build/fuzz/fuzz_*; do
+    [[ $target != *.d ]] || continue      # the compiler's dependency files
     seeds="fuzz/corpus/${target#build/fuzz/fuzz_}"
     scratch=$(mktemp -d)
     # New inputs go to the scratch directory (the first one named), so the

@@ -595,16 +595,40 @@ load_auth_key(struct server *srv, struct eph_err *err)
     return 0;
 }
 
-/* api_hooks.host_ours: the control host or a service host of the pattern. */
+/* The ":port" at the end of an authority ("" when it has none). */
+static const char *
+authority_port(const char *auth, size_t len, size_t *port_len)
+{
+    for (size_t i = len; i > 0; i--) {
+        if (auth[i - 1] == ':') {
+            *port_len = len - i + 1;
+            return auth + i - 1;
+        }
+        if (auth[i - 1] < '0' || auth[i - 1] > '9')
+            break;
+    }
+    *port_len = 0;
+    return "";
+}
+
+/* api_hooks.host_ours: a service host of the pattern, on the port of the
+ * sign-in base (another port of the same name is another program; the
+ * control host itself is matched against the base by the caller). */
 static bool
 host_ours(void *arg, const char *host, size_t len)
 {
     struct server *srv = arg;
-    const char *svc, *env;
-    size_t svc_len, env_len;
+    const char *svc, *env, *base, *want, *have;
+    size_t svc_len, env_len, want_len, have_len;
 
-    return gw_host_classify(&srv->pattern, host, len, &svc, &svc_len, &env, &env_len) !=
-           GW_HOST_UNKNOWN;
+    if (gw_host_classify(&srv->pattern, host, len, &svc, &svc_len, &env, &env_len) !=
+        GW_HOST_SERVICE)
+        return false;
+    base = strstr(gw_signin_base(srv->gw), "://");
+    base = base ? base + 3 : gw_signin_base(srv->gw);
+    want = authority_port(base, strcspn(base, "/"), &want_len);
+    have = authority_port(host, len, &have_len);
+    return want_len == have_len && memcmp(want, have, want_len) == 0;
 }
 
 static void
