@@ -4,8 +4,12 @@
 # examples/shop as a project and starts an environment `demo` of it.
 #
 # Everything lives under .eph-demo/ in the repository (gitignored):
-#   data/         the server's data directory (store, git caches, environments)
+#   data/         the server's data directory (store, git caches, environments);
+#                 as root, when the user environments run as (`nobody`) cannot
+#                 reach it there, /var/lib/ephemera-demo/<hash>/data instead
 #   client.json   the CLI's config: export EPH_CONFIG=$PWD/.eph-demo/client.json
+#   password      the password of user `demo` (admin), for signing in in a
+#                 browser; made on the first run, mode 0600
 #   server.yaml   the server's settings
 #   serve.pid     the server's pid; serve.log its log (logfmt), serve.out its stdout
 #   repos/shop    a git repository made from examples/shop (branches main, feature-x)
@@ -30,6 +34,8 @@ URL=http://$LISTEN
 PIDFILE=$DEMO/serve.pid
 PY=/usr/bin/python3
 export EPH_CONFIG=$DEMO/client.json
+DATA=$DEMO/data
+PWFILE=$DEMO/password
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
@@ -48,6 +54,17 @@ EPH=$ROOT/build/$BUILD/eph
 
 mkdir -p "$DEMO/repos"
 
+# As root, environments run as `nobody` (the server's run_as setting), who
+# must be able to reach their directories under the data directory. A clone
+# under /root is not reachable: keep the data in /var/lib then, one directory
+# per clone.
+if [[ $(id -u) -eq 0 ]] && ! setpriv --reuid=nobody --regid=nogroup --clear-groups \
+        test -x "$DEMO" 2>/dev/null; then
+    DATA=/var/lib/ephemera-demo/$(printf '%s' "$DEMO" | sha256sum | cut -c1-12)/data
+    mkdir -p "$(dirname "$DATA")"
+    chmod 711 /var/lib/ephemera-demo "$(dirname "$DATA")"
+fi
+
 # ----------------------------------------------------------------- the server
 
 server_pid() {
@@ -57,7 +74,7 @@ server_pid() {
     pid=$(cat "$PIDFILE")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     [[ -r /proc/$pid/cmdline ]] || return 1
-    grep -qF -- "$DEMO/data" "/proc/$pid/cmdline" || return 1
+    grep -qF -- "$DATA" "/proc/$pid/cmdline" || return 1
     echo "$pid"
 }
 
@@ -74,7 +91,7 @@ else
 allowed_repos: "$DEMO/repos/*"
 EOF
     # setsid: its own session, so closing this terminal does not stop it.
-    setsid "$EPH" serve --data-dir "$DEMO/data" --listen "$LISTEN" --port-range "$PORTS" \
+    setsid "$EPH" serve --data-dir "$DATA" --listen "$LISTEN" --port-range "$PORTS" \
         --config "$DEMO/server.yaml" </dev/null >>"$DEMO/serve.out" 2>>"$DEMO/serve.log" &
     pid=$!
     echo "$pid" >"$PIDFILE"
@@ -90,8 +107,27 @@ until healthy; do
     ((SECONDS < deadline)) || die "eph serve did not answer $URL/api/v1/healthz in ${DEADLINE_S}s"
     sleep 0.1
 done
-[[ -f $EPH_CONFIG ]] || die "no client config at $EPH_CONFIG (was $DEMO/data made by another setup?)"
+[[ -f $EPH_CONFIG ]] || die "no client config at $EPH_CONFIG (was $DATA made by another setup?)"
 TOKEN=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["token"])' "$EPH_CONFIG")
+
+# ----------------------------------------------------------------- a user for the browser
+
+# Every URL is behind sign-in: user `demo` (admin) signs in with the password
+# kept in $PWFILE. Made once; should the user be gone (a new data directory),
+# it is made again with the same password.
+if [[ ! -s $PWFILE ]]; then
+    (umask 077; head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$PWFILE")
+fi
+if "$EPH" user ls -o json | "$PY" -c '
+import json, sys
+users = json.load(sys.stdin)
+users = users["users"] if isinstance(users, dict) else users
+sys.exit(0 if any(u["name"] == "demo" for u in users) else 1)'; then
+    say "user demo exists"
+else
+    say "adding user demo (admin)"
+    "$EPH" user add demo --role admin --password-stdin <"$PWFILE" >/dev/null
+fi
 
 # ----------------------------------------------------------------- the repository
 
@@ -174,6 +210,9 @@ for s in env["services"]:
     print("  %-4s %-28s %s" % (s["name"], where, s["state"]))
 print("  expires %s" % env["expires_at"])'
 cat <<EOF
+
+sign in in a browser (any URL above asks for it) as:
+  user demo, password $(cat "$PWFILE")     (kept in $PWFILE)
 
 admin token: $TOKEN
 
