@@ -1241,6 +1241,12 @@ oidc_cb_work(uv_work_t *w)
             job->rc = oidc_id_token_verify(id_token, strlen(id_token), job->fresh_jwks, job->issuer,
                                            job->client_id, job->p->nonce, now_s, ID_TOKEN_LEEWAY_S,
                                            &job->claims, &job->err);
+        /* Not in the provider's keys as they are now either: a token no key
+         * of the provider signed is refused like a bad signature (403), not
+         * taken for a provider out of order (502). */
+        if (job->rc == EPH_ENOTFOUND)
+            job->rc = eph_err_set(&job->err, EPH_EUNAUTH,
+                                  "ID token signed by a key the provider does not publish");
     }
 out:
     if (id_token) {

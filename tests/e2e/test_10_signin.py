@@ -181,7 +181,7 @@ class Browser:
         r.set_cookies = [parse_set_cookie(line) for line in r.raw.headers.getlist("Set-Cookie")]
         for name, value, attrs in r.set_cookies:
             gone = value == "" or (attrs.get("max-age", "1").lstrip("-").isdigit()
-                                   and int(attrs["max-age"]) <= 0)
+                                   and int(attrs.get("max-age", "1")) <= 0)
             if gone:
                 self.jar.get(host, {}).pop(name, None)
             else:

@@ -5,7 +5,8 @@
 //
 // Listens on 127.0.0.1 only; the issuer is "http://127.0.0.1:<port>" (no
 // trailing slash). Prints "ready <port>" on stdout once it accepts
-// connections; stop it by its pid (SIGTERM).
+// connections, then "issued id_token alg=<alg> kid=<kid>" for each ID token
+// the token endpoint hands out; stop it by its pid (SIGTERM).
 //
 // One client: client_id "eph", client_secret "eph-secret" (HTTP Basic at the
 // token endpoint), authorization code flow with PKCE S256 required,
@@ -124,6 +125,15 @@ server.listen(port, '127.0.0.1', () => {
   const actual = server.address().port;
   const provider = new Provider(`http://127.0.0.1:${actual}`, configuration());
   provider.on('server_error', (_ctx, err) => console.error('provider server_error:', err));
+  // One line per ID token issued at the token endpoint, naming its algorithm
+  // and key: the tests check which kind of token the client accepted.
+  provider.on('grant.success', (ctx) => {
+    const token = ctx.body?.id_token;
+    if (typeof token === 'string') {
+      const header = JSON.parse(Buffer.from(token.split('.')[0], 'base64url').toString());
+      console.log(`issued id_token alg=${header.alg} kid=${header.kid}`);
+    }
+  });
   server.on('request', provider.callback());
   console.log(`ready ${actual}`);
 });
