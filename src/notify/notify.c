@@ -1,12 +1,15 @@
 /*
  * notify/notify.c - delivers the event log to Slack-compatible and signed
  * webhook sinks (notify/notify.h): per sink a cursor in the store's meta
- * table, one POST at a time on libuv's thread pool, exponential backoff.
+ * table, one POST at a time on the sink's own thread, exponential backoff.
  *
  * Everything but the POST itself runs on the control loop: reading events,
- * building bodies and signatures, moving cursors. The worker gets a body
- * and headers that nobody touches while it runs, and leaves the status in
- * the sink for post_done() to act on.
+ * building bodies and signatures, moving cursors. The sink's thread gets a
+ * body and headers that nobody touches while it runs, and leaves the status
+ * in the sink for post_done() to act on. Not libuv's shared pool: a
+ * receiver that never answers holds its thread for NOTIFY_TIMEOUT_MS at a
+ * time, again and again, and four such sinks would hold the whole pool,
+ * which creating environments, checkouts and sign-ins wait on.
  */
 #include "notify/notify.h"
 
@@ -45,16 +48,25 @@ struct notify_sink {
     uv_timer_t retry;           /* armed while waiting out a backoff */
     int failures;               /* in a row, for the event being delivered */
     bool read_failing;          /* the event log could not be read: logged once */
-    /* The POST in flight (busy), set on the loop before uv_queue_work(). */
+    /* The POST in flight (busy), set on the loop before the thread is woken. */
     bool busy;
-    uv_work_t work;
     int64_t post_event_id;
     char *post_body;
     struct curl_slist *post_headers;
-    /* Written by the worker, read by post_done() once it has finished. */
+    /* Written by the thread, read by post_done() once it has finished. */
     long post_status; /* HTTP status; 0 if there was no answer */
     int post_curl_rc; /* CURLcode */
     char post_error[CURL_ERROR_SIZE];
+    /* The sink's thread, which makes its POSTs, and how the loop and it talk.
+     * job, finished and quit are read and written under lock only. */
+    uv_thread_t thread;
+    bool thread_started;
+    uv_mutex_t lock;
+    uv_cond_t wake;            /* the thread waits on it for job or quit */
+    bool job;                  /* loop -> thread: post_* is set, POST it */
+    bool finished;             /* thread -> loop: the POST ended, post_status etc. set */
+    bool quit;                 /* loop -> thread: return (never while busy) */
+    uv_async_t finished_async; /* the thread wakes the loop with it after finished */
 };
 
 struct notifier {
@@ -394,11 +406,10 @@ discard_body(char *data, size_t size, size_t nmemb, void *arg)
     return size * nmemb;
 }
 
-/* On a pool thread: the POST, blocking, within NOTIFY_TIMEOUT_MS. */
+/* On the sink's thread: the POST, blocking, within NOTIFY_TIMEOUT_MS. */
 static void
-post_work(uv_work_t *req)
+post_work(struct notify_sink *s)
 {
-    struct notify_sink *s = container_of(req, struct notify_sink, work);
     CURL *curl = curl_easy_init();
     CURLcode rc;
 
@@ -538,15 +549,13 @@ static void maybe_finish(struct notifier *n);
 
 /* Back on the loop after post_work(). */
 static void
-post_done(uv_work_t *req, int status)
+post_done(struct notify_sink *s)
 {
-    struct notify_sink *s = container_of(req, struct notify_sink, work);
     struct notifier *n = s->n;
     char reason[CURL_ERROR_SIZE + 32];
 
     s->busy = false;
-    if (status == 0 && s->post_curl_rc == CURLE_OK && s->post_status >= 200 &&
-        s->post_status < 300) {
+    if (s->post_curl_rc == CURLE_OK && s->post_status >= 200 && s->post_status < 300) {
         if (s->failures > 0)
             log_info("delivery recovered", "sink=%s event=%" PRId64 " failed_attempts=%d",
                      s->cfg.name, s->post_event_id, s->failures);
@@ -556,9 +565,7 @@ post_done(uv_work_t *req, int status)
         post_clear(s);
         sink_pump(s); /* the next one, if any (not while closing) */
     } else {
-        if (status != 0)
-            snprintf(reason, sizeof(reason), "%s", uv_strerror(status));
-        else if (s->post_curl_rc != CURLE_OK)
+        if (s->post_curl_rc != CURLE_OK)
             snprintf(reason, sizeof(reason), "%s", s->post_error);
         else
             snprintf(reason, sizeof(reason), "answered %ld", s->post_status);
@@ -569,23 +576,62 @@ post_done(uv_work_t *req, int status)
         maybe_finish(n);
 }
 
-/* Starts the POST of ev; on failure to start, schedules a retry. */
+/* The sink's thread: waits for a job, POSTs, tells the loop; until quit. */
+static void
+sink_thread(void *arg)
+{
+    struct notify_sink *s = arg;
+
+    uv_mutex_lock(&s->lock);
+    for (;;) {
+        while (!s->job && !s->quit)
+            uv_cond_wait(&s->wake, &s->lock);
+        if (s->quit)
+            break;
+        s->job = false;
+        uv_mutex_unlock(&s->lock);
+        post_work(s);
+        uv_mutex_lock(&s->lock);
+        s->finished = true;
+        uv_async_send(&s->finished_async);
+    }
+    uv_mutex_unlock(&s->lock);
+}
+
+/* On the loop: the sink's thread finished a POST (sends coalesce: look at
+ * the flag). */
+static void
+on_post_finished(uv_async_t *a)
+{
+    struct notify_sink *s = container_of(a, struct notify_sink, finished_async);
+    bool finished;
+
+    uv_mutex_lock(&s->lock);
+    finished = s->finished;
+    s->finished = false;
+    uv_mutex_unlock(&s->lock);
+    if (finished)
+        post_done(s);
+}
+
+/* Starts the POST of ev on the sink's thread; if it cannot be built,
+ * schedules a retry. */
 static void
 post_start(struct notify_sink *s, const struct event *ev)
 {
     int rc = build_post(s, ev);
 
-    if (rc == 0) {
-        s->busy = true;
-        rc = uv_queue_work(s->n->loop, &s->work, post_work, post_done);
-        if (rc != 0)
-            s->busy = false;
-    }
     if (rc != 0) {
         s->post_event_id = ev->id;
-        post_failed(s, 0, rc == -ENOMEM ? "cannot build the request" : uv_strerror(rc));
+        post_failed(s, 0, "cannot build the request");
         post_clear(s);
+        return;
     }
+    s->busy = true;
+    uv_mutex_lock(&s->lock);
+    s->job = true;
+    uv_cond_signal(&s->wake);
+    uv_mutex_unlock(&s->lock);
 }
 
 /*
@@ -712,6 +758,8 @@ notifier_free(struct notifier *n)
         free(s->cfg.events);
         free(s->url_for_logs);
         free(s->cursor_key);
+        uv_cond_destroy(&s->wake);
+        uv_mutex_destroy(&s->lock);
     }
     free(n->sinks);
     free(n);
@@ -732,17 +780,40 @@ on_handle_closed(uv_handle_t *h)
         done(arg);
 }
 
+/* Tells the sinks' threads to return and joins them. Only while no POST is
+ * in flight: each thread is then waiting for a job, so the joins are quick. */
+static void
+stop_threads(struct notifier *n)
+{
+    for (size_t i = 0; i < n->n_sinks; i++) {
+        struct notify_sink *s = &n->sinks[i];
+
+        if (!s->thread_started)
+            continue;
+        EPH_ASSERT(!s->busy);
+        uv_mutex_lock(&s->lock);
+        s->quit = true;
+        uv_cond_signal(&s->wake);
+        uv_mutex_unlock(&s->lock);
+        uv_thread_join(&s->thread);
+        s->thread_started = false;
+    }
+}
+
 static void
 close_handles(struct notifier *n)
 {
     n->handles_closing = true;
+    stop_threads(n);
     n->tick.data = n;
     n->soon.data = n;
     uv_close((uv_handle_t *)&n->tick, on_handle_closed);
     uv_close((uv_handle_t *)&n->soon, on_handle_closed);
     for (size_t i = 0; i < n->n_sinks; i++) {
         n->sinks[i].retry.data = n;
+        n->sinks[i].finished_async.data = n;
         uv_close((uv_handle_t *)&n->sinks[i].retry, on_handle_closed);
+        uv_close((uv_handle_t *)&n->sinks[i].finished_async, on_handle_closed);
     }
 }
 
@@ -785,6 +856,7 @@ notifier_new(uv_loop_t *loop, struct store *st, const struct notify_sink_cfg *si
         sink_cfg_copy(&s->cfg, &sinks[i]);
         s->url_for_logs = url_origin(s->cfg.url);
         s->cursor_key = xasprintf("notify.%s.cursor", s->cfg.name);
+        EPH_ASSERT(uv_mutex_init(&s->lock) == 0 && uv_cond_init(&s->wake) == 0);
     }
     /* Cursors before handles: a failure here frees at once. */
     for (size_t i = 0; i < n_sinks && rc == 0; i++) {
@@ -792,15 +864,30 @@ notifier_new(uv_loop_t *loop, struct store *st, const struct notify_sink_cfg *si
         if (rc < 0)
             eph_err_prefix(err, EPH_ESTORE, "notify sink '%s': ", n->sinks[i].cfg.name);
     }
+    /* Threads before handles too: they touch finished_async only after a
+     * job, which no one gives them before we return. */
+    for (size_t i = 0; i < n_sinks && rc == 0; i++) {
+        struct notify_sink *s = &n->sinks[i];
+        int urc = uv_thread_create(&s->thread, sink_thread, s);
+
+        if (urc != 0)
+            rc = eph_err_set(err, EPH_EINTERNAL, "notify sink '%s': cannot start its thread: %s",
+                             s->cfg.name, uv_strerror(urc));
+        else
+            s->thread_started = true;
+    }
     if (rc < 0) {
+        stop_threads(n);
         notifier_free(n);
         return rc;
     }
     uv_timer_init(loop, &n->tick);
     uv_timer_init(loop, &n->soon);
-    for (size_t i = 0; i < n_sinks; i++)
+    for (size_t i = 0; i < n_sinks; i++) {
         uv_timer_init(loop, &n->sinks[i].retry);
-    n->open_handles = 2 + (int)n_sinks;
+        uv_async_init(loop, &n->sinks[i].finished_async, on_post_finished);
+    }
+    n->open_handles = 2 + 2 * (int)n_sinks;
     if (n_sinks > 0) {
         uv_timer_start(&n->tick, on_tick, NOTIFY_TICK_MS, NOTIFY_TICK_MS);
         notifier_kick(n); /* what was recorded while we were down */

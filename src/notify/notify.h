@@ -30,9 +30,11 @@
  * computed over the exact bytes of the body.
  *
  * Threads. All calls are made on the control loop, which owns the store.
- * Each sink has at most one POST in flight; it runs on libuv's thread pool
- * (uv_queue_work) with libcurl: 5 s to connect, 10 s in all, no proxy, no
- * redirects followed. So at most one pool thread per sink is busy here.
+ * Each sink has at most one POST in flight; it runs on a thread of the
+ * sink's own with libcurl: 5 s to connect, 10 s in all, no proxy, no
+ * redirects followed. Not on libuv's shared pool: receivers that accept and
+ * never answer would hold its threads, and the API's work there (creating
+ * environments, sign-ins) would wait behind them.
  * Failures are logged (warn) with the sink's name, the status or curl's
  * error and the scheme, host and port of its URL only: a URL's path or
  * query may itself be the secret (Slack's are), and secrets are never logged.
@@ -68,7 +70,8 @@ struct notifier;
  * auth_config afterwards. `loop` is the control loop; `st` is used on it
  * only and must stay open until notifier_close() has called back. Returns
  * 0 and *out, or EPH_ESTORE (a cursor that cannot be read or created, or
- * holds something other than an event id) with a message in *err.
+ * holds something other than an event id) or EPH_EINTERNAL (a sink's
+ * thread cannot be started) with a message in *err.
  */
 int notifier_new(uv_loop_t *loop, struct store *st, const struct notify_sink_cfg *sinks,
                  size_t n_sinks, struct notifier **out, struct eph_err *err);
@@ -89,9 +92,10 @@ void notifier_set_backoff(struct notifier *n, int64_t base_ms, int64_t max_ms);
 
 /*
  * Stops the timers, waits for the POSTs in flight to end (each has its
- * NOTIFY_TIMEOUT_MS; one answered 2xx still moves its cursor), closes the
- * handles, frees the notifier and then calls done(arg) on the loop. Call it
- * once; `n` is invalid once done is called. done may be NULL.
+ * NOTIFY_TIMEOUT_MS; one answered 2xx still moves its cursor), joins the
+ * sinks' threads, closes the handles, frees the notifier and then calls
+ * done(arg) on the loop. Call it once; `n` is invalid once done is called.
+ * done may be NULL.
  */
 void notifier_close(struct notifier *n, void (*done)(void *arg), void *arg);
 
