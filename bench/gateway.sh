@@ -46,7 +46,7 @@
 #             (HMAC, session lookup, visibility) before it is proxied.
 # Ratio rows: eph on / eph off (the goal: >= 0.95x requests/s) and
 # eph on / nginx+ar. EPH_BENCH_PERF=DIR adds, after the measured runs, one
-# run each of eph off and eph on at 256 connections under `perf record -g`
+# run each of eph off and eph on at 256 connections under `perf record`
 # (DIR/eph-off.data, DIR/eph-on.data); those runs are not in the table.
 #
 # wrk, the backends and the proxy share the machine's cores: on a small
@@ -56,6 +56,7 @@
 #   EPH_BENCH_DURATION=30s EPH_BENCH_RUNS=1 bench/gateway.sh
 #   EPH_BENCH_KEEPALIVE=64 bench/gateway.sh    (both keep at most 64 idle)
 #   EPH_BENCH_AUTH=0 bench/gateway.sh          (without the auth block)
+#   EPH_BENCH_BLOCKS=auth bench/gateway.sh     (only these blocks of 1,auth,default)
 #   EPH_BENCH_PERF=/tmp/prof bench/gateway.sh  (profiles of eph off and on)
 #   EPH_BIN=build/debug/eph bench/gateway.sh   (skips the build; ASan is slow)
 #
@@ -81,6 +82,7 @@ export EPH_BENCH_HOSTS=${EPH_BENCH_HOSTS:-1000}
 export EPH_BENCH_KEEPALIVE=${EPH_BENCH_KEEPALIVE:-256}
 export EPH_BENCH_RUNS=${EPH_BENCH_RUNS:-3}
 export EPH_BENCH_AUTH=${EPH_BENCH_AUTH:-1}
+export EPH_BENCH_BLOCKS=${EPH_BENCH_BLOCKS:-1,auth,default}
 export EPH_BENCH_PERF=${EPH_BENCH_PERF:-}
 
 exec /usr/bin/python3 - <<'EOF'
@@ -96,6 +98,7 @@ KEEPALIVE = int(os.environ["EPH_BENCH_KEEPALIVE"])
 RUNS = int(os.environ["EPH_BENCH_RUNS"])
 AUTH = os.environ["EPH_BENCH_AUTH"] not in ("0", "", "no", "off")
 PERF_DIR = os.environ["EPH_BENCH_PERF"]
+BLOCKS = set(os.environ["EPH_BENCH_BLOCKS"].split(","))
 CONNECTIONS = (64, 256)
 WRK_THREADS = 2
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -221,6 +224,19 @@ def rss_kib(pids):
         except OSError:
             pass
     return total
+
+
+def cpu_seconds(pids):
+    """User + system CPU time the processes have used so far."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])     # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def accepts(port):
@@ -613,7 +629,7 @@ end
 def wrk(port, conns, pids_of, hosts_path=None, host_port=False, perf=None, duration=None):
     """Runs wrk against port; returns a dict of results with the peak RSS of
     pids_of(). host_port: the Host header carries the port. perf: a file to
-    `perf record -g` pids_of()[0] into during the run."""
+    `perf record --call-graph dwarf` pids_of()[0] into during the run."""
     peak = [0]
     stop_ev = threading.Event()
 
@@ -624,6 +640,7 @@ def wrk(port, conns, pids_of, hosts_path=None, host_port=False, perf=None, durat
 
     t = threading.Thread(target=sample, daemon=True)
     accepts_before = backend_accepts()
+    cpu_before = cpu_seconds(pids_of())
     t.start()
     env = dict(GIT_ENV, BENCH_HOSTS_FILE=hosts_path or hosts_file, PORT=str(port),
                BENCH_APP_COOKIE=APP_COOKIE)
@@ -631,7 +648,8 @@ def wrk(port, conns, pids_of, hosts_path=None, host_port=False, perf=None, durat
         env["BENCH_HOST_PORT"] = str(port)
     recorder = None
     if perf:
-        recorder = subprocess.Popen(["perf", "record", "-q", "-g", "-F", "999", "-o", perf,
+        recorder = subprocess.Popen(["perf", "record", "-q", "--call-graph", "dwarf",
+                                     "-F", "499", "-o", perf,
                                      "-p", str(pids_of()[0])],
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=open(perf + ".log", "wb"), start_new_session=True)
@@ -643,6 +661,7 @@ def wrk(port, conns, pids_of, hosts_path=None, host_port=False, perf=None, durat
                        capture_output=True, text=True, env=env, timeout=600)
     if recorder:
         stop(recorder, 60, signal.SIGINT)
+    cpu = cpu_seconds(pids_of()) - cpu_before
     stop_ev.set()
     t.join()
     m = re.search(r"RESULT (.*)", p.stdout)
@@ -652,6 +671,7 @@ def wrk(port, conns, pids_of, hosts_path=None, host_port=False, perf=None, durat
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
     r["upstream_conns"] = backend_accepts() - accepts_before - 1
     r["rss_mib"] = peak[0] / 1024
+    r["cpu_us"] = cpu * 1e6 / max(1, r["requests"])
     return r
 
 
@@ -674,15 +694,16 @@ def backend_accepts():
 
 
 def row(label, conns, name, r):
-    return "%-8s %5d  %-8s %10.0f %9.2f %9.2f %8d %9.1f %9d" % (
+    return "%-8s %5d  %-8s %10.0f %9.2f %9.2f %8d %9.1f %9d %9.1f" % (
         label, conns, name, r["rps"], r["p50_us"] / 1000, r["p99_us"] / 1000,
-        r["non2xx"] + r["errors"], r["rss_mib"], r["upstream_conns"])
+        r["non2xx"] + r["errors"], r["rss_mib"], r["upstream_conns"], r["cpu_us"])
 
 
 def ratio_row(label, conns, e, n, name="ratio"):
-    return "%-8s %5d  %-8s %9.2fx %8.2fx %8.2fx %8s %8.2fx" % (
+    return "%-8s %5d  %-8s %9.2fx %8.2fx %8.2fx %8s %8.2fx %9s %8.2fx" % (
         label, conns, name, e["rps"] / n["rps"], e["p50_us"] / max(1, n["p50_us"]),
-        e["p99_us"] / max(1, n["p99_us"]), "", e["rss_mib"] / max(0.1, n["rss_mib"]))
+        e["p99_us"] / max(1, n["p99_us"]), "", e["rss_mib"] / max(0.1, n["rss_mib"]), "",
+        e["cpu_us"] / max(0.001, n["cpu_us"]))
 
 
 # ------------------------------------------------------------------ main
@@ -723,7 +744,10 @@ try:
         eph_on = Eph("on", auth=True, avoid=(eph.range,))
         eph_on.run(1, 1)
         eph_on.create_envs(repos)
+        rss_before = rss_kib([eph_on.proc.pid])
         cookies = eph_on.host_cookies()
+        log("eph on: RSS %.1f MiB before the sign-in, %.1f MiB after (argon2id: 19 MiB a hash)"
+            % (rss_before / 1024, rss_kib([eph_on.proc.pid]) / 1024))
         eph_on.wait_routed(cookies)
         auth_hosts_file = os.path.join(tmp, "hosts-auth.txt")
         with open(auth_hosts_file, "w") as f:
@@ -737,9 +761,9 @@ try:
     lines = []
     cpu = os.cpu_count()
     today = datetime.date.today().isoformat()
-    header = "%-8s %5s  %-8s %10s %9s %9s %8s %9s %9s" % (
+    header = "%-8s %5s  %-8s %10s %9s %9s %8s %9s %9s %9s" % (
         "workers", "conns", "proxy", "req/s", "p50 ms", "p99 ms", "errors", "peak MiB",
-        "upstr.con")
+        "upstr.con", "cpu us/rq")
     print("gateway bench %s: %d hosts, wrk -t%d -d%s keep-alive, random Host; %d cores; "
           "backends: nginx with 2 workers on 2 ports; upstream keepalive %d; median of %d "
           "alternating runs; eph --auth off except 'eph on'" %
@@ -756,6 +780,7 @@ try:
     if AUTH:
         blocks.append(("auth", 1, "1"))
     blocks.append(("default", 0, "auto"))
+    blocks = [b for b in blocks if b[0] in BLOCKS]
     for label, eph_workers, nginx_workers in blocks:
         if eph_workers == 0:
             stop(eph.proc)
