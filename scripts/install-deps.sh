@@ -21,7 +21,7 @@ PACKAGES=(
     libuv1-dev libhttp-parser-dev libjansson-dev libfyaml-dev libsqlite3-dev
     libcurl4-openssl-dev libssl-dev libcriterion-dev libargon2-dev
     python3 python3-pytest python3-requests python3-websockets
-    redis-server procps curl iproute2
+    redis-server procps curl iproute2 tzdata
     nginx wrk
 )
 

@@ -11,7 +11,11 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include "core/schedule.h"
+#include "core/tz.h"
+#include "core/units.h"
 #include "util/fs.h"
 #include "util/time.h"
 #include "util/xmalloc.h"
@@ -22,6 +26,11 @@ enum setting_type {
     SETTING_DURATION_MS, /* int64_t milliseconds, written as "10s" */
     SETTING_BYTES,       /* int64_t, a plain positive number */
     SETTING_INT,         /* int64_t, a plain number, may be 0 */
+    SETTING_DURATION_S_OR_NEVER, /* int64_t seconds as DURATION_S, or "never": -1 */
+    SETTING_DURATION_S_OR_ZERO,  /* int64_t seconds as DURATION_S, or "0"/"never": 0 */
+    SETTING_BOOL,        /* bool: true/false (also yes/no, on/off, 1/0) */
+    SETTING_SIZE,        /* int64_t bytes, "512Mi" (core/units.h) */
+    SETTING_CPU,         /* int64_t thousandths of a core, "1.5" or "250m" (core/units.h) */
 };
 
 struct setting {
@@ -38,6 +47,7 @@ struct setting {
 #define FIELD(f) offsetof(struct config, f)
 #define DAY_MS (86400LL * 1000)
 #define GATEWAY_WORKERS_MAX 256 /* more loops than this is a typo, not a machine */
+#define LIMIT_PIDS_MAX 4194304  /* the kernel's largest pid_max */
 
 static const struct setting settings[] = {
     {"data_dir", SETTING_STRING, NULL,
@@ -132,6 +142,46 @@ static const struct setting settings[] = {
     {"public_url_port", SETTING_INT, "0",
      "port the URLs of services advertise (behind a load balancer: 80); 0: the listening port",
      FIELD(public_url_port), 0, 65535},
+    /* ---- sleep, schedules and limits: docs/sleep.md. Bounds of the
+     * durations with "never" are checked by hand in config_validate(). */
+    {"sleep_after", SETTING_DURATION_S_OR_NEVER, "30m",
+     "idle time after which an environment sleeps, unless its template or creation says; "
+     "never: no idle sleep",
+     FIELD(sleep_after_s), 0, 0},
+    {"delete_after_sleeping", SETTING_DURATION_S_OR_ZERO, "0",
+     "an environment asleep this long is deleted; 0 or never: kept until its TTL",
+     FIELD(delete_after_sleeping_s), 0, 0},
+    {"wake_timeout", SETTING_DURATION_MS, "60s",
+     "how long the gateway holds a request for an environment that is waking up (503 beyond)",
+     FIELD(wake_timeout_ms), 100, DAY_MS},
+    {"wake_queue", SETTING_INT, "1024",
+     "requests held per waking environment and gateway worker (503 beyond)", FIELD(wake_queue),
+     1, 1000000},
+    {"schedule_awake", SETTING_STRING, "",
+     "office hours, e.g. 'Mon-Fri 08:00-20:00': environments sleep outside them; '': always "
+     "awake",
+     FIELD(schedule_awake), 0, 0},
+    {"schedule_timezone", SETTING_STRING, "UTC",
+     "IANA time zone of schedule_awake, e.g. Europe/Madrid", FIELD(schedule_timezone), 0, 0},
+    {"wake_outside_hours", SETTING_BOOL, "false",
+     "whether a request wakes an environment asleep outside office hours (false: 503)",
+     FIELD(wake_outside_hours), 0, 0},
+    {"quota_keep_per_user", SETTING_INT, "1",
+     "environments one user (not an admin) may keep awake with eph keep; 0: no limit",
+     FIELD(quota_keep_per_user), 0, 1000000},
+    {"limit_memory_max", SETTING_SIZE, "0",
+     "largest memory limit a template or creation may set, e.g. 2Gi (refused above); 0: no cap",
+     FIELD(limit_memory_max_bytes), 0, 0},
+    {"limit_cpu_max", SETTING_CPU, "0",
+     "largest CPU limit in cores a template or creation may set, e.g. 2.0; 0: no cap",
+     FIELD(limit_cpu_max_millis), 0, 0},
+    {"limit_pids_max", SETTING_INT, "0",
+     "largest process-count limit a template or creation may set; 0: no cap",
+     FIELD(limit_pids_max), 0, LIMIT_PIDS_MAX},
+    {"cgroup_root", SETTING_STRING, "auto",
+     "cgroup v2 directory the server creates environments' groups in; auto: its own group's; "
+     "off: no limits enforced",
+     FIELD(cgroup_root), 0, 0},
 };
 
 static void *
@@ -212,11 +262,56 @@ parse_millis(const char *text, int64_t *out_ms)
     return true;
 }
 
+/* true/false and the other usual spellings, any case; false if none. */
+static bool
+parse_bool(const char *text, bool *out)
+{
+    static const char *const yes[] = {"true", "yes", "on", "1"};
+    static const char *const no[] = {"false", "no", "off", "0"};
+
+    for (size_t i = 0; i < ARRAY_LEN(yes); i++) {
+        if (strcasecmp(text, yes[i]) == 0) {
+            *out = true;
+            return true;
+        }
+        if (strcasecmp(text, no[i]) == 0) {
+            *out = false;
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * What can be checked of one setting alone, when it is set (so that a file
+ * names the line): the syntax of schedule_awake, the zone of
+ * schedule_timezone. Their combination is checked by config_validate().
+ */
+static int
+check_alone(const char *key, const char *value, struct eph_err *err)
+{
+    struct schedule *sched = NULL;
+    struct tz *tz = NULL;
+    int rc = 0;
+
+    if (strcmp(key, "schedule_awake") == 0 && value[0] != '\0') {
+        rc = schedule_new(value, NULL, &sched, err);
+        schedule_free(sched);
+    } else if (strcmp(key, "schedule_timezone") == 0) {
+        rc = tz_load(value, &tz, err);
+        tz_free(tz);
+    }
+    if (rc < 0)
+        return eph_err_prefix(err, rc, "%s: ", key);
+    return 0;
+}
+
 int
 config_set(struct config *cfg, const char *key, const char *value, struct eph_err *err)
 {
     const struct setting *s = find_setting(key);
     int64_t v = 0;
+    bool b;
     int rc;
 
     if (s == NULL)
@@ -224,10 +319,44 @@ config_set(struct config *cfg, const char *key, const char *value, struct eph_er
     switch (s->type) {
     case SETTING_STRING: {
         char **p = field_ptr(cfg, s);
+
+        rc = check_alone(key, value, err);
+        if (rc < 0)
+            return rc;
         free(*p);
         *p = xstrdup(value);
         return 0;
     }
+    case SETTING_BOOL:
+        if (!parse_bool(value, &b))
+            return eph_err_set(err, EPH_EINVAL, "%s: '%s' is not true or false", key, value);
+        *(bool *)field_ptr(cfg, s) = b;
+        return 0;
+    case SETTING_SIZE:
+        if (parse_size_bytes(value, &v) < 0)
+            return eph_err_set(err, EPH_EINVAL, "%s: '%s' is not a size such as 512Mi or 2Gi",
+                               key, value);
+        *(int64_t *)field_ptr(cfg, s) = v;
+        return 0;
+    case SETTING_CPU:
+        if (parse_cpu_millis(value, &v) < 0)
+            return eph_err_set(err, EPH_EINVAL,
+                               "%s: '%s' is not a number of cores such as 2, 0.5 or 250m", key,
+                               value);
+        *(int64_t *)field_ptr(cfg, s) = v;
+        return 0;
+    case SETTING_DURATION_S_OR_NEVER:
+    case SETTING_DURATION_S_OR_ZERO:
+        if (strcmp(value, "never") == 0 ||
+            (s->type == SETTING_DURATION_S_OR_ZERO && strcmp(value, "0") == 0)) {
+            *(int64_t *)field_ptr(cfg, s) = s->type == SETTING_DURATION_S_OR_NEVER ? -1 : 0;
+            return 0;
+        }
+        rc = duration_parse(value, &v, err);
+        if (rc < 0)
+            return eph_err_prefix(err, rc, "%s: ", key);
+        *(int64_t *)field_ptr(cfg, s) = v;
+        return 0;
     case SETTING_DURATION_S:
     case SETTING_DURATION_MS:
         /* Milliseconds ("250ms") where the unit allows; else 30s, 2h, 1h30m. */
@@ -406,6 +535,30 @@ host_name_valid(const char *s)
     return label > 0 && s[strlen(s) - 1] != '-';
 }
 
+/* Seconds exactly, as duration_parse() reads them back: "90s" is "1m30s"
+ * (duration_format() rounds for people: "1m"). */
+static void
+format_s(int64_t sec, char *out, size_t n)
+{
+    static const struct {
+        int64_t size;
+        char unit;
+    } parts[] = {{86400, 'd'}, {3600, 'h'}, {60, 'm'}, {1, 's'}};
+    size_t used = 0;
+
+    if (sec <= 0) {
+        snprintf(out, n, "0s");
+        return;
+    }
+    for (size_t i = 0; i < ARRAY_LEN(parts) && used < n; i++) {
+        if (sec >= parts[i].size) {
+            used += (size_t)snprintf(out + used, n - used, "%lld%c",
+                                     (long long)(sec / parts[i].size), parts[i].unit);
+            sec %= parts[i].size;
+        }
+    }
+}
+
 /* Milliseconds as a setting is written: "250ms", "10s", "1h30m". */
 static void
 format_ms(int64_t ms, char *out, size_t n)
@@ -413,7 +566,7 @@ format_ms(int64_t ms, char *out, size_t n)
     if (ms % 1000)
         snprintf(out, n, "%lldms", (long long)ms);
     else
-        duration_format(ms / 1000, out, n);
+        format_s(ms / 1000, out, n);
 }
 
 /* Every setting with bounds in the table, within them. */
@@ -424,7 +577,7 @@ check_bounds(const struct config *cfg, struct eph_err *err)
         const struct setting *s = &settings[i];
         int64_t v;
 
-        if (s->type == SETTING_STRING || (s->min == 0 && s->max == 0))
+        if (s->type == SETTING_STRING || s->type == SETTING_BOOL || (s->min == 0 && s->max == 0))
             continue;
         v = *(const int64_t *)((const char *)cfg + s->offset);
         if (v >= s->min && v <= s->max)
@@ -439,6 +592,41 @@ check_bounds(const struct config *cfg, struct eph_err *err)
         return eph_err_set(err, EPH_EINVAL, "%s: %lld is not from %lld to %lld", s->name,
                            (long long)v, (long long)s->min, (long long)s->max);
     }
+    return 0;
+}
+
+/* The settings of docs/sleep.md that the table's bounds cannot express. */
+static int
+validate_sleep(const struct config *cfg, struct eph_err *err)
+{
+    struct schedule *sched = NULL;
+    struct tz *tz = NULL;
+    int rc;
+
+    if (cfg->sleep_after_s == 0 || cfg->sleep_after_s < -1)
+        return eph_err_set(err, EPH_EINVAL, "sleep_after: must be at least 1s, or never");
+    if (cfg->delete_after_sleeping_s < 0)
+        return eph_err_set(err, EPH_EINVAL, "delete_after_sleeping: must not be negative");
+    if (cfg->limit_memory_max_bytes < 0 || cfg->limit_cpu_max_millis < 0)
+        return eph_err_set(err, EPH_EINVAL,
+                           "limit_memory_max and limit_cpu_max must not be negative");
+    if (cfg->cgroup_root == NULL ||
+        (strcmp(cfg->cgroup_root, "auto") != 0 && strcmp(cfg->cgroup_root, "off") != 0 &&
+         cfg->cgroup_root[0] != '/'))
+        return eph_err_set(err, EPH_EINVAL,
+                           "cgroup_root: '%s' is not auto, off or an absolute path",
+                           cfg->cgroup_root ? cfg->cgroup_root : "");
+    rc = tz_load(cfg->schedule_timezone, &tz, err);
+    if (rc < 0)
+        return eph_err_prefix(err, rc, "schedule_timezone: ");
+    if (cfg->schedule_awake == NULL || cfg->schedule_awake[0] == '\0') {
+        tz_free(tz);
+        return 0;
+    }
+    rc = schedule_new(cfg->schedule_awake, tz, &sched, err); /* takes tz */
+    schedule_free(sched);
+    if (rc < 0)
+        return eph_err_prefix(err, rc, "schedule_awake: ");
     return 0;
 }
 
@@ -480,7 +668,7 @@ config_validate(struct config *cfg, struct eph_err *err)
         return eph_err_set(err, EPH_EINVAL, "session_idle is longer than session_max");
     if (cfg->run_as == NULL || cfg->run_as[0] == '\0')
         return eph_err_set(err, EPH_EINVAL, "run_as: must name a user (it is used only as root)");
-    return 0;
+    return validate_sleep(cfg, err);
 }
 
 static void
@@ -490,10 +678,22 @@ format_value(const struct config *cfg, const struct setting *s, char *out, size_
 
     switch (s->type) {
     case SETTING_STRING: snprintf(out, n, "%s", *(char *const *)p ? *(char *const *)p : ""); break;
-    case SETTING_DURATION_S: duration_format(*(const int64_t *)p, out, n); break;
+    case SETTING_DURATION_S: format_s(*(const int64_t *)p, out, n); break;
     case SETTING_DURATION_MS: format_ms(*(const int64_t *)p, out, n); break;
     case SETTING_BYTES:
     case SETTING_INT: snprintf(out, n, "%lld", (long long)*(const int64_t *)p); break;
+    case SETTING_DURATION_S_OR_NEVER:
+    case SETTING_DURATION_S_OR_ZERO:
+        if (*(const int64_t *)p == -1 && s->type == SETTING_DURATION_S_OR_NEVER)
+            snprintf(out, n, "never");
+        else if (*(const int64_t *)p == 0 && s->type == SETTING_DURATION_S_OR_ZERO)
+            snprintf(out, n, "0");
+        else
+            format_s(*(const int64_t *)p, out, n);
+        break;
+    case SETTING_BOOL: snprintf(out, n, "%s", *(const bool *)p ? "true" : "false"); break;
+    case SETTING_SIZE: format_size_bytes(*(const int64_t *)p, out, n); break;
+    case SETTING_CPU: format_cpu_millis(*(const int64_t *)p, out, n); break;
     }
 }
 
@@ -520,12 +720,36 @@ config_print_help(FILE *out)
     }
 }
 
+/* True if a path or URL has a "." or ".." segment (or a percent-encoded
+ * dot, which git and curl decode): "<allowed>/../elsewhere" would match
+ * the pattern "<allowed>/(star)" and name something outside it once resolved. */
+static bool
+has_dot_segment(const char *repo)
+{
+    if (strcasestr(repo, "%2e") != NULL)
+        return true;
+    for (const char *p = repo; *p != '\0';) {
+        size_t n = strcspn(p, "/\\");
+
+        if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+            return true;
+        p += n;
+        if (*p != '\0')
+            p++;
+    }
+    return false;
+}
+
 bool
 config_repo_allowed(const struct config *cfg, const char *repo)
 {
-    char *patterns = xstrdup(cfg->allowed_repos ? cfg->allowed_repos : "");
+    char *patterns;
     char *save = NULL;
     bool ok = false;
+
+    if (has_dot_segment(repo))
+        return false;
+    patterns = xstrdup(cfg->allowed_repos ? cfg->allowed_repos : "");
 
     for (char *p = strtok_r(patterns, ",", &save); p && !ok; p = strtok_r(NULL, ",", &save)) {
         while (*p == ' ')

@@ -54,6 +54,19 @@ struct config {
     int64_t quota_envs_per_user; /* live environments per non-admin owner; 0: no limit */
     int64_t quota_envs_total;    /* live environments in all; 0: no limit */
     char *run_as;                /* user of environment processes when running as root */
+    /* sleep, schedules and limits (docs/sleep.md) */
+    int64_t sleep_after_s;       /* idle time before an environment sleeps; -1: never */
+    int64_t delete_after_sleeping_s; /* an environment asleep this long is deleted; 0: never */
+    int64_t wake_timeout_ms;     /* how long the gateway holds a request for a waking env */
+    int64_t wake_queue;          /* held requests per environment and gateway worker: 503 beyond */
+    char *schedule_awake;        /* office hours, "Mon-Fri 08:00-20:00"; "": none (always) */
+    char *schedule_timezone;     /* IANA zone of schedule_awake; "UTC" by default */
+    bool wake_outside_hours;     /* a request may wake an environment outside office hours */
+    int64_t quota_keep_per_user; /* kept (never sleeping) envs per non-admin owner; 0: no limit */
+    int64_t limit_memory_max_bytes; /* cap on a template's or creation's memory limit; 0: none */
+    int64_t limit_cpu_max_millis;   /* cap on the CPU limit, thousandths of a core; 0: none */
+    int64_t limit_pids_max;         /* cap on the process-count limit; 0: none */
+    char *cgroup_root;           /* "auto", "off", or a cgroup v2 directory to create groups in */
 };
 
 /* Fills *cfg with the defaults. */
@@ -74,6 +87,9 @@ int config_set(struct config *cfg, const char *key, const char *value, struct ep
 
 /*
  * Checks values and derives parsed fields (listen_host/port, port_lo/hi).
+ * schedule_awake and schedule_timezone are parsed with schedule_parse()
+ * (config_set() already checks each alone, so a bad one in a file is
+ * reported with its file:line:column).
  * host_pattern is checked by the gateway's own parser (gw_host_pattern_init),
  * which core may not call: `eph serve` validates it right after this.
  */

@@ -24,6 +24,9 @@
 
 #include <libfyaml.h>
 
+#include "core/schedule.h"
+#include "core/tz.h"
+#include "core/units.h"
 #include "util/buf.h"
 #include "util/fs.h"
 #include "util/time.h"
@@ -848,6 +851,122 @@ parse_params(struct pctx *c, const struct ynode *v)
     return 0;
 }
 
+/* defaults.schedule: { awake: "Mon-Fri 08:00-20:00", timezone: Europe/Madrid,
+ * wake_outside_hours: false } */
+static int
+parse_schedule(struct pctx *c, const struct ynode *v)
+{
+    const struct ynode *awake = NULL, *zone = NULL;
+    struct eph_err serr = {0};
+    struct schedule *sched = NULL;
+    struct tz *tz = NULL;
+    bool on;
+    int rc = 0;
+
+    if (is_null(v))
+        return 0;
+    if (v->kind != YNODE_MAPPING)
+        return fail(c, v,
+                    "'schedule' must be a mapping, e.g. { awake: \"Mon-Fri 08:00-20:00\", "
+                    "timezone: Europe/Madrid }");
+    for (size_t i = 0; i < n_pairs(v) && rc == 0; i++) {
+        const struct ynode *k = pair_key(v, i), *val = pair_value(v, i);
+
+        rc = check_key(c, k);
+        if (rc < 0)
+            return rc;
+        if (strcmp(k->text, "awake") == 0) {
+            awake = val;
+            rc = get_string(c, val, "awake", &c->s->default_schedule_awake);
+        } else if (strcmp(k->text, "timezone") == 0) {
+            zone = val;
+            rc = get_string(c, val, "timezone", &c->s->default_schedule_tz);
+        } else if (strcmp(k->text, "wake_outside_hours") == 0) {
+            if (!get_bool(val, &on))
+                rc = fail(c, val, "'wake_outside_hours' must be true or false");
+            else
+                c->s->default_wake_outside_hours = on ? 1 : 0;
+        } else {
+            rc = unknown_key(c, k, "'schedule'", "awake, timezone, wake_outside_hours");
+        }
+    }
+    if (rc < 0)
+        return rc;
+    if (zone != NULL && awake == NULL)
+        return fail(c, zone,
+                    "'timezone' needs 'awake' in 'schedule', e.g. "
+                    "awake: \"Mon-Fri 08:00-20:00\"");
+    if (zone != NULL) {
+        rc = tz_load(c->s->default_schedule_tz, &tz, &serr);
+        if (rc < 0)
+            return fail(c, zone, "%s", serr.msg);
+    }
+    if (awake != NULL) {
+        rc = schedule_new(c->s->default_schedule_awake, tz, &sched, &serr); /* takes tz */
+        schedule_free(sched);
+        if (rc < 0)
+            return fail(c, awake, "%s", serr.msg);
+    } else {
+        tz_free(tz);
+    }
+    return 0;
+}
+
+/* defaults.limits: { memory: 512Mi, cpu: 1.0, pids: 512 } */
+static int
+parse_limits(struct pctx *c, const struct ynode *v)
+{
+    enum { PIDS_MAX = 4194304 }; /* the kernel's largest pid_max */
+    struct spec *s = c->s;
+    char b[SHOW_BUF];
+
+    if (is_null(v))
+        return 0;
+    if (v->kind != YNODE_MAPPING)
+        return fail(c, v,
+                    "'limits' must be a mapping, e.g. { memory: 512Mi, cpu: 1.0, pids: 512 }");
+    for (size_t i = 0; i < n_pairs(v); i++) {
+        const struct ynode *k = pair_key(v, i), *val = pair_value(v, i);
+        const char *text = val->kind == YNODE_SCALAR && !is_null(val) ? val->text : NULL;
+        int rc = check_key(c, k);
+
+        if (rc < 0)
+            return rc;
+        if (strcmp(k->text, "memory") == 0) {
+            if (text == NULL)
+                return fail(c, val, "'memory' must be a size such as 512Mi or 2Gi");
+            if (parse_size_bytes(text, &s->default_limit_memory_bytes) < 0)
+                return fail(c, val, "'memory' must be a size such as 512Mi or 2Gi, got '%s'",
+                            show(text, b));
+            if (s->default_limit_memory_bytes == 0)
+                return fail(c, val, "'memory' must be greater than zero");
+        } else if (strcmp(k->text, "cpu") == 0) {
+            if (text == NULL)
+                return fail(c, val, "'cpu' must be a number of cores such as 1.0, 0.5 or 250m");
+            if (parse_cpu_millis(text, &s->default_limit_cpu_millis) < 0)
+                return fail(c, val,
+                            "'cpu' must be a number of cores such as 1.0, 0.5 or 250m, got '%s'",
+                            show(text, b));
+            if (s->default_limit_cpu_millis == 0)
+                return fail(c, val, "'cpu' must be greater than zero");
+        } else if (strcmp(k->text, "pids") == 0) {
+            char *end = NULL;
+            long long n = 0;
+
+            if (text != NULL && text[0] >= '0' && text[0] <= '9') {
+                errno = 0;
+                n = strtoll(text, &end, 10);
+            }
+            if (end == NULL || *end != '\0' || errno != 0 || n < 1 || n > PIDS_MAX)
+                return fail(c, val, "'pids' must be a whole number from 1 to %d", PIDS_MAX);
+            s->default_limit_pids = n;
+        } else {
+            return unknown_key(c, k, "'limits'", "memory, cpu, pids");
+        }
+    }
+    return 0;
+}
+
 static int
 parse_defaults(struct pctx *c, const struct ynode *v)
 {
@@ -870,8 +989,12 @@ parse_defaults(struct pctx *c, const struct ynode *v)
                 c->s->default_sleep_after_s = -1;
             else
                 rc = get_duration(c, val, "sleep_after", &c->s->default_sleep_after_s);
+        } else if (strcmp(k->text, "schedule") == 0) {
+            rc = parse_schedule(c, val);
+        } else if (strcmp(k->text, "limits") == 0) {
+            rc = parse_limits(c, val);
         } else {
-            rc = unknown_key(c, k, "'defaults'", "ttl, sleep_after");
+            rc = unknown_key(c, k, "'defaults'", "ttl, sleep_after, schedule, limits");
         }
         if (rc < 0)
             return rc;
@@ -1642,6 +1765,7 @@ spec_parse(const char *yaml, size_t len, const char *file, struct spec **out, st
     }
     c.s = xcalloc(1, sizeof(*c.s));
     c.s->file = xstrdup(c.file);
+    c.s->default_wake_outside_hours = -1;
     rc = parse_root(&c, root);
     if (rc == 0) {
         *out = c.s;
@@ -1720,6 +1844,8 @@ spec_free(struct spec *s)
         free(svc->health_path);
     }
     free(s->services);
+    free(s->default_schedule_awake);
+    free(s->default_schedule_tz);
     free(s->file);
     free(s);
 }

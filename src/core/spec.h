@@ -11,7 +11,9 @@
  *   ${params.<name>}  ${env.name}
  * A `${NAME}` without a dot is left alone for the shell.
  *
- * Pure functions, no I/O except spec_parse_file(); any thread.
+ * Pure functions, no I/O except spec_parse_file() and the time zone file a
+ * defaults.schedule names (read from /usr/share/zoneinfo to check it); any
+ * thread.
  */
 #ifndef EPH_CORE_SPEC_H
 #define EPH_CORE_SPEC_H
@@ -69,6 +71,14 @@ struct spec {
     size_t n_params;
     int64_t default_ttl_s;       /* defaults.ttl; 0: not set */
     int64_t default_sleep_after_s; /* defaults.sleep_after; 0: not set, -1: never */
+    /* defaults.schedule: office hours, checked with schedule_parse() */
+    char *default_schedule_awake;  /* "Mon-Fri 08:00-20:00"; NULL: not set */
+    char *default_schedule_tz;     /* "Europe/Madrid"; NULL: not set */
+    int default_wake_outside_hours; /* -1 unset, 0 false, 1 true */
+    /* defaults.limits; 0: not set */
+    int64_t default_limit_memory_bytes; /* memory: 512Mi */
+    int64_t default_limit_cpu_millis;   /* cpu: 1.0 (cores), thousandths of a core */
+    int64_t default_limit_pids;         /* pids: 512 */
     struct spec_service *services; /* in file order */
     size_t n_services;
 };

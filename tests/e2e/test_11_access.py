@@ -657,15 +657,13 @@ def test_11_07_a_token_acts_with_at_most_its_scope(tiny):
     assert r.status_code == 200, (r.status_code, r.text[:300])
 
 
-# ------------------------------------------------------------------ known bugs
+# ------------------------------------------------------------------ found by these tests
 #
-# Each test below checks what the documents promise and fails today; the
-# strict xfail turns into a failure once the bug is fixed, so that the mark
-# is removed with the fix.
+# Each test below checked what the documents promise and failed when it was
+# written. One still marked strict xfail fails today; the mark turns into a
+# failure once the bug is fixed, so that it is removed with the fix.
 
 
-@pytest.mark.xfail(strict=True, reason="config_repo_allowed() matches with fnmatch(p, repo, 0): "
-                   "'*' also matches '/' and '..', so DIR/../elsewhere passes 'DIR/*'")
 def test_11_08_allowed_repos_cannot_be_escaped_with_dot_dot(server, repos):
     outside = make_repo(shared_tmp("outside-") / "rogue",
                         {"ephemera.yaml": (repos.trivial / "ephemera.yaml").read_text()})

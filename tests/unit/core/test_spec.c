@@ -164,6 +164,58 @@ Test(spec, reads_never_as_no_sleep_and_accepts_empty_sections)
     spec_free(s);
 }
 
+Test(spec, reads_a_schedule_and_limits_in_defaults)
+{
+    struct spec *s = parse_ok("version: 1\n"
+                              "defaults:\n"
+                              "  schedule:\n"
+                              "    awake: \"Mon-Fri 08:00-20:00, Sat 10:00-14:00\"\n"
+                              "    timezone: Europe/Madrid\n"
+                              "    wake_outside_hours: true\n"
+                              "  limits: { memory: 512Mi, cpu: 1.0, pids: 512 }\n"
+                              "services: {a: {run: x}}\n");
+
+    cr_expect_str_eq(s->default_schedule_awake, "Mon-Fri 08:00-20:00, Sat 10:00-14:00");
+    cr_expect_str_eq(s->default_schedule_tz, "Europe/Madrid");
+    cr_expect_eq(s->default_wake_outside_hours, 1);
+    cr_expect_eq(s->default_limit_memory_bytes, 512LL * 1024 * 1024);
+    cr_expect_eq(s->default_limit_cpu_millis, 1000);
+    cr_expect_eq(s->default_limit_pids, 512);
+    spec_free(s);
+}
+
+Test(spec, leaves_schedule_and_limits_unset_when_absent_or_partial)
+{
+    struct spec *s = parse_ok("version: 1\nservices: {a: {run: x}}\n");
+
+    cr_expect_null(s->default_schedule_awake);
+    cr_expect_null(s->default_schedule_tz);
+    cr_expect_eq(s->default_wake_outside_hours, -1, "-1: not set");
+    cr_expect_eq(s->default_limit_memory_bytes, 0);
+    cr_expect_eq(s->default_limit_cpu_millis, 0);
+    cr_expect_eq(s->default_limit_pids, 0);
+    spec_free(s);
+
+    s = parse_ok("version: 1\n"
+                 "defaults:\n"
+                 "  schedule: { awake: Mon-Fri 09:00-17:00, wake_outside_hours: false }\n"
+                 "  limits: { cpu: 250m }\n"
+                 "services: {a: {run: x}}\n");
+    cr_expect_str_eq(s->default_schedule_awake, "Mon-Fri 09:00-17:00");
+    cr_expect_null(s->default_schedule_tz, "no zone: the server's");
+    cr_expect_eq(s->default_wake_outside_hours, 0);
+    cr_expect_eq(s->default_limit_cpu_millis, 250);
+    cr_expect_eq(s->default_limit_memory_bytes, 0);
+    spec_free(s);
+
+    s = parse_ok("version: 1\n"
+                 "defaults: { schedule: { wake_outside_hours: true }, limits: }\n"
+                 "services: {a: {run: x}}\n");
+    cr_expect_null(s->default_schedule_awake, "only the flag: hours are the server's");
+    cr_expect_eq(s->default_wake_outside_hours, 1);
+    spec_free(s);
+}
+
 Test(spec, accepts_upstreams_of_every_valid_shape)
 {
     static const char *ok[] = {
@@ -288,7 +340,56 @@ static const struct {
     {V "defaults: {ttl: 0s}\nservices: {a: {run: x}}\n",
      "t.yaml:2:17: 'ttl' must be greater than zero"},
     {V "defaults: {idle: 5m}\nservices: {a: {run: x}}\n",
-     "t.yaml:2:12: unknown key 'idle' in 'defaults', expected one of: ttl, sleep_after"},
+     "t.yaml:2:12: unknown key 'idle' in 'defaults', expected one of: ttl, sleep_after, "
+     "schedule, limits"},
+    {V "defaults: {schedule: 'Mon-Fri 08:00-20:00'}\nservices: {a: {run: x}}\n",
+     "t.yaml:2:22: 'schedule' must be a mapping, e.g. { awake: \"Mon-Fri 08:00-20:00\", "
+     "timezone: Europe/Madrid }"},
+    {V "defaults:\n  schedule: {awake: 'Mon-Fry 08:00-20:00'}\nservices: {a: {run: x}}\n",
+     "t.yaml:3:21: unknown day 'Fry' in window 'Mon-Fry 08:00-20:00', expected Mon, Tue, Wed, "
+     "Thu, Fri, Sat or Sun"},
+    {V "defaults:\n  schedule: {awake: Mon-Fri 08:00-25:00}\nservices: {a: {run: x}}\n",
+     "t.yaml:3:21: invalid time '25:00' in window 'Mon-Fri 08:00-25:00', expected HH:MM from "
+     "00:00 to 24:00"},
+    {V "defaults:\n  schedule: {awake: Mon-Fri 08:00-20:00, timezone: Europe/Madird}\n"
+       "services: {a: {run: x}}\n",
+     "t.yaml:3:52: unknown time zone 'Europe/Madird' (not in /usr/share/zoneinfo)"},
+    {V "defaults:\n  schedule: {awake: Mon 08:00-09:00, timezone: ../etc/passwd}\n"
+       "services: {a: {run: x}}\n",
+     "t.yaml:3:48: invalid time zone name '../etc/passwd', expected an IANA name such as "
+     "Europe/Madrid"},
+    {V "defaults:\n  schedule: {timezone: Europe/Madrid}\nservices: {a: {run: x}}\n",
+     "t.yaml:3:24: 'timezone' needs 'awake' in 'schedule', e.g. awake: \"Mon-Fri 08:00-20:00\""},
+    {V "defaults:\n  schedule: {awake: Mon 08:00-09:00, wake_outside_hours: yes}\n"
+       "services: {a: {run: x}}\n",
+     "t.yaml:3:58: 'wake_outside_hours' must be true or false"},
+    {V "defaults:\n  schedule: {awake: ''}\nservices: {a: {run: x}}\n",
+     "t.yaml:3:21: 'awake' must not be empty"},
+    {V "defaults:\n  schedule: {hours: x}\nservices: {a: {run: x}}\n",
+     "t.yaml:3:14: unknown key 'hours' in 'schedule', expected one of: awake, timezone, "
+     "wake_outside_hours"},
+    {V "defaults:\n  limits: [512Mi]\nservices: {a: {run: x}}\n",
+     "t.yaml:3:11: 'limits' must be a mapping, e.g. { memory: 512Mi, cpu: 1.0, pids: 512 }"},
+    {V "defaults:\n  limits: {memory: 512MB}\nservices: {a: {run: x}}\n",
+     "t.yaml:3:20: 'memory' must be a size such as 512Mi or 2Gi, got '512MB'"},
+    {V "defaults:\n  limits: {memory: [1]}\nservices: {a: {run: x}}\n",
+     "t.yaml:3:20: 'memory' must be a size such as 512Mi or 2Gi"},
+    {V "defaults:\n  limits: {memory: 0}\nservices: {a: {run: x}}\n",
+     "t.yaml:3:20: 'memory' must be greater than zero"},
+    {V "defaults:\n  limits: {cpu: lots}\nservices: {a: {run: x}}\n",
+     "t.yaml:3:17: 'cpu' must be a number of cores such as 1.0, 0.5 or 250m, got 'lots'"},
+    {V "defaults:\n  limits: {cpu: 0.0001}\nservices: {a: {run: x}}\n",
+     "t.yaml:3:17: 'cpu' must be a number of cores such as 1.0, 0.5 or 250m, got '0.0001'"},
+    {V "defaults:\n  limits: {cpu: 0m}\nservices: {a: {run: x}}\n",
+     "t.yaml:3:17: 'cpu' must be greater than zero"},
+    {V "defaults:\n  limits: {pids: 0}\nservices: {a: {run: x}}\n",
+     "t.yaml:3:18: 'pids' must be a whole number from 1 to 4194304"},
+    {V "defaults:\n  limits: {pids: -5}\nservices: {a: {run: x}}\n",
+     "t.yaml:3:18: 'pids' must be a whole number from 1 to 4194304"},
+    {V "defaults:\n  limits: {pids: 99999999999999999999}\nservices: {a: {run: x}}\n",
+     "t.yaml:3:18: 'pids' must be a whole number from 1 to 4194304"},
+    {V "defaults:\n  limits: {swap: 1Gi}\nservices: {a: {run: x}}\n",
+     "t.yaml:3:12: unknown key 'swap' in 'limits', expected one of: memory, cpu, pids"},
     {V "services:\n  api: {run: 'curl ${dbb.url}'}\n",
      "t.yaml:3:14: unknown service 'dbb' in '${dbb.url}'"},
     {V "services:\n  api: {run: 'seed ${params.size}'}\n",
