@@ -13,9 +13,14 @@
  * Metrics: each worker counts into its own struct under its own mutex, which
  * only scrapes contend for; gw_metrics() sums them.
  *
- * Stop: every worker closes its listener and its idle connections, lets
- * what is in flight finish (Connection: close) until the deadline, then
- * closes the rest; its loop ends when no handle is left. The last worker
+ * Activity: gw_publish() points each environment of a table at its slot
+ * (activity.c) before any worker sees the table; workers write the slots,
+ * gw_activity() reads them. Held requests are looked at again by each
+ * worker when it takes a new table (proxy.c).
+ *
+ * Stop: every worker closes its listener and its idle connections, answers
+ * its held requests 503, lets what is in flight finish (Connection: close)
+ * until the deadline, then closes the rest; its loop ends when no handle is left. The last worker
  * to end wakes the control loop, which joins the threads and calls done.
  */
 #include "gateway/gateway.h"
@@ -41,6 +46,8 @@
 #define GW_DEFAULT_FIRST_BYTE_TIMEOUT_MS 60000
 #define GW_DEFAULT_UPSTREAM_IDLE_MS 30000
 #define GW_DEFAULT_UPSTREAM_KEEPALIVE 256
+#define GW_DEFAULT_WAKE_TIMEOUT_MS 60000
+#define GW_DEFAULT_WAKE_QUEUE 1024
 /* More workers than this is a configuration mistake. */
 #define GW_MAX_WORKERS 256
 /* Accept queue of each listening socket. */
@@ -72,9 +79,11 @@ struct gateway {
     struct gw_worker *workers;
     int n_workers;
     atomic_int open_connections;
+    atomic_int held_requests; /* held for waking environments, all workers */
     atomic_int workers_running;
     atomic_size_t n_routes;    /* size of the current table, for scrapes */
     struct gw_routes *current; /* control loop's reference */
+    struct gw_activity_set activity; /* per environment; control loop (slots: shared) */
     bool stopping;
     uv_async_t done_async; /* on the control loop, from the last worker */
     void (*done)(void *arg);
@@ -95,6 +104,12 @@ atomic_int *
 gw__open_connections(struct gateway *gw)
 {
     return &gw->open_connections;
+}
+
+atomic_int *
+gw__held_requests(struct gateway *gw)
+{
+    return &gw->held_requests;
 }
 
 static uint64_t
@@ -283,6 +298,7 @@ on_wake(uv_async_t *a)
 
         w->routes = fresh; /* the publisher's reference is ours now */
         gw_routes_unref(old);
+        gw__hold_recheck(w); /* held requests may go on, or be answered */
     }
     if (stop && !w->stopping)
         worker_begin_stop(w, deadline);
@@ -363,6 +379,7 @@ gateway_free(struct gateway *gw)
     }
     free(gw->workers);
     gw_routes_unref(gw->current);
+    gw__activity_set_release(&gw->activity);
     gw_host_pattern_release(&gw->pattern);
     free(gw->listen_host);
     free(gw->host_pattern);
@@ -395,6 +412,10 @@ config_defaults(struct gw_config *c)
         c->upstream_keepalive = GW_DEFAULT_UPSTREAM_KEEPALIVE;
     else if (c->upstream_keepalive < 0)
         c->upstream_keepalive = 0; /* none */
+    if (c->wake_timeout_ms <= 0)
+        c->wake_timeout_ms = GW_DEFAULT_WAKE_TIMEOUT_MS;
+    if (c->wake_queue <= 0)
+        c->wake_queue = GW_DEFAULT_WAKE_QUEUE;
 }
 
 int
@@ -423,9 +444,11 @@ gw_start(const struct gw_config *cfg, struct gateway **out, struct eph_err *err)
     snprintf(gw->control_key, sizeof(gw->control_key), "%s:%d", gw->control_host,
              gw->cfg.control_port);
     atomic_init(&gw->open_connections, 0);
+    atomic_init(&gw->held_requests, 0);
     atomic_init(&gw->workers_running, 0);
     atomic_init(&gw->n_routes, 0);
     n = gw->cfg.workers;
+    gw__activity_set_init(&gw->activity, n);
     rc = gw_host_pattern_init(&gw->pattern, gw->host_pattern, gw->domain, err);
     if (rc < 0)
         goto fail;
@@ -566,6 +589,7 @@ gw_publish(struct gateway *gw, struct gw_routes *routes)
     EPH_ASSERT(!gw->stopping);
     for (size_t i = 0; routes && i < routes->n_envs; i++)
         n += routes->envs[i].n_services;
+    gw__activity_attach(&gw->activity, routes); /* before any worker sees it */
     gw->current = routes;
     atomic_store(&gw->n_routes, n);
     for (int i = 0; i < gw->n_workers; i++) {
@@ -586,6 +610,13 @@ const struct gw_routes *
 gw_current_routes(const struct gateway *gw)
 {
     return gw->current;
+}
+
+bool
+gw_activity(struct gateway *gw, int64_t env_id, int64_t *last_ms, int *open, char *what,
+            size_t what_size)
+{
+    return gw__activity_read(&gw->activity, env_id, last_ms, open, what, what_size);
 }
 
 /* ------------------------------------------------------------- metrics */
@@ -682,6 +713,11 @@ gw_metrics(struct gateway *gw, struct buf *out)
                "# TYPE eph_gateway_open_connections gauge\n"
                "eph_gateway_open_connections %d\n",
                atomic_load(&gw->open_connections));
+    buf_printf(out,
+               "# HELP eph_gateway_held_requests Requests held until their environment wakes up.\n"
+               "# TYPE eph_gateway_held_requests gauge\n"
+               "eph_gateway_held_requests %d\n",
+               atomic_load(&gw->held_requests));
     buf_puts(out, "# HELP eph_gateway_upstream_errors_total Failed upstream connections and "
                   "responses.\n"
                   "# TYPE eph_gateway_upstream_errors_total counter\n");

@@ -10,9 +10,12 @@
  * host is proxied the same way to the API server that listens on an internal
  * address of the control loop. Unknown hosts get a 404 page (JSON for API
  * clients), services not ready a 503 with Retry-After, refused upstreams 502.
+ * Requests for an environment that is asleep (and may be woken) or waking
+ * are held until it is up (docs/gateway.md "Sleeping environments").
  *
  * The control loop is never blocked by proxy traffic and vice versa: the only
- * shared state is the immutable route table and atomic counters.
+ * shared state is the immutable route table, atomic counters and each
+ * environment's activity (gw_activity()).
  */
 #ifndef EPH_GATEWAY_GATEWAY_H
 #define EPH_GATEWAY_GATEWAY_H
@@ -51,6 +54,17 @@ struct gw_config {
     struct auth_index *auth_ix;    /* shared with the API; outlives the gateway */
     const unsigned char *auth_key; /* AUTH_KEY_BYTES; copied by gw_start */
     const char *signin_base;       /* the control host for browsers; NULL: http://<domain>:<port> */
+    /* Sleeping environments (docs/gateway.md "Sleeping environments"). */
+    int64_t wake_timeout_ms;       /* a held request's deadline: 503 beyond; 0: 60 s */
+    int wake_queue;                /* held requests per env and worker: 503 beyond; 0: 1024 */
+    /*
+     * Called on a worker thread when a request arrives for an environment
+     * with hold_requests, at most once per environment per 100 ms per
+     * worker; `service` is borrowed for the call. Must not block (serve.c
+     * posts it to the control loop). NULL: nobody is told.
+     */
+    void (*on_wake)(void *arg, int64_t env_id, const char *service);
+    void *on_wake_arg;
 };
 
 /* Binds and starts the worker threads. Control loop, once. */
@@ -66,12 +80,27 @@ const char *gw_signin_base(const struct gateway *gw);
 /*
  * Hands a new route table to every worker; takes over the caller's reference.
  * Workers switch at their next loop iteration; in-flight requests keep the
- * table they started with. Control loop.
+ * table they started with, and held requests are looked at again in the new
+ * one. Before sharing the table, fills in each environment's activity slot
+ * (found by id, made on first sight; slots live until the gateway stops), so
+ * the caller must not have handed the table to anyone else. Control loop.
  */
 void gw_publish(struct gateway *gw, struct gw_routes *routes);
 
 /* The route table workers will use next (borrowed, for the control loop). */
 const struct gw_routes *gw_current_routes(const struct gateway *gw);
+
+/*
+ * What the gateway saw of environment env_id since it started: the wall
+ * time (ms) of the last request to one of its services, or of the end of
+ * the last exchange (request, streamed response, WebSocket) with one;
+ * the exchanges open now; and what the last one was, "request web" or
+ * "websocket web", into what (what_size bytes, may be 0). False, and
+ * nothing written, if no request reached it yet. Reads a few relaxed
+ * atomics: the values may lag by a request. Control loop.
+ */
+bool gw_activity(struct gateway *gw, int64_t env_id, int64_t *last_ms, int *open, char *what,
+                 size_t what_size);
 
 /*
  * Appends the gateway's metrics in Prometheus text format: requests by
@@ -81,8 +110,8 @@ const struct gw_routes *gw_current_routes(const struct gateway *gw);
 void gw_metrics(struct gateway *gw, struct buf *out);
 
 /*
- * Stops accepting, lets in-flight requests finish until deadline_ms (from
- * now), closes what is left, joins the workers, then calls done(arg) on the
+ * Stops accepting, answers held requests 503, lets in-flight requests
+ * finish until deadline_ms (from now), closes what is left, joins the workers, then calls done(arg) on the
  * control loop `loop` and frees the gateway.
  */
 void gw_stop(struct gateway *gw, uv_loop_t *loop, int64_t deadline_ms, void (*done)(void *arg),

@@ -1,9 +1,10 @@
 /*
  * gateway/pages.c - the answers the gateway gives itself rather than an
  * upstream: 404 listing an environment's services (or the environments),
- * 503 while a service is not ready (its phase and state, Retry-After), and
- * the errors of the proxy (400, 408, 431, 502, 504 ...). HTML for browsers
- * (Accept: text/html), JSON in the API's error shape for everyone else.
+ * 503 while a service is not ready (its phase and state, Retry-After), the
+ * "waking up" page of a held browser navigation, and the errors of the
+ * proxy (400, 408, 431, 502, 504 ...). HTML for browsers (Accept:
+ * text/html), JSON in the API's error shape for everyone else.
  *
  * Pure formatting into a buffer: a whole response, head and body.
  */
@@ -355,5 +356,47 @@ gw__page_error(struct buf *out, const struct gw_page_req *pr, int status, const 
         buf_puts(&body, "}\n");
     }
     respond(out, pr, status, status == 503 ? "Retry-After: 2\r\n" : NULL, &body);
+    buf_release(&body);
+}
+
+void
+gw__page_waking(struct buf *out, const struct gw_page_req *pr, const struct gw_route_service *svc)
+{
+    const struct gw_route_env *e = svc->env;
+    struct buf body;
+    char message[300];
+
+    snprintf(message, sizeof(message), "waking up %s\u2026", e->name);
+    buf_init(&body, GW_PAGE_MAX_BYTES);
+    if (pr->html) {
+        /* Not html_open(): this one refreshes itself and is no error. */
+        buf_puts(&body, "<!doctype html>\n<html><head><meta charset=\"utf-8\">"
+                        "<meta http-equiv=\"refresh\" content=\"1\"><title>");
+        html_str(&body, message);
+        buf_puts(&body, "</title><style>body{font-family:system-ui,sans-serif;margin:2em;"
+                        "color:#222}.state{color:#777}</style></head><body>\n<h1>");
+        html_str(&body, message);
+        buf_puts(&body, "</h1>\n<p>Environment <b>");
+        html_str(&body, e->name);
+        buf_puts(&body, "</b> was asleep and is starting again; service <b>");
+        html_str(&body, svc->name);
+        buf_puts(&body, "</b> is <b>");
+        html_str(&body, svc_state_name(svc->state));
+        buf_puts(&body, "</b>.</p>\n<p class=\"state\">This page reloads by itself until it "
+                        "is up.</p>\n");
+        html_close(&body);
+    } else {
+        json_error_open(&body, 503, message);
+        buf_puts(&body, ", \"environment\": ");
+        json_str(&body, e->name);
+        buf_puts(&body, ", \"phase\": ");
+        json_str(&body, env_phase_name(e->phase));
+        buf_puts(&body, ", \"service\": ");
+        json_str(&body, svc->name);
+        buf_puts(&body, ", \"state\": ");
+        json_str(&body, svc_state_name(svc->state));
+        buf_puts(&body, "}\n");
+    }
+    respond(out, pr, 503, "Retry-After: 1\r\n", &body);
     buf_release(&body);
 }

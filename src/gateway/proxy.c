@@ -4,6 +4,7 @@
  *
  *   IDLE -> HEAD -> (route) -> CONNECT -> PROXY -> IDLE ...   keep-alive
  *                      \-> a page of our own (404, 503 ...) -> DISCARD -> IDLE
+ *                      \-> HOLD (its environment wakes up) -> CONNECT or a page
  *                                            PROXY -> TUNNEL  on a 101
  *                                      any -> LINGER -> closed
  *
@@ -20,6 +21,21 @@
  *
  * Errors met inside parser callbacks (a failed write) are only recorded
  * there, and handled once the parser has returned.
+ *
+ * Held requests: a request for a service of an environment that is asleep
+ * (and may be woken) or waking is parked in HOLD with the client's reads
+ * stopped, on the worker's list, until a table the worker picks up makes
+ * the service routable (then it goes on as if it had just arrived), says
+ * the environment failed (503), is gone (404) or may not be woken (503), or
+ * until wake_timeout passes (503). A browser navigation gets the "waking
+ * up" page after a second instead: it reloads itself, and so shows that
+ * something happens. Each environment holds at most wake_queue requests
+ * per worker; beyond, 503 at once.
+ *
+ * Activity: every request to a service stamps its environment's slot
+ * (activity.c) with the coarse wall clock and the service, and an exchange
+ * proxied to a service counts in the slot's `open` until it ends, tunnels
+ * and streamed responses included.
  */
 #include "gateway/proxy_int.h"
 
@@ -53,6 +69,7 @@ enum cstate {
     CS_DISCARD, /* answered ourselves; reading the rest of the request body */
     CS_TUNNEL,  /* upgraded: raw bytes both ways */
     CS_LINGER,  /* last response queued: flush, FIN, drop input, close */
+    CS_HOLD,    /* head parsed, held until its environment is awake (reads stopped) */
 };
 
 enum ctimer {
@@ -63,6 +80,7 @@ enum ctimer {
     CT_STALL,  /* an exchange: the client must keep sending its body or reading
                   ours (idle_timeout_ms without progress: 408 or close) */
     CT_LINGER, /* FIN sent, dropping input: close */
+    CT_HOLD,   /* held: wake_timeout (503), or a browser's "waking up" page */
 };
 
 struct gw_client {
@@ -83,6 +101,12 @@ struct gw_client {
     size_t in_off, in_len;
     struct gw_block *up_blk; /* the upstream block being parsed (for body slices) */
     struct gw_upstream *up;  /* the upstream of the exchange, or NULL */
+    struct gw_activity *act; /* the env whose `open` counts this exchange, or NULL */
+    /* While held (CS_HOLD): */
+    struct gw_client *held_prev, *held_next; /* the worker's list */
+    struct gw_activity *held_in;             /* whose n_held counts it; NULL: not held */
+    const struct gw_route_service *held_r;   /* its service in c->routes */
+    uint64_t hold_until;                     /* loop time wake_timeout passes */
     enum cstate state;
     enum ctimer timer_mode;
     uint64_t deadline;        /* loop time the current timer mode expires */
@@ -131,6 +155,7 @@ static void client_update_reading(struct gw_client *c);
 static void finish_exchange(struct gw_client *c);
 static void upstream_failed(struct gw_client *c, int status);
 static void refuse(struct gw_client *c, int status, const char *reason);
+static void on_hold_timer(struct gw_client *c);
 
 /* ------------------------------------------------------------- blocks */
 
@@ -143,10 +168,24 @@ gw__block_get(struct gw_worker *w)
         w->free_blocks = b->next_free;
         w->n_free_blocks--;
     } else {
-        b = xmalloc(sizeof(*b));
+        b = xmalloc(offsetof(struct gw_block, data) + GW_BLOCK_BYTES);
+        b->cap = GW_BLOCK_BYTES;
     }
     b->next_free = NULL;
     b->refs = 1;
+    return b;
+}
+
+/* A block of exactly len bytes holding a copy of p (never reused). */
+static struct gw_block *
+block_copy(const char *p, size_t len)
+{
+    struct gw_block *b = xmalloc(offsetof(struct gw_block, data) + len);
+
+    b->next_free = NULL;
+    b->refs = 1;
+    b->cap = (uint32_t)len;
+    memcpy(b->data, p, len);
     return b;
 }
 
@@ -155,7 +194,7 @@ gw__block_unref(struct gw_worker *w, struct gw_block *b)
 {
     if (--b->refs > 0)
         return;
-    if (w->n_free_blocks < GW_FREE_BLOCKS_MAX) {
+    if (b->cap == GW_BLOCK_BYTES && w->n_free_blocks < GW_FREE_BLOCKS_MAX) {
         b->next_free = w->free_blocks;
         w->free_blocks = b;
         w->n_free_blocks++;
@@ -248,7 +287,7 @@ batch_reset(struct gw_worker *w, struct gw_batch *b)
 static bool
 in_block(const struct gw_block *blk, const char *p)
 {
-    return blk && p >= blk->data && p < blk->data + GW_BLOCK_BYTES;
+    return blk && p >= blk->data && p < blk->data + blk->cap;
 }
 
 static void on_wreq_done(uv_write_t *req, int status);
@@ -551,6 +590,7 @@ client_update_reading(struct gw_client *c)
         case CS_HEAD:
         case CS_DISCARD:
         case CS_LINGER: want = true; break;
+        case CS_HOLD: want = false; break; /* TCP holds the rest for us */
         case CS_CONNECT: want = c->req_done; break; /* what comes waits in c->in */
         case CS_PROXY:
         case CS_TUNNEL:
@@ -644,6 +684,82 @@ exchange_end(struct gw_client *c)
         access_log(c, now);
 }
 
+/* ------------------------------------------------------------- activity */
+
+/* The exchange goes to service r: counted open until it ends. */
+static void
+activity_open(struct gw_client *c, const struct gw_route_service *r)
+{
+    struct gw_activity *a = r->env->activity;
+
+    if (a == NULL || c->act != NULL)
+        return;
+    atomic_fetch_add_explicit(&a->open, 1, memory_order_relaxed);
+    c->act = a;
+}
+
+/* The exchange with a service ended (answered, cut or a tunnel closed): its
+ * end is the environment's latest activity. */
+static void
+activity_close(struct gw_client *c)
+{
+    struct gw_activity *a = c->act;
+    int64_t now;
+
+    if (a == NULL)
+        return;
+    c->act = NULL;
+    now = gw__coarse_wall_ms();
+    if (atomic_load_explicit(&a->last_ms, memory_order_relaxed) != now)
+        atomic_store_explicit(&a->last_ms, now, memory_order_relaxed);
+    /* Release: whoever sees the count drop sees the time above. */
+    atomic_fetch_sub_explicit(&a->open, 1, memory_order_release);
+}
+
+/* ------------------------------------------------------------- held list */
+
+static void
+held_link(struct gw_client *c, const struct gw_route_service *r)
+{
+    struct gw_worker *w = c->w;
+
+    c->held_r = r;
+    c->held_in = r->env->activity;
+    c->held_in->per_worker[w->index].n_held++;
+    c->held_next = NULL;
+    c->held_prev = w->held_tail;
+    if (w->held_tail)
+        w->held_tail->held_next = c;
+    else
+        w->held_head = c;
+    w->held_tail = c;
+    w->n_held++;
+    atomic_fetch_add_explicit(gw__held_requests(w->gw), 1, memory_order_relaxed);
+}
+
+static void
+held_unlink(struct gw_client *c)
+{
+    struct gw_worker *w = c->w;
+
+    if (c->held_in == NULL)
+        return;
+    c->held_in->per_worker[w->index].n_held--;
+    c->held_in = NULL;
+    c->held_r = NULL;
+    if (c->held_prev)
+        c->held_prev->held_next = c->held_next;
+    else
+        w->held_head = c->held_next;
+    if (c->held_next)
+        c->held_next->held_prev = c->held_prev;
+    else
+        w->held_tail = c->held_prev;
+    c->held_prev = c->held_next = NULL;
+    w->n_held--;
+    atomic_fetch_sub_explicit(gw__held_requests(w->gw), 1, memory_order_relaxed);
+}
+
 /* ------------------------------------------------------------- closing */
 
 static void
@@ -692,6 +808,8 @@ client_close(struct gw_client *c)
     if (c->closing)
         return;
     exchange_end(c);
+    activity_close(c);
+    held_unlink(c);
     drop_upstream(c);
     batch_reset(c->w, &c->to_client);
     c->closing = true;
@@ -721,6 +839,8 @@ client_shutdown(struct gw_client *c)
     if (c->closing || c->state == CS_LINGER)
         return;
     exchange_end(c);
+    activity_close(c);
+    held_unlink(c);
     c->state = CS_LINGER;
     drop_upstream(c);
     flush_client(c); /* uv_shutdown waits for queued writes only */
@@ -795,6 +915,7 @@ on_client_timer(uv_timer_t *t)
         break;
     case CT_FLUSH:
     case CT_LINGER: client_close(c); break;
+    case CT_HOLD: on_hold_timer(c); break;
     case CT_NONE: break;
     }
 }
@@ -1046,6 +1167,154 @@ build_upstream_head(struct gw_client *c)
                                    &c->up_head);
 }
 
+/* Sends the request on to c->up_key: the head for the upstream, then a
+ * connection from the pool or a new one. */
+static void
+proxy_request(struct gw_client *c)
+{
+    if (c->to_up.n > 0)
+        flush_up(c); /* c->up_head is about to change */
+    if (build_upstream_head(c) < 0) {
+        refuse(c, 431, "request head too large");
+        return;
+    }
+    if (c->rp.framing == GW_FRAME_NONE && !c->rp.upgrade) {
+        /* Without a body the request ends with its head's last LF, which
+         * the parser left for now: take it, so that reading goes on (and
+         * notices a client that leaves) while an upstream connects. */
+        enum gw_feed_event ev;
+
+        c->in_off += gw__reqp_feed(&c->rp, c->in->data + c->in_off, c->in_len - c->in_off, &ev);
+        c->req_done = ev == GW_FEED_DONE;
+    }
+    get_upstream(c, false);
+}
+
+/* The request goes to service r, which is routable. */
+static void
+route_to_service(struct gw_client *c, const struct gw_route_service *r)
+{
+    c->up_key = r->upstream_key;
+    c->up_host = r->upstream_host;
+    c->up_port = r->upstream_port;
+    activity_open(c, r);
+}
+
+/* Held, or to be: the environment is asleep (and may be woken) or waking,
+ * and the service is not routable yet. */
+static bool
+must_hold(const struct gw_route_service *r)
+{
+    const struct gw_route_env *e = r->env;
+
+    return e->hold_requests && e->asleep_message == NULL &&
+           (!r->routable || e->phase == ENV_PHASE_SLEEPING);
+}
+
+/* Tells the control loop a request wants r's environment awake; at most
+ * every GW_WAKE_TELL_MS per environment on this worker and route table. A
+ * new table (the environment went to sleep again, say) may be told at once:
+ * otherwise a request right after a sleep that followed a wake within
+ * GW_WAKE_TELL_MS would be held with nobody waking the environment. */
+static void
+tell_wake(struct gw_client *c, const struct gw_route_service *r)
+{
+    struct gw_worker *w = c->w;
+    struct gw_activity *a = r->env->activity;
+    struct gw_hold_env *he;
+    uint64_t now;
+
+    if (w->cfg->on_wake == NULL || a == NULL)
+        return;
+    he = &a->per_worker[w->index];
+    now = uv_now(&w->loop);
+    if (he->told && he->told_version == c->routes->version && now - he->told_ms < GW_WAKE_TELL_MS)
+        return;
+    he->told = true;
+    he->told_ms = now;
+    he->told_version = c->routes->version;
+    w->cfg->on_wake(w->cfg->on_wake_arg, r->env->id, r->name);
+}
+
+/* Parks the request until r's environment is awake (or a page says why not). */
+static void
+hold(struct gw_client *c, const struct gw_route_service *r)
+{
+    struct gw_worker *w = c->w;
+    struct gw_activity *a = r->env->activity;
+    int64_t ms = w->cfg->wake_timeout_ms;
+    const char *accept;
+    size_t len = 0;
+
+    if (a == NULL || w->stopping || a->per_worker[w->index].n_held >= w->cfg->wake_queue) {
+        char message[300];
+
+        log_debug("request not held", "env=%s service=%s reason=%s", r->env_name, r->name,
+                  a && !w->stopping ? "\"queue full\"" : "stopping");
+        snprintf(message, sizeof(message), "too many requests are waiting for %s to wake up",
+                 r->env_name);
+        page_error(c, 503, message);
+        return;
+    }
+    held_link(c, r);
+    c->state = CS_HOLD;
+    if (c->in && c->in_off < c->in_len) {
+        /* What was read after the head (its last LF, maybe some body or a
+         * pipelined request) waits in a block of its own size, not in a
+         * 64 KiB read block: a thousand held requests cost kilobytes. */
+        struct gw_block *small = block_copy(c->in->data + c->in_off, c->in_len - c->in_off);
+
+        gw__block_unref(w, c->in);
+        c->in = small;
+        c->in_len -= c->in_off;
+        c->in_off = 0;
+    }
+    c->hold_until = uv_now(&w->loop) + (uint64_t)ms;
+    accept = gw__head_find(&c->rp.head, "accept", &len);
+    if (c->rp.method == HTTP_GET && gw__accepts_html(accept, len) && ms > GW_HOLD_BROWSER_MS)
+        ms = GW_HOLD_BROWSER_MS;
+    timer_set(c, CT_HOLD, ms);
+    log_debug("request held", "env=%s service=%s held=%d", r->env_name, r->name,
+              a->per_worker[w->index].n_held);
+}
+
+/*
+ * A request to service r (of c->routes): true to proxy it (c->up_* set and
+ * counted open); false once it is answered here or held.
+ */
+static bool
+service_request(struct gw_client *c, const struct gw_route_service *r)
+{
+    const struct gw_route_env *e = r->env;
+    struct gw_page_req pr;
+
+    c->env_name = r->env_name;
+    c->svc_name = r->name;
+    if (e->activity)
+        gw__activity_touch(e->activity, r->activity_idx, c->rp.upgrade, gw__coarse_wall_ms());
+    if (e->asleep_message) {
+        page_error(c, 503, e->asleep_message);
+        return false;
+    }
+    if (e->hold_requests) {
+        tell_wake(c, r);
+        if (must_hold(r)) {
+            hold(c, r);
+            return false;
+        }
+    }
+    if (!r->routable) {
+        bool keep = can_keep_after_page(c);
+
+        page_req(c, &pr, keep);
+        gw__page_unavailable(client_out(c), &pr, r);
+        send_page(c, 503, keep);
+        return false;
+    }
+    route_to_service(c, r);
+    return true;
+}
+
 static void
 on_request_head(struct gw_client *c)
 {
@@ -1081,19 +1350,8 @@ on_request_head(struct gw_client *c)
             send_page(c, 404, keep);
             return;
         }
-        c->env_name = r->env_name;
-        c->svc_name = r->name;
-        if (!r->routable) {
-            bool keep = can_keep_after_page(c);
-
-            page_req(c, &pr, keep);
-            gw__page_unavailable(client_out(c), &pr, r);
-            send_page(c, 503, keep);
+        if (!service_request(c, r))
             return;
-        }
-        c->up_key = r->upstream_key;
-        c->up_host = r->upstream_host;
-        c->up_port = r->upstream_port;
     } else if (kind == GW_HOST_CONTROL) {
         c->svc_name = "control";
         c->up_key = gw__control_key(w->gw, &c->up_host, &c->up_port);
@@ -1105,22 +1363,124 @@ on_request_head(struct gw_client *c)
         send_page(c, 404, keep);
         return;
     }
-    if (c->to_up.n > 0)
-        flush_up(c); /* c->up_head is about to change */
-    if (build_upstream_head(c) < 0) {
-        refuse(c, 431, "request head too large");
+    proxy_request(c);
+}
+
+/* ------------------------------------------------------------- held requests */
+
+/* Takes c out of HOLD, back where a request whose head was just read is. */
+static void
+leave_hold(struct gw_client *c)
+{
+    held_unlink(c);
+    c->state = CS_HEAD;
+    timer_set(c, CT_NONE, 0);
+}
+
+/* wake_timeout passed: 503 saying how far the environment got. */
+static void
+hold_timed_out(struct gw_client *c, const struct gw_route_service *r)
+{
+    const struct gw_route_env *e = r->env;
+    int64_t ms = c->w->cfg->wake_timeout_ms;
+    char within[32], why[300], message[512];
+
+    if (ms % 1000 == 0)
+        snprintf(within, sizeof(within), "%llds", (long long)(ms / 1000));
+    else
+        snprintf(within, sizeof(within), "%lldms", (long long)ms);
+    if (e->reason && *e->reason)
+        snprintf(why, sizeof(why), "%s", e->reason);
+    else
+        snprintf(why, sizeof(why), "environment is %s, service '%s' is %s",
+                 env_phase_name(e->phase), r->name, svc_state_name(r->state));
+    snprintf(message, sizeof(message), "%s did not wake up within %s: %s", e->name, within, why);
+    log_info("held request timed out", "env=%s service=%s waited_ms=%lld", e->name, r->name,
+             (long long)ms);
+    page_error(c, 503, message);
+}
+
+static void
+on_hold_timer(struct gw_client *c)
+{
+    const struct gw_route_service *r = c->held_r;
+    bool expired = uv_now(&c->w->loop) >= c->hold_until;
+
+    leave_hold(c);
+    if (expired) {
+        hold_timed_out(c, r);
+    } else {
+        /* A browser: the page reloads itself, and comes back here. */
+        struct gw_page_req pr;
+        bool keep = can_keep_after_page(c);
+
+        page_req(c, &pr, keep);
+        gw__page_waking(client_out(c), &pr, r);
+        send_page(c, 503, keep);
+    }
+    client_process(c); /* the rest of the request (its last LF, a body) */
+}
+
+/* Looks at held request c again in the worker's new table. */
+static void
+hold_recheck(struct gw_client *c)
+{
+    struct gw_worker *w = c->w;
+    const struct gw_route_service *r = gw_routes_find(w->routes, c->svc_name, strlen(c->svc_name),
+                                                      c->env_name, strlen(c->env_name));
+    struct gw_page_req pr;
+    bool keep;
+
+    if (r == NULL) {
+        /* The environment (or the service) is gone. The old table stays
+         * with c for this exchange: the names point into it. */
+        size_t host_len = 0;
+        const char *host = gw__reqp_host(&c->rp, &host_len);
+
+        leave_hold(c);
+        keep = can_keep_after_page(c);
+        page_req(c, &pr, keep);
+        gw__page_not_found(client_out(c), &pr, w->routes,
+                           gw_routes_find_env(w->routes, c->env_name, strlen(c->env_name)), host,
+                           host_len);
+        send_page(c, 404, keep);
+        client_process(c);
         return;
     }
-    if (c->rp.framing == GW_FRAME_NONE && !c->rp.upgrade) {
-        /* Without a body the request ends with its head's last LF, which
-         * the parser left for now: take it, so that reading goes on (and
-         * notices a client that leaves) while an upstream connects. */
-        enum gw_feed_event ev;
-
-        c->in_off += gw__reqp_feed(&c->rp, c->in->data + c->in_off, c->in_len - c->in_off, &ev);
-        c->req_done = ev == GW_FEED_DONE;
+    held_unlink(c);
+    gw_routes_unref(c->routes);
+    c->routes = gw_routes_ref(w->routes);
+    c->env_name = r->env_name;
+    c->svc_name = r->name;
+    if (must_hold(r)) {
+        held_link(c, r); /* at the back, with the deadline it had */
+        return;
     }
-    get_upstream(c, false);
+    leave_hold(c);
+    if (r->env->asleep_message) {
+        page_error(c, 503, r->env->asleep_message);
+    } else if (!r->routable) {
+        /* It failed, or went back to sleep for good: why, in the page. */
+        keep = can_keep_after_page(c);
+        page_req(c, &pr, keep);
+        gw__page_unavailable(client_out(c), &pr, r);
+        send_page(c, 503, keep);
+    } else {
+        log_debug("held request goes on", "env=%s service=%s", r->env_name, r->name);
+        route_to_service(c, r);
+        proxy_request(c);
+    }
+    client_process(c);
+}
+
+void
+gw__hold_recheck(struct gw_worker *w)
+{
+    size_t n = w->n_held;
+
+    /* Each is looked at once: those still held go to the back. */
+    for (size_t i = 0; i < n && w->held_head != NULL; i++)
+        hold_recheck(w->held_head);
 }
 
 void
@@ -1198,6 +1558,7 @@ response_complete(struct gw_client *c)
 static void
 finish_exchange(struct gw_client *c)
 {
+    activity_close(c);
     if (c->up) {
         bool reusable = c->req_done && c->sp.done && c->sp.keep_alive && !c->up_dirty &&
                         c->sp.framing != GW_FRAME_CLOSE && !c->rp.upgrade && !c->up_err;
@@ -1672,6 +2033,9 @@ gw__close_clients(struct gw_worker *w, bool idle_only)
         }
         if (!idle_only) {
             client_close(c);
+        } else if (c->state == CS_HOLD) {
+            leave_hold(c);
+            page_error(c, 503, "the gateway is shutting down"); /* and closes */
         } else if (c->state == CS_IDLE && c->in == NULL) {
             if (c->pending > 0)
                 client_shutdown(c);

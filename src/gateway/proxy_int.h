@@ -7,7 +7,8 @@
  *
  * Threads: the pure functions run anywhere; everything holding a uv handle
  * belongs to one worker loop and is touched only from it, except the
- * worker's route slot and metrics, which carry their own mutexes.
+ * worker's route slot and metrics, which carry their own mutexes, and the
+ * environments' activity slots (activity.c), shared through relaxed atomics.
  *
  * Buffers: every read lands in a fixed-size block from the worker's free
  * list. Body bytes are forwarded straight out of the block they were read
@@ -55,6 +56,11 @@
 #define GW_LINGER_MS 1000
 /* Duration histogram: upper bounds in seconds (Prometheus "le"). */
 #define GW_HIST_N 13
+/* A held browser navigation gets the "waking up" page after this long (it
+ * reloads itself, so the browser shows progress rather than a spinner). */
+#define GW_HOLD_BROWSER_MS 1000
+/* cfg->on_wake is called at most this often per environment and worker. */
+#define GW_WAKE_TELL_MS 100
 
 /* ------------------------------------------------------------- pure HTTP (proxy_http.c) */
 
@@ -242,6 +248,75 @@ void gw__page_unavailable(struct buf *out, const struct gw_page_req *pr,
                           const struct gw_route_service *svc);
 /* Any other status the gateway answers itself (400, 408, 431, 502, 504 ...). */
 void gw__page_error(struct buf *out, const struct gw_page_req *pr, int status, const char *message);
+/* 503 "waking up fx…" for a held browser navigation: Retry-After: 1, and
+ * the page reloads itself every second. */
+void gw__page_waking(struct buf *out, const struct gw_page_req *pr,
+                     const struct gw_route_service *svc);
+
+/* ------------------------------------------------------------- activity (activity.c) */
+
+/* What one worker keeps about one environment; only that worker's loop
+ * touches it. */
+struct gw_hold_env {
+    int n_held;            /* requests for the env parked on this worker */
+    bool told;             /* cfg->on_wake was called (at told_ms) */
+    uint64_t told_ms;      /* loop time of that call */
+    uint64_t told_version; /* version of the route table the request had */
+};
+
+/*
+ * The activity of one environment: one per environment id for the
+ * gateway's lifetime, so its address is stable and route tables, requests
+ * in flight and held requests may point at it whatever table is current.
+ * Workers write the atomics relaxed (a reader wants a recent value, not an
+ * ordering) and only when the value changes, so a busy environment costs
+ * one store per clock tick, not per request. Aligned to a cache line:
+ * slots of different environments never share one.
+ */
+struct gw_activity {
+    _Atomic int64_t last_ms; /* wall ms (coarse clock) of the last request to a service
+                                or of the end of the last exchange; 0: none yet */
+    atomic_int open;         /* exchanges with its services open now (incl. tunnels) */
+    atomic_int what;         /* (service index + 1) << 1 | 1 if a WebSocket; 0: none */
+    int64_t env_id;
+    char **names;            /* control loop: service names by index, append only */
+    size_t n_names;
+    struct gw_hold_env per_worker[]; /* by worker index */
+};
+
+/* Every slot, by environment id; the control loop's alone. */
+struct gw_activity_set {
+    struct gw_activity **slots; /* open addressing, at most half full */
+    size_t n_slots, n;
+    int n_workers;
+};
+
+void gw__activity_set_init(struct gw_activity_set *set, int n_workers);
+/* Frees every slot: no worker may run any more. */
+void gw__activity_set_release(struct gw_activity_set *set);
+/* The slot of env_id; made (zeroed) if create, else NULL if none. Control loop. */
+struct gw_activity *gw__activity_get(struct gw_activity_set *set, int64_t env_id, bool create);
+/* Points each environment of r at its slot and each service at its name's
+ * index. Control loop, before r is shared. */
+void gw__activity_attach(struct gw_activity_set *set, struct gw_routes *r);
+/* gw_activity() over a set. Control loop. */
+bool gw__activity_read(struct gw_activity_set *set, int64_t env_id, int64_t *last_ms, int *open,
+                       char *what, size_t what_size);
+/* The wall clock in ms at the kernel's tick (CLOCK_REALTIME_COARSE): a
+ * few ns, a few ms coarse. */
+int64_t gw__coarse_wall_ms(void);
+
+/* Records a request to service `idx` (a WebSocket if ws) of a. Any worker. */
+static inline void
+gw__activity_touch(struct gw_activity *a, int idx, bool ws, int64_t now_ms)
+{
+    int what = ((idx + 1) << 1) | (ws ? 1 : 0);
+
+    if (atomic_load_explicit(&a->last_ms, memory_order_relaxed) != now_ms)
+        atomic_store_explicit(&a->last_ms, now_ms, memory_order_relaxed);
+    if (atomic_load_explicit(&a->what, memory_order_relaxed) != what)
+        atomic_store_explicit(&a->what, what, memory_order_relaxed);
+}
 
 /* ------------------------------------------------------------- sign-in guard (guard.c) */
 
@@ -284,7 +359,8 @@ enum gw_guard_step gw__guard(struct gw_worker *w, const struct gw_guard_req *gr,
 struct gw_block {
     struct gw_block *next_free;
     int refs;
-    char data[GW_BLOCK_BYTES];
+    uint32_t cap; /* bytes in data: GW_BLOCK_BYTES, fewer for a held request's copy */
+    char data[];
 };
 
 /* Bytes gathered for one writev while an event is handled: heads and
@@ -383,6 +459,8 @@ struct gw_worker {
     bool exiting;             /* the worker's own handles are closing */
     struct gw_client *clients;
     size_t n_clients;
+    struct gw_client *held_head, *held_tail; /* requests held for waking envs, oldest first */
+    size_t n_held;
     struct gw_upstream *upstreams; /* every upstream connection of this loop */
     size_t n_upstreams;
     struct gw_pool pool;
@@ -402,6 +480,7 @@ struct sockaddr;
 /* The control host's upstream address ("host:port") and its parts. */
 const char *gw__control_key(const struct gateway *gw, const char **host, int *port);
 atomic_int *gw__open_connections(struct gateway *gw);
+atomic_int *gw__held_requests(struct gateway *gw);
 /* Counts a finished request (any status). *cache (may be NULL) remembers
  * the series for the next request of the same connection. Loop of w. */
 void gw__metrics_request(struct gw_worker *w, const char *env, const char *service, int code,
@@ -418,8 +497,13 @@ struct gw_block *gw__block_of(const char *base);
 void gw__on_connection(uv_stream_t *listener, int status);
 /* At the end of each turn: handles the failed writes recorded meanwhile. */
 void gw__on_failed_writes(uv_check_t *h);
-/* Closes every client connection (stop: deadline or idle ones only). */
+/* Closes every client connection (stop: deadline or idle ones only; held
+ * requests are answered 503 first). */
 void gw__close_clients(struct gw_worker *w, bool idle_only);
+/* The worker took a new table: each held request goes on if its service is
+ * routable now, is answered if its environment failed, went or fell asleep
+ * for good, or goes on waiting. */
+void gw__hold_recheck(struct gw_worker *w);
 void gw__worker_release_buffers(struct gw_worker *w);
 /* Sends the batch to dst: writes what it can now, queues the rest with a
  * reference to the batch's block. 0 or a libuv error (the caller closes). */

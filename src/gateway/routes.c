@@ -75,6 +75,8 @@ gw_routes_build(const struct gw_route_env_in *envs, size_t n_envs, uint64_t vers
         e->visibility = in->visibility;
         e->phase = in->phase;
         e->reason = xstrdup(in->reason);
+        e->hold_requests = in->hold_requests;
+        e->asleep_message = xstrdup(in->asleep_message); /* NULL stays NULL */
         e->services = xcalloc(in->n_services + 1, sizeof(*e->services));
         for (size_t j = 0; j < in->n_services; j++) {
             const struct gw_route_service_in *si = &in->services[j];
@@ -141,6 +143,7 @@ gw_routes_unref(struct gw_routes *r)
         free(e->name);
         free(e->owner);
         free(e->reason);
+        free(e->asleep_message);
     }
     free(r->envs);
     free(r->slots);

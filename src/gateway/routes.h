@@ -43,6 +43,11 @@ struct gw_route_env_in {
     const char *reason;        /* NULL if none */
     const struct gw_route_service_in *services;
     size_t n_services;
+    /* Sleep (docs/gateway.md "Sleeping environments"): requests for a
+     * service that is not routable are held until it is (asleep and
+     * wakeable, or waking). */
+    bool hold_requests;
+    const char *asleep_message; /* NULL; else asleep, not wakeable: 503 with this text */
 };
 
 /* ---- the snapshot ---- */
@@ -55,7 +60,10 @@ struct gw_route_service {
     bool routable;             /* healthy and exposed, with an upstream */
     enum svc_state state;
     const struct gw_route_env *env; /* back pointer into the same table */
+    int activity_idx;          /* the name's index in env->activity (gw_publish fills it) */
 };
+
+struct gw_activity; /* activity.c: one per environment, shared by the workers */
 
 struct gw_route_env {
     int64_t id;
@@ -66,6 +74,11 @@ struct gw_route_env {
     char *reason;
     struct gw_route_service *services; /* exposed services only, in template order */
     size_t n_services;
+    bool hold_requests;        /* hold requests until their service is routable */
+    char *asleep_message;      /* NULL, or the 503 text of an env asleep and not wakeable */
+    /* The environment's activity slot: NULL until gw_publish() fills it in,
+     * before any worker sees the table; the slot outlives the table. */
+    struct gw_activity *activity;
 };
 
 struct gw_routes {

@@ -68,6 +68,38 @@ Test(routes, unexposed_and_unknown_services_are_absent)
     gw_routes_unref(r);
 }
 
+Test(routes, copies_the_sleep_fields_of_each_environment)
+{
+    static const struct gw_route_service_in web[] = {
+        {.name = "web", .upstream_port = 21002, .expose = true, .state = SVC_STATE_STOPPED},
+    };
+    char message[] = "fx is asleep outside office hours (awake Mon-Fri 08:00-20:00 UTC)";
+    struct gw_route_env_in envs[] = {
+        {.id = 1, .name = "fx", .phase = ENV_PHASE_SLEEPING, .services = web, .n_services = 1,
+         .hold_requests = true},
+        {.id = 2, .name = "night", .phase = ENV_PHASE_SLEEPING, .services = web, .n_services = 1,
+         .asleep_message = message},
+        {.id = 3, .name = "up", .phase = ENV_PHASE_READY, .services = web, .n_services = 1},
+    };
+    struct gw_routes *r = gw_routes_build(envs, 3, 1);
+    const struct gw_route_env *fx = gw_routes_find_env(r, "fx", 2);
+    const struct gw_route_env *night = gw_routes_find_env(r, "night", 5);
+    const struct gw_route_env *up = gw_routes_find_env(r, "up", 2);
+
+    message[0] = 'X'; /* the table holds a copy */
+    cr_assert(fx && night && up);
+    cr_expect(fx->hold_requests);
+    cr_expect_null(fx->asleep_message);
+    cr_expect(!night->hold_requests);
+    cr_assert_not_null(night->asleep_message);
+    cr_expect_str_eq(night->asleep_message,
+                     "fx is asleep outside office hours (awake Mon-Fri 08:00-20:00 UTC)");
+    cr_expect(!up->hold_requests);
+    cr_expect_null(up->asleep_message);
+    cr_expect_null(fx->activity, "slots are filled in by gw_publish only");
+    gw_routes_unref(r);
+}
+
 Test(routes, lists_environments_by_name)
 {
     struct gw_routes *r = sample_table();
