@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "core/config.h"
@@ -28,6 +29,8 @@ struct api;
 struct buf;
 struct auth_index;
 struct auth_config;
+struct rec_sleep_info; /* reconciler/reconciler.h */
+struct drv_usage;      /* drivers/driver.h */
 
 /* Formats the public URL of a service ("http://web.fx.localhost:8080/") into out. */
 typedef void api_service_url_cb(void *arg, const char *service, const char *env, char *out,
@@ -58,6 +61,24 @@ struct api_hooks {
      * the control host (public_base's host) is ours.
      */
     bool (*host_ours)(void *arg, const char *host, size_t len);
+    /*
+     * Sleep and wake (docs/sleep.md), wired by serve.c to the reconciler and
+     * the driver; all run on the control loop with `arg`. Each may be NULL:
+     * POST /envs/{name}/sleep and /wake then answer 503 "not available", and
+     * the environment's JSON goes without the fields they would give.
+     *
+     * sleep, wake: rec_sleep() / rec_wake(): 0, or EPH_EINVAL with a message
+     * for people ("fx is not running"), or a store error.
+     */
+    int (*sleep)(void *arg, int64_t env_id, const struct store_actor *who, struct eph_err *err);
+    int (*wake)(void *arg, int64_t env_id, const struct store_actor *who, struct eph_err *err);
+    /* rec_sleep_info(): the effective settings and timers; false if unknown. */
+    bool (*sleep_info)(void *arg, int64_t env_id, struct rec_sleep_info *out);
+    /* The driver's usage(): memory and CPU used now, and whether limits hold. */
+    void (*usage)(void *arg, int64_t env_id, struct drv_usage *out);
+    /* rec_note_activity() with now: an API call named the environment
+     * ("api get", "api logs", "api extend"). */
+    void (*note_activity)(void *arg, int64_t env_id, const char *what);
 };
 
 /* Sign-in: what the API shares with the gateway. */

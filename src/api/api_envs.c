@@ -1,6 +1,6 @@
 /*
- * api/api_envs.c - /api/v1/envs: list, get, create, extend, delete and
- * visibility.
+ * api/api_envs.c - /api/v1/envs: list, get, create, extend, delete,
+ * visibility, and sleep: sleep, wake, keep (docs/sleep.md).
  *
  * Who sees and who changes what is core/access.h's to say: an environment
  * the caller may not see is answered exactly like one that does not exist
@@ -15,6 +15,11 @@
  *
  * Bodies are parsed and checked by api_request.c (pure functions); the
  * handlers add what needs the store or the configuration.
+ *
+ * Sleeping and waking are the reconciler's (through the api hooks serve.c
+ * sets): the handlers check access and hand over. Calls that name an
+ * environment (get, extend, logs) count as its activity, so reading an
+ * environment keeps it awake as using it does.
  */
 #include "api/api_int.h"
 
@@ -140,6 +145,8 @@ api__envs_get(struct api_call *call, const struct api_params *params)
         json_array_append_new(arr, api__event_json(evs[i]));
     json_object_set_new(o, "events", arr);
     api__reply_json(call->x, 200, o);
+    /* After the answer, which shows the idle time as it was before this look. */
+    api__note_activity(call->api, env->id, "api get");
 out:
     event_list_free(evs, n);
     free(target);
@@ -148,6 +155,19 @@ out:
 }
 
 /* ------------------------------------------------------------- create */
+
+/* The caps of limits from the configuration. */
+static struct api_limit_caps
+limit_caps(const struct config *cfg)
+{
+    struct api_limit_caps caps = {
+        .memory_bytes = cfg->limit_memory_max_bytes,
+        .cpu_millis = cfg->limit_cpu_max_millis,
+        .pids = cfg->limit_pids_max,
+    };
+
+    return caps;
+}
 
 /*
  * Answers 403 with the code "quota" rather than "forbidden": the caller may
@@ -167,13 +187,46 @@ reply_quota(struct http_exchange *x, const char *fmt, ...)
 }
 
 /*
- * Whether the caller may have one live environment more: 0, or a negative
- * code after answering (403 "quota", or a store failure). Non-admins count
- * against quota_envs_per_user, everyone against quota_envs_total; 0 means
- * no limit. Environments being deleted no longer count.
+ * Whether the caller may keep one environment more awake (`name`, NULL for a
+ * new one, only for the log): 0, or a negative code after answering (403
+ * "quota", or a store failure). Admins keep what they like; others at most
+ * quota_keep_per_user live environments (0: no limit).
  */
 static int
-check_quotas(struct api_call *call)
+check_keep_quota(struct api_call *call, const char *name)
+{
+    int64_t limit = call->api->cfg->quota_keep_per_user;
+    struct eph_err err = {0};
+    int64_t n = 0;
+    int rc;
+
+    if (api__is_admin(call) || limit <= 0)
+        return 0;
+    rc = store_env_count_kept(call->api->st, call->who.user, &n, &err);
+    if (rc < 0) {
+        api__reply_failure(call->x, rc, &err);
+        return rc;
+    }
+    if (n < limit)
+        return 0;
+    log_info("keep refused", "user=%s env=%s reason=quota kept=%" PRId64 " limit=%" PRId64,
+             call->who.user, name ? name : "(new)", n, limit);
+    reply_quota(call->x,
+                "quota reached: you keep %" PRId64 " environment%s awake and the limit is "
+                "%" PRId64 "; release one first (eph keep NAME --off)",
+                n, n == 1 ? "" : "s", limit);
+    return EPH_EQUOTA;
+}
+
+/*
+ * Whether the caller may have one live environment more (kept awake if
+ * `keep`): 0, or a negative code after answering (403 "quota", or a store
+ * failure). Non-admins count against quota_envs_per_user, everyone against
+ * quota_envs_total; 0 means no limit. Environments being deleted no longer
+ * count. Then the keep quota (check_keep_quota).
+ */
+static int
+check_quotas(struct api_call *call, bool keep)
 {
     const struct config *cfg = call->api->cfg;
     struct eph_err err = {0};
@@ -211,7 +264,7 @@ check_quotas(struct api_call *call)
             return EPH_EQUOTA;
         }
     }
-    return 0;
+    return keep ? check_keep_quota(call, NULL) : 0;
 }
 
 struct create_job {
@@ -369,10 +422,11 @@ git_status(int rc)
     }
 }
 
-/* Builds the record: params resolved, services with their ports. */
+/* Builds the record: params resolved, services with their ports, sleep as asked, the
+ * limits that apply. */
 static struct env *
 build_env(struct create_job *job, const char *name, const char *ref, const struct spec *spec,
-          char **values, const int *ports, int64_t ttl_s)
+          char **values, const int *ports, int64_t ttl_s, const struct drv_limits *limits)
 {
     struct env *env = env_new();
     size_t k = 0;
@@ -391,6 +445,14 @@ build_env(struct create_job *job, const char *name, const char *ref, const struc
         env->params[i].value = xstrdup(values[i]);
     }
     env->expires_at_ms = time_wall_ms() + ttl_s * 1000;
+    env->sleep_after_s = job->req.sleep_after_s;
+    env->keep = job->req.keep;
+    env->schedule_awake = job->req.schedule_awake ? xstrdup(job->req.schedule_awake) : NULL;
+    env->schedule_tz = job->req.schedule_tz ? xstrdup(job->req.schedule_tz) : NULL;
+    env->wake_outside_hours = job->req.wake_outside_hours;
+    env->limit_memory_bytes = limits->memory_bytes;
+    env->limit_cpu_millis = limits->cpu_millis;
+    env->limit_pids = limits->pids;
     env->n_services = spec->n_services;
     env->services = xcalloc(spec->n_services ? spec->n_services : 1, sizeof(struct env_svc));
     for (size_t i = 0; i < spec->n_services; i++) {
@@ -399,6 +461,34 @@ build_env(struct create_job *job, const char *name, const char *ref, const struc
         env->services[i].port = spec->services[i].run ? ports[k++] : 0;
     }
     return env;
+}
+
+/*
+ * The limits an environment gets, recorded with it so that what it runs
+ * under never changes behind its back: each one asked (checked against the
+ * caps already), else the template's. A template's above a cap refuses the
+ * creation (422: the repository asks what this server does not give), with
+ * the message in *err.
+ */
+static int
+effective_limits(const struct api_env_create *req, const struct spec *spec,
+                 const struct api_limit_caps *caps, struct drv_limits *out, struct eph_err *err)
+{
+    struct api_env_create from_template = {
+        .limit_memory_bytes = req->limit_memory_bytes ? 0 : spec->default_limit_memory_bytes,
+        .limit_cpu_millis = req->limit_cpu_millis ? 0 : spec->default_limit_cpu_millis,
+        .limit_pids = req->limit_pids ? 0 : spec->default_limit_pids,
+    };
+    int rc = api__check_limit_caps(&from_template, caps, err);
+
+    if (rc < 0)
+        return eph_err_prefix(err, EPH_EPARSE, "ephemera.yaml defaults: ");
+    out->memory_bytes =
+        req->limit_memory_bytes ? req->limit_memory_bytes : spec->default_limit_memory_bytes;
+    out->cpu_millis =
+        req->limit_cpu_millis ? req->limit_cpu_millis : spec->default_limit_cpu_millis;
+    out->pids = req->limit_pids ? req->limit_pids : spec->default_limit_pids;
+    return 0;
 }
 
 /* Loop: the git work is done; check everything else, then record. */
@@ -419,6 +509,8 @@ create_done(uv_work_t *w, int status)
     struct env *other = NULL;
     struct eph_err err = {0};
     int64_t ttl_s = job->req.ttl_s;
+    struct api_limit_caps caps;
+    struct drv_limits limits = {0};
     int rc;
 
     if (status < 0) {
@@ -444,6 +536,12 @@ create_done(uv_work_t *w, int status)
         refuse(job, name, 422, "%s", err.msg);
         goto out;
     }
+    caps = limit_caps(api->cfg);
+    rc = effective_limits(&job->req, spec, &caps, &limits, &err);
+    if (rc < 0) {
+        refuse(job, name, 422, "%s", err.msg);
+        goto out;
+    }
     if (ttl_s == 0)
         ttl_s = spec->default_ttl_s > 0 ? spec->default_ttl_s : api->cfg->default_ttl_s;
     if (ttl_s > api->cfg->max_ttl_s)
@@ -462,7 +560,7 @@ create_done(uv_work_t *w, int status)
         goto out;
     }
     /* Again: another creation may have taken the last place meanwhile. */
-    if (check_quotas(call) < 0)
+    if (check_quotas(call, job->req.keep) < 0)
         goto out;
     for (size_t i = 0; i < spec->n_services; i++)
         n_run += spec->services[i].run != NULL;
@@ -477,7 +575,7 @@ create_done(uv_work_t *w, int status)
         api__reply_failure(x, rc, &err);
         goto out;
     }
-    env = build_env(job, name, ref, spec, values, ports, ttl_s);
+    env = build_env(job, name, ref, spec, values, ports, ttl_s, &limits);
     rc = store_env_create(api->st, env, &call->actor, &err);
     if (rc < 0) {
         if (rc == EPH_ECONFLICT)
@@ -486,9 +584,11 @@ create_done(uv_work_t *w, int status)
             api__reply_failure(x, rc, &err);
         goto out;
     }
-    log_info("env created", "env=%s project=%s ref=%s commit=%.7s visibility=%s by=%s", env->name,
-             env->project, log_q(env->ref), env->commit, visibility_name(env->visibility),
-             call->actor_name);
+    log_info("env created",
+             "env=%s project=%s ref=%s commit=%.7s visibility=%s keep=%d sleep_after_s=%" PRId64
+             " by=%s",
+             env->name, env->project, log_q(env->ref), env->commit,
+             visibility_name(env->visibility), env->keep, env->sleep_after_s, call->actor_name);
     rec_kick(api->rec);
     api__reply_json(x, 201, api__env_json(env, spec, &api->hooks));
 out:
@@ -524,11 +624,16 @@ api__envs_create(struct api_call *call, const struct api_params *params)
         goto fail;
     }
     rc = api__parse_env_create(body, len, api->cfg->max_ttl_s, &req, &err);
+    if (rc == 0) {
+        struct api_limit_caps caps = limit_caps(api->cfg);
+
+        rc = api__check_limit_caps(&req, &caps, &err);
+    }
     if (rc < 0) {
         api__reply_failure(x, rc, &err);
         goto fail;
     }
-    if (check_quotas(call) < 0)
+    if (check_quotas(call, req.keep) < 0)
         goto fail;
     rc = store_project_get(api->st, req.project, &p, &err);
     if (rc == EPH_ENOTFOUND) {
@@ -613,6 +718,7 @@ api__envs_extend(struct api_call *call, const struct api_params *params)
         api__reply_error(x, 409, "environment '%s' is being deleted", env->name);
         goto out;
     }
+    api__note_activity(api, env->id, "api extend");
     base = env->expires_at_ms > now ? env->expires_at_ms : now;
     cap = now + api->cfg->max_ttl_s * 1000;
     want = base + req.by_s * 1000;
@@ -730,6 +836,129 @@ api__envs_visibility(struct api_call *call, const struct api_params *params)
     reply_env(call, 200, fresh);
 out:
     env_free(fresh);
+    env_free(env);
+    api__call_free(call);
+}
+
+/* ------------------------------------------------------------- sleep, wake, keep */
+
+void
+api__note_activity(struct api *api, int64_t env_id, const char *what)
+{
+    if (api->hooks.note_activity)
+        api->hooks.note_activity(api->hooks.arg, env_id, what);
+}
+
+/* Answers with the environment as it is now: 0, or < 0 after a 500. */
+static int
+reply_fresh(struct api_call *call, int status, int64_t id)
+{
+    struct env *fresh = NULL;
+    struct eph_err err = {0};
+    int rc = store_env_get_by_id(call->api->st, id, &fresh, &err);
+
+    if (rc < 0)
+        api__reply_failure(call->x, rc, &err);
+    else
+        reply_env(call, status, fresh);
+    env_free(fresh);
+    return rc;
+}
+
+/*
+ * POST /envs/{name}/sleep and /wake: owner or admin, not while being
+ * deleted; the reconciler's hook does it. Its EPH_EINVAL ("fx is not
+ * running") is about the environment's state, not the request: 409.
+ */
+static void
+sleep_or_wake(struct api_call *call, const struct api_params *params, bool to_sleep)
+{
+    struct api *api = call->api;
+    struct http_exchange *x = call->x;
+    int (*hook)(void *, int64_t, const struct store_actor *, struct eph_err *) =
+        to_sleep ? api->hooks.sleep : api->hooks.wake;
+    const char *verb = to_sleep ? "sleep" : "wake";
+    struct env *env = api__env_changeable(call, params->name);
+    struct eph_err err = {0};
+    int rc;
+
+    if (env == NULL)
+        goto out;
+    if (being_deleted(env)) {
+        api__reply_error(x, 409, "environment '%s' is being deleted", env->name);
+        goto out;
+    }
+    if (hook == NULL) {
+        api__reply_error(x, 503, "%s is not available on this server", verb);
+        goto out;
+    }
+    rc = hook(api->hooks.arg, env->id, &call->actor, &err);
+    if (rc == EPH_EINVAL) {
+        api__reply_error(x, 409, "%s", err.msg);
+        goto out;
+    }
+    if (rc < 0) {
+        api__reply_failure(x, rc, &err);
+        goto out;
+    }
+    log_info(to_sleep ? "env sleep requested" : "env wake requested", "env=%s by=%s", env->name,
+             call->actor_name);
+    rec_kick(api->rec);
+    reply_fresh(call, 202, env->id);
+out:
+    env_free(env);
+    api__call_free(call);
+}
+
+void
+api__envs_sleep(struct api_call *call, const struct api_params *params)
+{
+    sleep_or_wake(call, params, true);
+}
+
+void
+api__envs_wake(struct api_call *call, const struct api_params *params)
+{
+    sleep_or_wake(call, params, false);
+}
+
+void
+api__envs_keep(struct api_call *call, const struct api_params *params)
+{
+    struct api *api = call->api;
+    struct http_exchange *x = call->x;
+    size_t len = 0;
+    const char *body = http_body(x, &len);
+    bool keep = false;
+    struct env *env = NULL;
+    struct eph_err err = {0};
+    int rc;
+
+    rc = api__parse_keep(body, len, &keep, &err);
+    if (rc < 0) {
+        api__reply_failure(x, rc, &err);
+        goto out;
+    }
+    env = api__env_changeable(call, params->name);
+    if (env == NULL)
+        goto out;
+    if (being_deleted(env)) {
+        api__reply_error(x, 409, "environment '%s' is being deleted", env->name);
+        goto out;
+    }
+    if (keep && !env->keep && check_keep_quota(call, env->name) < 0)
+        goto out;
+    rc = store_env_set_keep(api->st, env->id, keep, &call->actor, &err);
+    if (rc < 0) {
+        api__reply_failure(x, rc, &err);
+        goto out;
+    }
+    if (keep != env->keep) {
+        log_info("env keep changed", "env=%s keep=%d by=%s", env->name, keep, call->actor_name);
+        rec_kick(api->rec);
+    }
+    reply_fresh(call, 200, env->id);
+out:
     env_free(env);
     api__call_free(call);
 }

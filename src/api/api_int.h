@@ -192,13 +192,38 @@ struct api_env_create {
                                template later; NULL when absent or null */
     size_t n_params;        /* at most SPEC_MAX_PARAMS */
     enum visibility visibility; /* "visibility"; VIS_TEAM when absent or null */
+    /* sleep and limits (docs/sleep.md); absent or null: the template's, else the server's */
+    int64_t sleep_after_s;      /* "sleep_after": 0 absent, -1 "never", else > 0 */
+    bool keep;                  /* "keep": true; false when absent or null */
+    char *schedule_awake;       /* "schedule.awake", checked with schedule_parse; NULL absent */
+    char *schedule_tz;          /* "schedule.timezone", a zone that loads; NULL absent */
+    int wake_outside_hours;     /* "schedule.wake_outside_hours": -1 absent, 0, 1 */
+    int64_t limit_memory_bytes; /* "limits.memory" ("512Mi" or bytes) > 0; 0 absent */
+    int64_t limit_cpu_millis;   /* "limits.cpu" ("1.0", "250m" or a number) > 0; 0 absent */
+    int64_t limit_pids;         /* "limits.pids" > 0; 0 absent */
 };
 
-/* Parses {"project", "ref", "name", "ttl", "params", "visibility"}; a ttl above max_ttl_s
- * (the server's max_ttl) is refused. */
+/* Parses {"project", "ref", "name", "ttl", "params", "visibility", "sleep_after", "keep",
+ * "schedule", "limits"}; a ttl above max_ttl_s (the server's max_ttl) is refused. The
+ * limits are not measured against the server's caps here: api__check_limit_caps(). */
 int api__parse_env_create(const char *body, size_t len, int64_t max_ttl_s,
                           struct api_env_create *out, struct eph_err *err);
 void api__env_create_release(struct api_env_create *req);
+
+/* The server's caps on limits (limit_memory_max, limit_cpu_max, limit_pids_max; 0 none). */
+struct api_limit_caps {
+    int64_t memory_bytes;
+    int64_t cpu_millis;
+    int64_t pids;
+};
+
+/* Checks the limits asked in *req against the caps: 0, or EPH_EINVAL "limits.memory 4Gi
+ * exceeds the server maximum of 2Gi" (memory, cpu, pids in that order). Pure. */
+int api__check_limit_caps(const struct api_env_create *req, const struct api_limit_caps *caps,
+                          struct eph_err *err);
+
+/* POST /envs/{name}/keep: {"keep": true|false}. */
+int api__parse_keep(const char *body, size_t len, bool *out, struct eph_err *err);
 
 /*
  * The default environment name: "<project>-<ref>" as a DNS label (lower
@@ -239,7 +264,9 @@ json_t *api__event_json(const struct event *ev);
  * An environment as docs/api.md shows it (without "events"). `spec` is the
  * environment's parsed template, or NULL when it could not be parsed: it
  * says which services have expose: false (url null) and what an upstream's
- * URL is (internal_url). `hooks` (may be NULL) formats the gateway URLs.
+ * URL is (internal_url). `hooks` (may be NULL) formats the gateway URLs and
+ * gives the "sleep" object its timers (sleep_info) and "usage" its numbers
+ * (usage): without them those members are left out.
  */
 json_t *api__env_json(const struct env *env, const struct spec *spec,
                       const struct api_hooks *hooks);
@@ -310,6 +337,13 @@ struct env *api__env_visible(struct api_call *call, const char *name);
 struct env *api__env_changeable(struct api_call *call, const char *name);
 
 api_handler_fn api__envs_visibility; /* POST /envs/{name}/visibility */
+api_handler_fn api__envs_sleep;      /* POST /envs/{name}/sleep */
+api_handler_fn api__envs_wake;       /* POST /envs/{name}/wake */
+api_handler_fn api__envs_keep;       /* POST /envs/{name}/keep */
+
+/* Tells the reconciler (hooks.note_activity, if set) that an API call named
+ * environment env_id: `what` is "api get", "api logs", "api extend". */
+void api__note_activity(struct api *api, int64_t env_id, const char *what);
 api_handler_fn api__links_create;    /* POST /envs/{name}/links (api_links.c) */
 api_handler_fn api__users_list;      /* api_users.c */
 api_handler_fn api__users_create;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/units.h"
 #include "util/redact.h"
 #include "util/time.h"
 #include "util/xmalloc.h"
@@ -166,6 +167,106 @@ service_json(const struct env *env, const struct env_svc *svc, const struct spec
     return o;
 }
 
+/* ------------------------------------------------------------- sleep, usage, limits */
+
+/* Which of sleep and wake came last, why and when: {kind, reason, at, at_ms}, or null. */
+static json_t *
+last_transition_json(const struct env *env)
+{
+    const char *reason = env->transition_reason ? env->transition_reason : "";
+    bool asleep = env->desired == ENV_WANT_ASLEEP;
+    json_t *o;
+    int64_t at_ms;
+
+    if (!asleep && env->slept_at_ms == 0 && env->woke_at_ms == 0 && reason[0] == '\0')
+        return json_null();
+    /* Asked but not done yet (the processes are stopping, or starting): no time. */
+    if (asleep)
+        at_ms = env->slept_at_ms >= env->woke_at_ms ? env->slept_at_ms : 0;
+    else
+        at_ms = env->woke_at_ms >= env->slept_at_ms ? env->woke_at_ms : 0;
+    o = json_object();
+    json_object_set_new(o, "kind", json_string(asleep ? "sleep" : "wake"));
+    json_object_set_new(o, "reason", reason[0] ? json_string(reason) : json_null());
+    api__json_set_time(o, "at", at_ms);
+    return o;
+}
+
+static json_t *
+sleep_json(const struct env *env, const struct api_hooks *hooks)
+{
+    json_t *o = json_object();
+    struct rec_sleep_info info;
+    bool live = env->phase != ENV_PHASE_DELETED && env->desired != ENV_WANT_DELETED;
+    const char *cause = env->sleep_cause ? env->sleep_cause : "";
+
+    memset(&info, 0, sizeof(info));
+    if (live && hooks && hooks->sleep_info && hooks->sleep_info(hooks->arg, env->id, &info)) {
+        char after[32] = "never";
+
+        if (info.sleep_after_s > 0)
+            duration_format(info.sleep_after_s, after, sizeof(after));
+        json_object_set_new(o, "sleep_after", json_string(after));
+        json_object_set_new(o, "sleep_after_s", json_integer(info.sleep_after_s));
+        json_object_set_new(o, "idle_ms", json_integer(info.idle_ms));
+        api__json_set_time(o, "next_sleep_at", info.next_sleep_ms);
+        api__json_set_time(o, "next_wake_at", info.next_wake_ms);
+        json_object_set_new(o, "schedule",
+                            info.schedule[0] ? json_string(info.schedule) : json_null());
+        json_object_set_new(o, "wake_allowed", json_boolean(info.wake_allowed));
+    }
+    json_object_set_new(o, "keep", json_boolean(env->keep));
+    json_object_set_new(
+        o, "cause", env->desired == ENV_WANT_ASLEEP && cause[0] ? json_string(cause) : json_null());
+    if (env->last_activity_ms > 0) {
+        json_t *a = json_object();
+
+        api__json_set_time(a, "at", env->last_activity_ms);
+        json_object_set_new(a, "what", json_string(env->last_activity ? env->last_activity : ""));
+        json_object_set_new(o, "last_activity", a);
+    } else {
+        json_object_set_new(o, "last_activity", json_null());
+    }
+    json_object_set_new(o, "last_transition", last_transition_json(env));
+    return o;
+}
+
+static json_t *
+usage_json(const struct drv_usage *u)
+{
+    json_t *o = json_object();
+
+    json_object_set_new(o, "memory_bytes", json_integer(u->memory_bytes));
+    json_object_set_new(o, "cpu_seconds", json_real((double)u->cpu_usec / 1e6));
+    json_object_set_new(o, "limits_enforced", json_boolean(u->limits_enforced));
+    json_object_set_new(o, "note", u->note[0] ? json_string(u->note) : json_null());
+    return o;
+}
+
+/* The limits that apply: as recorded at creation (asked, else the template's, capped by
+ * the server), else, for records older than limits, the template's. */
+static json_t *
+limits_json(const struct env *env, const struct spec *spec)
+{
+    int64_t mem = env->limit_memory_bytes, cpu = env->limit_cpu_millis, pids = env->limit_pids;
+    json_t *o = json_object();
+    char text[32];
+
+    if (spec && mem == 0 && cpu == 0 && pids == 0) {
+        mem = spec->default_limit_memory_bytes;
+        cpu = spec->default_limit_cpu_millis;
+        pids = spec->default_limit_pids;
+    }
+    format_size_bytes(mem, text, sizeof(text));
+    json_object_set_new(o, "memory", mem > 0 ? json_string(text) : json_null());
+    json_object_set_new(o, "memory_bytes", mem > 0 ? json_integer(mem) : json_null());
+    format_cpu_millis(cpu, text, sizeof(text));
+    json_object_set_new(o, "cpu", cpu > 0 ? json_string(text) : json_null());
+    json_object_set_new(o, "cpu_millis", cpu > 0 ? json_integer(cpu) : json_null());
+    json_object_set_new(o, "pids", pids > 0 ? json_integer(pids) : json_null());
+    return o;
+}
+
 json_t *
 api__env_json(const struct env *env, const struct spec *spec, const struct api_hooks *hooks)
 {
@@ -194,6 +295,15 @@ api__env_json(const struct env *env, const struct spec *spec, const struct api_h
     for (size_t i = 0; i < env->n_services; i++)
         json_array_append_new(services, service_json(env, &env->services[i], spec, hooks));
     json_object_set_new(o, "services", services);
+    json_object_set_new(o, "sleep", sleep_json(env, hooks));
+    if (hooks && hooks->usage && env->phase != ENV_PHASE_DELETED) {
+        struct drv_usage u;
+
+        memset(&u, 0, sizeof(u));
+        hooks->usage(hooks->arg, env->id, &u);
+        json_object_set_new(o, "usage", usage_json(&u));
+    }
+    json_object_set_new(o, "limits", limits_json(env, spec));
     return o;
 }
 

@@ -6,7 +6,9 @@
  * (files can be large). Following polls the file from the loop with a timer,
  * reading only while the client keeps up (backpressure), until the client
  * goes, the server closes, or the environment is being deleted. Logs are
- * seen by whoever sees the environment (api__env_visible).
+ * seen by whoever sees the environment (api__env_visible). Reading them,
+ * and following them (checked about once a second), is activity of the
+ * environment: it does not fall asleep under someone's eyes.
  */
 #include "api/api_int.h"
 
@@ -236,6 +238,9 @@ follow_look(struct follow *f)
         state = FOLLOW_ENV_HIDDEN;
     else if (rc == 0 && env->phase != ENV_PHASE_DELETING && env->phase != ENV_PHASE_DELETED)
         state = FOLLOW_ENV_LIVE;
+    /* Someone is watching: as active as a request left open. */
+    if (state == FOLLOW_ENV_LIVE)
+        api__note_activity(f->api, f->env_id, "api logs");
     if (rc < 0 && rc != EPH_ENOTFOUND)
         log_warn("log follow cannot read environment", "env=%s error=%s", f->env_name,
                  log_q(err.msg));
@@ -360,6 +365,7 @@ api__envs_logs(struct api_call *call, const struct api_params *params)
                          env->name);
         goto fail;
     }
+    api__note_activity(api, env->id, "api logs");
     job = xcalloc(1, sizeof(*job));
     job->call = call;
     job->path = rec_log_path(api->rec, env, params->service);

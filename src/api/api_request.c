@@ -4,7 +4,8 @@
  * bodies about access: visibility, share links, users, roles, passwords and
  * tokens.
  *
- * Pure functions of their arguments (no exchange, store or loop), so that
+ * Pure functions of their arguments (no exchange, store or loop; a
+ * schedule's time zone is read from the tz database), so that
  * unit tests and fuzz/fuzz_api_request.c reach every check a client can
  * reach. The handlers call these first and answer 400 with the message;
  * what needs the store (project known, name free) or the configuration
@@ -12,11 +13,15 @@
  */
 #include "api/api_int.h"
 
+#include <inttypes.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "auth/password.h"
+#include "core/schedule.h"
+#include "core/units.h"
 #include "util/time.h"
 #include "util/xmalloc.h"
 
@@ -148,6 +153,204 @@ opt_role(const json_t *obj, const char *key, enum role *out, struct eph_err *err
     return 0;
 }
 
+/* Reads optional boolean member `key` into *out (-1 when absent or null). */
+static int
+opt_bool(const json_t *obj, const char *key, const char *shown, int *out, struct eph_err *err)
+{
+    const json_t *v = json_object_get(obj, key);
+
+    *out = -1;
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_boolean(v))
+        return eph_err_set(err, EPH_EINVAL, "'%s' must be true or false", shown);
+    *out = json_is_true(v) ? 1 : 0;
+    return 0;
+}
+
+/* Refuses members of the object `obj` (named `what`) not in `known` (NULL-ended, at most
+ * three), naming them all in the message. */
+static int
+only_members(const json_t *obj, const char *what, const char *const *known, struct eph_err *err)
+{
+    const char *key;
+    json_t *val;
+
+    json_object_foreach((json_t *)obj, key, val)
+    {
+        bool ok = false;
+
+        for (size_t i = 0; known[i]; i++)
+            ok = ok || strcmp(key, known[i]) == 0;
+        if (!ok)
+            return eph_err_set(err, EPH_EINVAL, "unknown member '%s.%.64s': expected %s, %s or %s",
+                               what, key, known[0], known[1], known[2]);
+    }
+    return 0;
+}
+
+/* "sleep_after": a positive duration or "never". */
+static int
+parse_sleep_after(const json_t *root, int64_t *out_s, struct eph_err *err)
+{
+    const char *text;
+    int rc = opt_string(root, "sleep_after", &text, err);
+
+    *out_s = 0;
+    if (rc < 0 || text == NULL)
+        return rc;
+    if (strcmp(text, "never") == 0) {
+        *out_s = -1;
+        return 0;
+    }
+    rc = duration_parse(text, out_s, err);
+    if (rc < 0) {
+        *out_s = 0;
+        return eph_err_prefix(err, EPH_EINVAL, "'sleep_after' (a duration or never): ");
+    }
+    if (*out_s <= 0) {
+        *out_s = 0;
+        return eph_err_set(err, EPH_EINVAL,
+                           "sleep_after %s is not a positive duration: give never to keep it "
+                           "from sleeping when idle",
+                           text);
+    }
+    return 0;
+}
+
+/* "schedule": {"awake": "Mon-Fri 08:00-20:00", "timezone": "Europe/Madrid",
+ * "wake_outside_hours": false}, checked by schedule_parse. */
+static int
+parse_schedule(const json_t *root, struct api_env_create *out, struct eph_err *err)
+{
+    static const char *const known[] = {"awake", "timezone", "wake_outside_hours", NULL};
+    const json_t *sch = json_object_get(root, "schedule");
+    const json_t *awake_v, *tz_v;
+    struct schedule *parsed = NULL;
+    const char *awake, *tz;
+    int rc;
+
+    if (sch == NULL || json_is_null(sch))
+        return 0;
+    if (!json_is_object(sch))
+        return eph_err_set(err, EPH_EINVAL,
+                           "'schedule' must be an object like {\"awake\": \"Mon-Fri "
+                           "08:00-20:00\", \"timezone\": \"Europe/Madrid\"}");
+    rc = only_members(sch, "schedule", known, err);
+    if (rc < 0)
+        return rc;
+    awake_v = json_object_get(sch, "awake");
+    tz_v = json_object_get(sch, "timezone");
+    if (awake_v != NULL && !json_is_null(awake_v) && !json_is_string(awake_v))
+        return eph_err_set(err, EPH_EINVAL, "'schedule.awake' must be a string");
+    if (tz_v != NULL && !json_is_null(tz_v) && !json_is_string(tz_v))
+        return eph_err_set(err, EPH_EINVAL, "'schedule.timezone' must be a string");
+    rc = opt_bool(sch, "wake_outside_hours", "schedule.wake_outside_hours",
+                  &out->wake_outside_hours, err);
+    if (rc < 0)
+        return rc;
+    awake = json_string_value(awake_v);
+    tz = json_string_value(tz_v);
+    if (awake == NULL || awake[0] == '\0')
+        return eph_err_set(err, EPH_EINVAL,
+                           "'schedule.awake' is required, e.g. \"Mon-Fri 08:00-20:00\"");
+    if (tz != NULL && tz[0] == '\0')
+        return eph_err_set(err, EPH_EINVAL,
+                           "'schedule.timezone' must not be empty: leave it out for UTC");
+    rc = schedule_parse(awake, tz, &parsed, err);
+    schedule_free(parsed);
+    if (rc < 0)
+        return eph_err_prefix(err, EPH_EINVAL, "'schedule': ");
+    out->schedule_awake = xstrdup(awake);
+    out->schedule_tz = tz ? xstrdup(tz) : NULL;
+    return 0;
+}
+
+/* Digits only, at most 12 of them, into *out. */
+static bool
+whole_number(const char *text, int64_t *out)
+{
+    int64_t n = 0;
+    size_t i = 0;
+
+    for (; text[i] >= '0' && text[i] <= '9' && i < 12; i++)
+        n = n * 10 + (text[i] - '0');
+    if (i == 0 || text[i] != '\0')
+        return false;
+    *out = n;
+    return true;
+}
+
+/* One member of "limits": text for the unit parsers, or a JSON number (bytes and
+ * pids whole, cpu in cores). Above zero, into *out (0 when absent or null). */
+static int
+parse_limit(const json_t *limits, const char *key, int64_t *out, struct eph_err *err)
+{
+    const json_t *v = json_object_get(limits, key);
+    const char *text = json_string_value(v);
+    bool ok;
+    int64_t n = 0;
+
+    *out = 0;
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (strcmp(key, "memory") == 0) {
+        ok = json_is_integer(v) ? (n = json_integer_value(v), true)
+                                : text != NULL && parse_size_bytes(text, &n) == 0;
+        if (!ok)
+            return eph_err_set(err, EPH_EINVAL,
+                               "'limits.memory': invalid size '%.64s', expected e.g. 512Mi, 2Gi or "
+                               "a number of bytes",
+                               text ? text : "(not a string)");
+    } else if (strcmp(key, "cpu") == 0) {
+        double cores = json_number_value(v);
+
+        /* A million cores is no machine's: refused rather than overflowed. */
+        ok = json_is_number(v) ? cores <= 1e6 && (n = (int64_t)(cores * 1000 + 0.5), true)
+                               : text != NULL && parse_cpu_millis(text, &n) == 0;
+        if (!ok)
+            return eph_err_set(err, EPH_EINVAL,
+                               "'limits.cpu': invalid cpu '%.64s', expected cores like 1, 0.5 or "
+                               "250m",
+                               text ? text : "(not a string)");
+    } else {
+        ok = json_is_integer(v) ? (n = json_integer_value(v), true)
+                                : text != NULL && whole_number(text, &n);
+        if (!ok)
+            return eph_err_set(err, EPH_EINVAL,
+                               "'limits.pids' must be a whole number of processes, e.g. 512");
+    }
+    if (n <= 0)
+        return eph_err_set(err, EPH_EINVAL, "'limits.%s' must be above zero: leave it out for none",
+                           key);
+    *out = n;
+    return 0;
+}
+
+/* "limits": {"memory": "512Mi", "cpu": "1.0", "pids": 512}. */
+static int
+parse_limits(const json_t *root, struct api_env_create *out, struct eph_err *err)
+{
+    static const char *const known[] = {"memory", "cpu", "pids", NULL};
+    const json_t *limits = json_object_get(root, "limits");
+    int rc;
+
+    if (limits == NULL || json_is_null(limits))
+        return 0;
+    if (!json_is_object(limits))
+        return eph_err_set(err, EPH_EINVAL,
+                           "'limits' must be an object like {\"memory\": \"512Mi\", \"cpu\": "
+                           "\"1.0\", \"pids\": 512}");
+    rc = only_members(limits, "limits", known, err);
+    if (rc == 0)
+        rc = parse_limit(limits, "memory", &out->limit_memory_bytes, err);
+    if (rc == 0)
+        rc = parse_limit(limits, "cpu", &out->limit_cpu_millis, err);
+    if (rc == 0)
+        rc = parse_limit(limits, "pids", &out->limit_pids, err);
+    return rc;
+}
+
 int
 api__parse_env_create(const char *body, size_t len, int64_t max_ttl_s, struct api_env_create *out,
                       struct eph_err *err)
@@ -155,9 +358,11 @@ api__parse_env_create(const char *body, size_t len, int64_t max_ttl_s, struct ap
     json_t *root = NULL;
     const char *project, *ref, *name, *ttl;
     json_t *params;
+    int keep = -1;
     int rc;
 
     memset(out, 0, sizeof(*out));
+    out->wake_outside_hours = -1;
     rc = api__parse_json_object(body, len, &root, err);
     if (rc < 0)
         goto out;
@@ -199,6 +404,16 @@ api__parse_env_create(const char *body, size_t len, int64_t max_ttl_s, struct ap
         if (rc < 0)
             goto out;
     }
+    rc = parse_sleep_after(root, &out->sleep_after_s, err);
+    if (rc == 0)
+        rc = opt_bool(root, "keep", "keep", &keep, err);
+    if (rc == 0)
+        rc = parse_schedule(root, out, err);
+    if (rc == 0)
+        rc = parse_limits(root, out, err);
+    if (rc < 0)
+        goto out;
+    out->keep = keep == 1;
     out->project = xstrdup(project);
     out->ref = ref ? xstrdup(ref) : NULL;
     out->name = name ? xstrdup(name) : NULL;
@@ -220,7 +435,35 @@ api__env_create_release(struct api_env_create *req)
         free(req->params[i].value);
     }
     free(req->params);
+    free(req->schedule_awake);
+    free(req->schedule_tz);
     memset(req, 0, sizeof(*req));
+    req->wake_outside_hours = -1;
+}
+
+int
+api__check_limit_caps(const struct api_env_create *req, const struct api_limit_caps *caps,
+                      struct eph_err *err)
+{
+    char asked[32], max[32];
+
+    if (caps->memory_bytes > 0 && req->limit_memory_bytes > caps->memory_bytes) {
+        format_size_bytes(req->limit_memory_bytes, asked, sizeof(asked));
+        format_size_bytes(caps->memory_bytes, max, sizeof(max));
+        return eph_err_set(err, EPH_EINVAL, "limits.memory %s exceeds the server maximum of %s",
+                           asked, max);
+    }
+    if (caps->cpu_millis > 0 && req->limit_cpu_millis > caps->cpu_millis) {
+        format_cpu_millis(req->limit_cpu_millis, asked, sizeof(asked));
+        format_cpu_millis(caps->cpu_millis, max, sizeof(max));
+        return eph_err_set(err, EPH_EINVAL, "limits.cpu %s exceeds the server maximum of %s", asked,
+                           max);
+    }
+    if (caps->pids > 0 && req->limit_pids > caps->pids)
+        return eph_err_set(err, EPH_EINVAL,
+                           "limits.pids %" PRId64 " exceeds the server maximum of %" PRId64,
+                           req->limit_pids, caps->pids);
+    return 0;
 }
 
 char *
@@ -356,6 +599,27 @@ api__parse_visibility(const char *body, size_t len, enum visibility *out, struct
                          "'visibility' is required, e.g. {\"visibility\": \"private\"}");
     else
         rc = opt_visibility(root, "visibility", out, err);
+    json_decref(root);
+    return rc;
+}
+
+/* ------------------------------------------------------------- POST /envs/{name}/keep */
+
+int
+api__parse_keep(const char *body, size_t len, bool *out, struct eph_err *err)
+{
+    json_t *root = NULL;
+    int keep = -1;
+    int rc;
+
+    *out = false;
+    rc = api__parse_json_object(body, len, &root, err);
+    if (rc == 0)
+        rc = opt_bool(root, "keep", "keep", &keep, err);
+    if (rc == 0 && keep < 0)
+        rc = eph_err_set(err, EPH_EINVAL, "'keep' is required, e.g. {\"keep\": true}");
+    if (rc == 0)
+        *out = keep == 1;
     json_decref(root);
     return rc;
 }

@@ -52,6 +52,29 @@ static const struct cli_flag up_flags[] = {
     {"wait", 0, NULL, "wait until the environment is ready (exit 0) or failed (exit 1)"},
     {"timeout", 0, "DURATION", "with --wait: give up after this long (default 10m)"},
     {"visibility", 0, "VISIBILITY", "team, private or link (default: the server's)"},
+    {"sleep-after", 0, "DURATION",
+     "sleep after this long without use, or 'never' (default: the template's, else the "
+     "server's)"},
+    {"keep", 0, NULL, "keep it awake: no idle sleep, no schedule (within your quota)"},
+    {"limit", 0, "KEY=VALUE", "memory=512Mi, cpu=1 or pids=512: caps for its processes; repeat"},
+    {"schedule", 0, "HOURS", "awake only in these hours, e.g. \"Mon-Fri 08:00-20:00\""},
+    {"timezone", 0, "ZONE",
+     "with --schedule: its time zone, e.g. Europe/Madrid (default: the template's, else the "
+     "server's)"},
+    {"wake-outside-hours", 0, NULL, "with --schedule: a request outside the hours wakes it"},
+    OUTPUT_FLAG,
+    {0},
+};
+
+static const struct cli_flag wake_flags[] = {
+    {"wait", 0, NULL, "wait until the environment is ready (exit 0) or failed (exit 1)"},
+    {"timeout", 0, "DURATION", "with --wait: give up after this long (default 10m)"},
+    OUTPUT_FLAG,
+    {0},
+};
+
+static const struct cli_flag keep_flags[] = {
+    {"off", 0, NULL, "stop keeping it awake: idle sleep and schedule apply again"},
     OUTPUT_FLAG,
     {0},
 };
@@ -198,14 +221,19 @@ const struct cli_verb cli__verbs[] = {
         .flags = up_flags,
         .examples = "  eph up shop --branch feature-x --wait\n"
                     "  eph up shop --ref 3f2c1d0 --name fx --ttl 2h --param dataset=edge-cases\n"
-                    "  eph up shop --branch spike --visibility private\n",
+                    "  eph up shop --branch spike --visibility private\n"
+                    "  eph up shop --name fx --sleep-after 15m --limit memory=512Mi --limit cpu=1\n"
+                    "  eph up shop --name demo --keep --sleep-after never\n"
+                    "  eph up shop --schedule \"Mon-Fri 08:00-20:00\" --timezone Europe/Madrid\n",
     },
     {
         .name = "ls",
         .fn = cli__cmd_ls,
         .help = "list environments",
-        .description = "Lists environments, oldest first: AGE is the time since creation,\n"
-                       "EXPIRES the time left before it is deleted automatically.",
+        .description = "Lists environments, oldest first: IDLE is the time since it was last\n"
+                       "used (ready ones), NEXT what happens next on its own ('sleeps in 12m',\n"
+                       "'asleep 3h: idle', 'kept awake'), AGE the time since creation, EXPIRES\n"
+                       "the time left before it is deleted automatically.",
         .flags = ls_flags,
         .examples = "  eph ls\n"
                     "  eph ls -A -o json\n",
@@ -216,8 +244,10 @@ const struct cli_verb cli__verbs[] = {
         .help = "show an environment, its services and recent events",
         .pos_names = {"NAME"},
         .min_pos = 1,
-        .description = "Shows one environment: its source, owner, phase and expiry, a table of\n"
-                       "its services, and its last events.",
+        .description = "Shows one environment: its source, owner, phase and expiry; when it\n"
+                       "sleeps (idle time, schedule, keep, last activity and why it last slept\n"
+                       "or woke), what it uses and its limits; a table of its services, and its\n"
+                       "last events.",
         .flags = output_flags,
         .examples = "  eph get fx\n"
                     "  eph get fx -o json\n",
@@ -245,6 +275,46 @@ const struct cli_verb cli__verbs[] = {
                        "to the server's max_ttl.",
         .flags = output_flags,
         .examples = "  eph extend fx 2h\n",
+    },
+    {
+        .name = "sleep",
+        .fn = cli__cmd_sleep,
+        .help = "put an environment to sleep now",
+        .pos_names = {"NAME"},
+        .min_pos = 1,
+        .description = "Stops every process of environment NAME and keeps everything else: its\n"
+                       "checkout, data, ports and URLs. The next request to one of its URLs, or\n"
+                       "'eph wake NAME', starts it again with its data as it was. The server\n"
+                       "answers at once; the processes stop in the background.",
+        .flags = output_flags,
+        .examples = "  eph sleep fx\n",
+    },
+    {
+        .name = "wake",
+        .fn = cli__cmd_wake,
+        .help = "wake a sleeping environment",
+        .pos_names = {"NAME"},
+        .min_pos = 1,
+        .description = "Starts the processes of sleeping environment NAME again, without\n"
+                       "running setup again, even outside its office hours. With --wait, eph\n"
+                       "follows it until it is ready (exit 0) or failed (exit 1).",
+        .flags = wake_flags,
+        .examples = "  eph wake fx\n"
+                    "  eph wake fx --wait --timeout 2m\n",
+    },
+    {
+        .name = "keep",
+        .fn = cli__cmd_keep,
+        .help = "keep an environment awake (or stop keeping it)",
+        .pos_names = {"NAME"},
+        .min_pos = 1,
+        .description = "Keeps environment NAME awake: it does not sleep when idle, nor outside\n"
+                       "its schedule's hours. --off gives it back to its idle timer and\n"
+                       "schedule. Members may keep a limited number of environments (the\n"
+                       "server's quota_keep_per_user).",
+        .flags = keep_flags,
+        .examples = "  eph keep fx\n"
+                    "  eph keep fx --off\n",
     },
     {
         .name = "visibility",

@@ -1,7 +1,8 @@
 /*
  * cli/cli_envs.c - the verbs of environments: `eph up` (and its --wait
  * progress view), `eph ls`, `eph get`, `eph logs`, `eph extend`,
- * `eph visibility`, `eph link`, `eph rm`.
+ * `eph visibility`, `eph link`, `eph rm`, and sleep: `eph sleep`,
+ * `eph wake`, `eph keep` (docs/sleep.md).
  *
  * Waiting is polling: GET /envs/NAME every WAIT_POLL_MS until a terminal
  * phase or the deadline. The server's reconciler is level-triggered, so
@@ -347,10 +348,14 @@ cli__cmd_up(struct cli_ctx *ctx, const struct cli_args *args)
     const char *name = cli__arg(args, "name");
     const char *ttl = cli__arg(args, "ttl");
     const char *visibility = cli__arg(args, "visibility");
+    const char *sleep_after = cli__arg(args, "sleep-after");
+    const char *schedule = cli__arg(args, "schedule");
+    const char *timezone = cli__arg(args, "timezone");
     bool wait = cli__has(args, "wait");
     struct eph_err err = {0};
-    json_t *body = NULL, *params = json_object(), *resp = NULL, *final = NULL;
-    int64_t ttl_s, timeout_ms;
+    json_t *body = NULL, *params = json_object(), *limits = json_object(), *resp = NULL,
+           *final = NULL;
+    int64_t ttl_s, sleep_s, timeout_ms;
     int rc;
 
     if (branch && ref) {
@@ -365,13 +370,29 @@ cli__cmd_up(struct cli_ctx *ctx, const struct cli_args *args)
         rc = cli__usage(ctx, "--visibility: %s", err.msg);
         goto out;
     }
+    if (sleep_after && strcmp(sleep_after, "never") != 0 &&
+        duration_parse(sleep_after, &sleep_s, &err) < 0) {
+        rc = cli__usage(ctx, "--sleep-after: %s, or never", err.msg);
+        goto out;
+    }
+    if (schedule && *schedule == '\0') {
+        rc = cli__usage(ctx, "--schedule: empty, expected hours like \"Mon-Fri 08:00-20:00\"");
+        goto out;
+    }
+    if (!schedule && (timezone || cli__has(args, "wake-outside-hours"))) {
+        rc = cli__usage(ctx, "--%s only applies with --schedule",
+                        timezone ? "timezone" : "wake-outside-hours");
+        goto out;
+    }
     if (parse_timeout(ctx, args, &timeout_ms) < 0) {
         rc = CLI_EXIT_USAGE;
         goto out;
     }
     for (size_t i = 0; i < args->n_opts; i++) {
-        if (strcmp(args->opts[i].flag->name, "param") == 0 &&
-            cli__param_add(params, args->opts[i].value, &err) < 0) {
+        const char *flag = args->opts[i].flag->name;
+
+        if ((strcmp(flag, "param") == 0 && cli__param_add(params, args->opts[i].value, &err) < 0) ||
+            (strcmp(flag, "limit") == 0 && cli__limit_add(limits, args->opts[i].value, &err) < 0)) {
             rc = cli__usage(ctx, "%s", err.msg);
             goto out;
         }
@@ -387,6 +408,21 @@ cli__cmd_up(struct cli_ctx *ctx, const struct cli_args *args)
         json_object_set_new(body, "visibility", json_string(visibility));
     if (json_object_size(params) > 0)
         json_object_set(body, "params", params);
+    if (sleep_after)
+        json_object_set_new(body, "sleep_after", json_string(sleep_after));
+    if (cli__has(args, "keep"))
+        json_object_set_new(body, "keep", json_true());
+    if (json_object_size(limits) > 0)
+        json_object_set(body, "limits", limits);
+    if (schedule) {
+        json_t *sch = json_pack("{s:s}", "awake", schedule);
+
+        if (timezone)
+            json_object_set_new(sch, "timezone", json_string(timezone));
+        if (cli__has(args, "wake-outside-hours"))
+            json_object_set_new(sch, "wake_outside_hours", json_true());
+        json_object_set_new(body, "schedule", sch);
+    }
     if (cli__connect(ctx, &err) < 0 ||
         cli__http_json(ctx, "POST", "/envs", body, &resp, &err) < 0) {
         rc = cli__fail(ctx, &err);
@@ -411,7 +447,135 @@ out:
     json_decref(resp);
     json_decref(body);
     json_decref(params);
+    json_decref(limits);
     return rc;
+}
+
+/* ------------------------------------------------------------- sleep, usage, limits: formatting */
+
+void
+cli__format_bytes(int64_t bytes, char *out, size_t out_size)
+{
+    static const char *const units[] = {"Ki", "Mi", "Gi", "Ti"};
+    double v = (double)bytes;
+    size_t u = 0;
+
+    if (bytes < 1024) {
+        snprintf(out, out_size, "%" PRId64 "B", bytes < 0 ? 0 : bytes);
+        return;
+    }
+    v /= 1024;
+    while (v >= 1024 && u + 1 < ARRAY_LEN(units)) {
+        v /= 1024;
+        u++;
+    }
+    /* Whole numbers as they were written ("512Mi"), the rest to a tenth. */
+    if (v == (double)(int64_t)v || v >= 100)
+        snprintf(out, out_size, "%.0f%s", v, units[u]);
+    else
+        snprintf(out, out_size, "%.1f%s", v, units[u]);
+}
+
+void
+cli__format_cpu(int64_t millis, char *out, size_t out_size)
+{
+    if (millis < 0)
+        millis = 0;
+    if (millis % 1000 == 0)
+        snprintf(out, out_size, "%" PRId64, millis / 1000);
+    else if (millis % 100 == 0)
+        snprintf(out, out_size, "%" PRId64 ".%" PRId64, millis / 1000, millis % 1000 / 100);
+    else if (millis % 10 == 0)
+        snprintf(out, out_size, "%" PRId64 ".%02" PRId64, millis / 1000, millis % 1000 / 10);
+    else
+        snprintf(out, out_size, "%" PRId64 ".%03" PRId64, millis / 1000, millis % 1000);
+}
+
+int
+cli__limit_add(json_t *limits, const char *kv, struct eph_err *err)
+{
+    static const char *const keys[] = {"memory", "cpu", "pids", NULL};
+    const char *eq = strchr(kv, '=');
+    char *key;
+    int rc = 0;
+
+    if (eq == NULL || eq == kv || eq[1] == '\0')
+        return eph_err_set(err, EPH_EINVAL,
+                           "invalid --limit '%s', expected memory=SIZE, cpu=CORES or pids=N", kv);
+    key = xstrndup(kv, (size_t)(eq - kv));
+    if (cli__one_of(key, keys, "--limit", err) < 0)
+        rc = EPH_EINVAL;
+    else
+        json_object_set_new(limits, key, json_string(eq + 1));
+    free(key);
+    return rc;
+}
+
+static bool
+str_is(const char *s, const char *want)
+{
+    return s != NULL && strcmp(s, want) == 0;
+}
+
+void
+cli__format_next(const json_t *env, int64_t now_ms, char *out, size_t out_size)
+{
+    const json_t *sleep = json_object_get(env, "sleep");
+    const json_t *last = json_object_get(sleep, "last_transition");
+    const char *phase = cli__jstr(env, "phase", "");
+    const char *desired = cli__jstr(env, "desired", "");
+    const char *cause = cli__jstr(sleep, "cause", NULL);
+    int64_t next_sleep_ms = cli__jint(sleep, "next_sleep_at_ms");
+    int64_t next_wake_ms = cli__jint(sleep, "next_wake_at_ms");
+    char span[32], wake[48] = "";
+
+    snprintf(out, out_size, "-");
+    if (!json_is_object(sleep) || str_is(phase, "deleting") || str_is(phase, "deleted") ||
+        str_is(desired, "deleted"))
+        return;
+    if (str_is(desired, "asleep") && !str_is(phase, "sleeping")) {
+        snprintf(out, out_size, "going to sleep");
+        return;
+    }
+    if (str_is(desired, "running") && str_is(phase, "sleeping")) {
+        snprintf(out, out_size, "waking"); /* asked to, not started yet */
+        return;
+    }
+    if (str_is(phase, "sleeping")) {
+        int64_t since_ms =
+            str_is(cli__jstr(last, "kind", NULL), "sleep") ? cli__jtime_ms(last, "at") : 0;
+
+        if (next_wake_ms > 0) {
+            cli__format_expires(now_ms, next_wake_ms, span, sizeof(span));
+            snprintf(wake, sizeof(wake), ", wakes in %s",
+                     strcmp(span, "expired") == 0 ? "a moment" : span);
+        }
+        if (since_ms > 0)
+            cli__format_age(now_ms, since_ms, span, sizeof(span));
+        snprintf(out, out_size, "asleep%s%s%s%s%s", since_ms > 0 ? " " : "",
+                 since_ms > 0 ? span : "", cause && *cause ? ": " : "",
+                 cause && *cause ? cause : "", wake);
+        return;
+    }
+    if (str_is(phase, "failed"))
+        return;
+    if (json_is_true(json_object_get(sleep, "keep"))) {
+        snprintf(out, out_size, "kept awake");
+        return;
+    }
+    if ((str_is(phase, "starting") || str_is(phase, "preparing")) &&
+        str_is(cli__jstr(last, "kind", NULL), "wake")) {
+        snprintf(out, out_size, "waking");
+        return;
+    }
+    if (str_is(phase, "ready") && next_sleep_ms > 0) {
+        if (next_sleep_ms <= now_ms) {
+            snprintf(out, out_size, "sleeps now");
+        } else {
+            cli__format_expires(now_ms, next_sleep_ms, span, sizeof(span));
+            snprintf(out, out_size, "sleeps in %s", span);
+        }
+    }
 }
 
 /* ------------------------------------------------------------- eph ls */
@@ -419,8 +583,8 @@ out:
 int
 cli__cmd_ls(struct cli_ctx *ctx, const struct cli_args *args)
 {
-    static const char *const headers[] = {"NAME",  "PROJECT", "REF",    "OWNER",
-                                          "PHASE", "AGE",     "EXPIRES"};
+    static const char *const headers[] = {"NAME", "PROJECT", "REF", "OWNER",  "PHASE",
+                                          "IDLE", "NEXT",    "AGE", "EXPIRES"};
     struct eph_err err = {0};
     json_t *resp = NULL;
     const json_t *envs;
@@ -446,16 +610,21 @@ cli__cmd_ls(struct cli_ctx *ctx, const struct cli_args *args)
     for (size_t i = 0; i < json_array_size(envs); i++) {
         const json_t *env = json_array_get(envs, i);
         const char *phase = cli__jstr(env, "phase", NULL);
-        char age[32], expires[32] = "-";
+        const json_t *sleep = json_object_get(env, "sleep");
+        char age[32], expires[32] = "-", idle[32] = "-", next[96];
 
         cli__format_age(now_ms, cli__jint(env, "created_at_ms"), age, sizeof(age));
+        /* Idle time counts while it runs; asleep, NEXT says for how long. */
+        if (str_is(phase, "ready") && json_is_integer(json_object_get(sleep, "idle_ms")))
+            cli__format_span(cli__jint(sleep, "idle_ms"), idle, sizeof(idle));
+        cli__format_next(env, now_ms, next, sizeof(next));
         /* A deleted environment's expiry means nothing any more. */
         if (phase == NULL || strcmp(phase, "deleted") != 0)
             cli__format_expires(now_ms, cli__jint(env, "expires_at_ms"), expires, sizeof(expires));
         cli__table_add(
             &t, (const char *const[]){cli__jstr(env, "name", NULL), cli__jstr(env, "project", NULL),
                                       cli__jstr(env, "ref", NULL), cli__jstr(env, "owner", NULL),
-                                      phase, age, expires});
+                                      phase, idle, next, age, expires});
     }
     cli__table_print(&t, ctx->out);
     cli__table_release(&t);
@@ -464,6 +633,120 @@ cli__cmd_ls(struct cli_ctx *ctx, const struct cli_args *args)
 }
 
 /* ------------------------------------------------------------- eph get */
+
+/* "<what>, 3m ago (2026-11-22T10:00:00Z)"-like text of a time: "-" when 0. */
+static void
+format_when(int64_t now_ms, int64_t at_ms, char *out, size_t out_size)
+{
+    char when[32], ago[32];
+
+    if (at_ms <= 0) {
+        snprintf(out, out_size, "-");
+        return;
+    }
+    format_time(at_ms, when, sizeof(when));
+    cli__format_age(now_ms, at_ms, ago, sizeof(ago));
+    snprintf(out, out_size, "%s ago (%s)", ago, when);
+}
+
+/* The sleep block of `eph get`: nothing when the server says nothing of it. */
+static void
+add_sleep_rows(struct cli_table *t, const json_t *env, int64_t now_ms)
+{
+    const json_t *sleep = json_object_get(env, "sleep");
+    const json_t *activity = json_object_get(sleep, "last_activity");
+    const json_t *last = json_object_get(sleep, "last_transition");
+    const char *after = cli__jstr(sleep, "sleep_after", NULL);
+    const char *schedule = cli__jstr(sleep, "schedule", NULL);
+    bool keep = json_is_true(json_object_get(sleep, "keep"));
+    char text[512], when[96], next[96];
+
+    if (!json_is_object(sleep))
+        return;
+    if (after == NULL)
+        snprintf(text, sizeof(text), "%s", keep ? "never: kept awake" : "-");
+    else if (strcmp(after, "never") == 0)
+        snprintf(text, sizeof(text), "never%s", keep ? " (kept awake)" : "");
+    else
+        snprintf(text, sizeof(text), "%s idle%s", after, keep ? " (kept awake: not now)" : "");
+    cli__table_add(t, (const char *const[]){"sleep after:", text});
+    cli__table_add(t, (const char *const[]){"keep:", keep ? "yes" : "no"});
+    if (schedule && *schedule) {
+        bool allowed = json_is_true(json_object_get(sleep, "wake_allowed"));
+
+        /* Whether a request would wake it matters while it is asleep. */
+        if (json_is_boolean(json_object_get(sleep, "wake_allowed")) &&
+            str_is(cli__jstr(env, "phase", NULL), "sleeping"))
+            snprintf(text, sizeof(text), "%s (a request %s)", schedule,
+                     allowed ? "wakes it now" : "does not wake it now: 503");
+        else
+            snprintf(text, sizeof(text), "%s", schedule);
+        cli__table_add(t, (const char *const[]){"schedule:", text});
+    } else if (json_object_get(sleep, "schedule") != NULL) {
+        cli__table_add(t, (const char *const[]){"schedule:", "none (awake at any hour)"});
+    }
+    if (str_is(cli__jstr(env, "phase", NULL), "ready") &&
+        json_is_integer(json_object_get(sleep, "idle_ms"))) {
+        cli__format_span(cli__jint(sleep, "idle_ms"), text, sizeof(text));
+        cli__table_add(t, (const char *const[]){"idle:", text});
+    }
+    cli__format_next(env, now_ms, next, sizeof(next));
+    cli__table_add(t, (const char *const[]){"next:", next});
+    if (json_is_object(activity)) {
+        format_when(now_ms, cli__jtime_ms(activity, "at"), when, sizeof(when));
+        snprintf(text, sizeof(text), "%s, %s", cli__jstr(activity, "what", "?"), when);
+    } else {
+        snprintf(text, sizeof(text), "none yet");
+    }
+    cli__table_add(t, (const char *const[]){"activity:", text});
+    if (json_is_object(last)) {
+        format_when(now_ms, cli__jtime_ms(last, "at"), when, sizeof(when));
+        snprintf(text, sizeof(text), "%s %s: %s", cli__jstr(last, "kind", "?"),
+                 strcmp(when, "-") == 0 ? "(under way)" : when,
+                 cli__jstr(last, "reason", "no reason given"));
+        cli__table_add(t, (const char *const[]){"transition:", text});
+    }
+}
+
+/* usage and limits of `eph get`. */
+static void
+add_usage_rows(struct cli_table *t, const json_t *env)
+{
+    const json_t *usage = json_object_get(env, "usage");
+    const json_t *limits = json_object_get(env, "limits");
+    const char *note = cli__jstr(usage, "note", NULL);
+    char text[512], part[64];
+    size_t used = 0;
+
+    if (json_is_object(usage)) {
+        const json_t *cpu = json_object_get(usage, "cpu_seconds");
+
+        cli__format_bytes(cli__jint(usage, "memory_bytes"), part, sizeof(part));
+        snprintf(text, sizeof(text), "memory %s, cpu %.1fs", part,
+                 json_is_number(cpu) ? json_number_value(cpu) : 0.0);
+        cli__table_add(t, (const char *const[]){"usage:", text});
+    }
+    if (!json_is_object(limits))
+        return;
+    text[0] = '\0';
+    if (cli__jint(limits, "memory_bytes") > 0) {
+        cli__format_bytes(cli__jint(limits, "memory_bytes"), part, sizeof(part));
+        used += (size_t)snprintf(text + used, sizeof(text) - used, "memory %s", part);
+    }
+    if (cli__jint(limits, "cpu_millis") > 0 && used < sizeof(text)) {
+        cli__format_cpu(cli__jint(limits, "cpu_millis"), part, sizeof(part));
+        used +=
+            (size_t)snprintf(text + used, sizeof(text) - used, "%scpu %s", used ? ", " : "", part);
+    }
+    if (cli__jint(limits, "pids") > 0 && used < sizeof(text))
+        used += (size_t)snprintf(text + used, sizeof(text) - used, "%spids %" PRId64,
+                                 used ? ", " : "", cli__jint(limits, "pids"));
+    /* Limits the server cannot hold are worth saying, with the reason. */
+    if (used > 0 && used < sizeof(text) && json_is_false(json_object_get(usage, "limits_enforced")))
+        snprintf(text + used, sizeof(text) - used, " (not enforced%s%s)", note && *note ? ": " : "",
+                 note && *note ? note : "");
+    cli__table_add(t, (const char *const[]){"limits:", used ? text : "none"});
+}
 
 static void
 print_env_fields(struct cli_ctx *ctx, const json_t *env, int64_t now_ms)
@@ -510,6 +793,8 @@ print_env_fields(struct cli_ctx *ctx, const json_t *env, int64_t now_ms)
         cli__table_add(&t, (const char *const[]){"params:", param_text});
     cli__table_add(&t, (const char *const[]){"created:", created});
     cli__table_add(&t, (const char *const[]){"expires:", expires});
+    add_sleep_rows(&t, env, now_ms);
+    add_usage_rows(&t, env);
     cli__table_print(&t, ctx->out);
     cli__table_release(&t);
     free(param_text);
@@ -851,4 +1136,110 @@ cli__cmd_rm(struct cli_ctx *ctx, const struct cli_args *args)
     if (rc == CLI_EXIT_OK)
         fprintf(ctx->out, "environment %s deleted\n", name);
     return rc;
+}
+
+/* ------------------------------------------------------------- eph sleep, wake, keep */
+
+/* POST /envs/NAME/<action> with `body` (borrowed, may be NULL); the answer in *env. */
+static int
+post_env(struct cli_ctx *ctx, const char *name, const char *action, const json_t *body,
+         json_t **env)
+{
+    struct eph_err err = {0};
+    char *suffix = xasprintf("/%s", action);
+    char *path = env_path(name, suffix);
+    int rc = cli__connect(ctx, &err);
+
+    *env = NULL;
+    if (rc == 0)
+        rc = cli__http_json(ctx, "POST", path, body, env, &err);
+    free(path);
+    free(suffix);
+    return rc < 0 ? cli__fail(ctx, &err) : CLI_EXIT_OK;
+}
+
+int
+cli__cmd_sleep(struct cli_ctx *ctx, const struct cli_args *args)
+{
+    const char *name = args->pos[0];
+    json_t *env = NULL;
+    int rc = post_env(ctx, name, "sleep", NULL, &env);
+
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    if (ctx->json && env)
+        cli__print_json(ctx, env);
+    else if (str_is(cli__jstr(env, "phase", NULL), "sleeping"))
+        fprintf(ctx->out, "environment %s is asleep\n", cli__jstr(env, "name", name));
+    else
+        fprintf(ctx->out,
+                "environment %s is going to sleep: a request to it or 'eph wake %s' wakes it\n",
+                cli__jstr(env, "name", name), cli__jstr(env, "name", name));
+    json_decref(env);
+    return CLI_EXIT_OK;
+}
+
+int
+cli__cmd_wake(struct cli_ctx *ctx, const struct cli_args *args)
+{
+    const char *name = args->pos[0];
+    json_t *env = NULL, *final = NULL;
+    int64_t timeout_ms;
+    int rc;
+
+    if (parse_timeout(ctx, args, &timeout_ms) < 0)
+        return CLI_EXIT_USAGE;
+    rc = post_env(ctx, name, "wake", NULL, &env);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    if (!cli__has(args, "wait")) {
+        if (ctx->json && env)
+            cli__print_json(ctx, env);
+        else if (str_is(cli__jstr(env, "phase", NULL), "ready"))
+            fprintf(ctx->out, "environment %s is awake\n", cli__jstr(env, "name", name));
+        else
+            fprintf(ctx->out, "environment %s is waking up\n", cli__jstr(env, "name", name));
+        json_decref(env);
+        return CLI_EXIT_OK;
+    }
+    if (!ctx->json)
+        fprintf(ctx->out, "environment %s is waking up\n", cli__jstr(env, "name", name));
+    fflush(ctx->out);
+    rc = wait_until_ready(ctx, cli__jstr(env, "name", name), timeout_ms, &final);
+    if (ctx->json && final)
+        cli__print_json(ctx, final);
+    json_decref(final);
+    json_decref(env);
+    return rc;
+}
+
+int
+cli__cmd_keep(struct cli_ctx *ctx, const struct cli_args *args)
+{
+    const char *name = args->pos[0];
+    bool keep = !cli__has(args, "off");
+    json_t *body = json_pack("{s:b}", "keep", keep);
+    json_t *env = NULL;
+    int rc = post_env(ctx, name, "keep", body, &env);
+
+    json_decref(body);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    name = cli__jstr(env, "name", name);
+    if (ctx->json && env) {
+        cli__print_json(ctx, env);
+    } else if (keep) {
+        fprintf(ctx->out, "environment %s is kept awake: no idle sleep, no schedule\n", name);
+    } else {
+        const json_t *sleep = json_object_get(env, "sleep");
+        const char *after = cli__jstr(sleep, "sleep_after", NULL);
+
+        if (after && strcmp(after, "never") != 0)
+            fprintf(ctx->out, "environment %s is no longer kept awake: it sleeps after %s idle\n",
+                    name, after);
+        else
+            fprintf(ctx->out, "environment %s is no longer kept awake\n", name);
+    }
+    json_decref(env);
+    return CLI_EXIT_OK;
 }

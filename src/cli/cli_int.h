@@ -404,6 +404,32 @@ int cli__cmd_logs(struct cli_ctx *ctx, const struct cli_args *args);
 int cli__cmd_extend(struct cli_ctx *ctx, const struct cli_args *args);
 int cli__cmd_rm(struct cli_ctx *ctx, const struct cli_args *args);
 int cli__cmd_events(struct cli_ctx *ctx, const struct cli_args *args);
+int cli__cmd_sleep(struct cli_ctx *ctx, const struct cli_args *args);
+int cli__cmd_wake(struct cli_ctx *ctx, const struct cli_args *args);
+int cli__cmd_keep(struct cli_ctx *ctx, const struct cli_args *args);
+
+/* ------------------------------------------------------------- sleep (cli_envs.c) */
+
+/*
+ * The NEXT column of `eph ls` for an environment of the API (its "phase",
+ * "desired" and "sleep" object): "sleeps in 12m", "asleep 3h: idle",
+ * "asleep 9h: schedule, wakes in 3h", "going to sleep", "waking", "kept
+ * awake", or "-" when nothing is due (or the server tells nothing of sleep).
+ */
+void cli__format_next(const json_t *env, int64_t now_ms, char *out, size_t out_size);
+
+/* A size the way people read it: "512Mi", "1.5Gi", "34.2Mi", "900B". */
+void cli__format_bytes(int64_t bytes, char *out, size_t out_size);
+
+/* CPU in cores from millicores: "1", "0.5", "0.25", "2.5". */
+void cli__format_cpu(int64_t millis, char *out, size_t out_size);
+
+/*
+ * Adds one `--limit KEY=VALUE` to the object `limits` ({"memory": "512Mi"}):
+ * KEY is memory, cpu or pids and VALUE is not empty (the server checks it).
+ * 0 or EPH_EINVAL with a message.
+ */
+int cli__limit_add(json_t *limits, const char *kv, struct eph_err *err);
 
 /* Sleeps for ms milliseconds (polling loops). */
 void cli__sleep_ms(int64_t ms);

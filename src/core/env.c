@@ -19,6 +19,7 @@ static const char *const phase_names[] = {
 static const char *const desired_names[] = {
     [ENV_WANT_RUNNING] = "running",
     [ENV_WANT_DELETED] = "deleted",
+    [ENV_WANT_ASLEEP] = "asleep",
 };
 
 static const char *const svc_state_names[] = {
@@ -111,7 +112,10 @@ env_name_valid(const char *name)
 struct env *
 env_new(void)
 {
-    return xcalloc(1, sizeof(struct env));
+    struct env *env = xcalloc(1, sizeof(struct env));
+
+    env->wake_outside_hours = -1;
+    return env;
 }
 
 void
@@ -125,6 +129,11 @@ env_free(struct env *env)
     free(env->commit);
     free(env->owner);
     free(env->template_yaml);
+    free(env->schedule_awake);
+    free(env->schedule_tz);
+    free(env->last_activity);
+    free(env->sleep_cause);
+    free(env->transition_reason);
     for (size_t i = 0; i < env->n_params; i++) {
         free(env->params[i].name);
         free(env->params[i].value);

@@ -23,7 +23,8 @@ enum env_phase {
     ENV_PHASE_PREPARING, /* checking out the source */
     ENV_PHASE_STARTING,  /* running setup and starting services in order */
     ENV_PHASE_READY,     /* every service healthy */
-    ENV_PHASE_SLEEPING,  /* stopped while idle, data kept (a later issue) */
+    ENV_PHASE_SLEEPING,  /* processes stopped (idle, schedule, by hand); checkout, data,
+                            ports and routes kept (docs/sleep.md) */
     ENV_PHASE_FAILED,    /* see reason */
     ENV_PHASE_DELETING,  /* stopping services, removing files */
     ENV_PHASE_DELETED,   /* gone; the record stays for the audit log */
@@ -32,6 +33,7 @@ enum env_phase {
 enum env_desired {
     ENV_WANT_RUNNING,
     ENV_WANT_DELETED,
+    ENV_WANT_ASLEEP, /* stopped, kept: see sleep_cause and transition_reason */
 };
 
 enum svc_state {
@@ -82,6 +84,25 @@ struct env {
     int64_t created_at_ms;   /* wall clock */
     int64_t expires_at_ms;   /* wall clock; deleted automatically after this */
     enum env_desired desired;
+    /* sleep and limits, as asked at creation (0 / -1 / NULL / "": the template's or
+     * the server's setting applies; docs/sleep.md) */
+    int64_t sleep_after_s;   /* idle this long: sleep. 0 inherit, -1 never, > 0 seconds */
+    bool keep;               /* exempt from idle sleep and schedules */
+    char *schedule_awake;    /* "Mon-Fri 08:00-20:00"; NULL or "": inherit */
+    char *schedule_tz;       /* IANA time zone of schedule_awake; NULL or "": inherit */
+    int wake_outside_hours;  /* may a request wake it outside hours: -1 inherit, 0, 1 */
+    int64_t limit_memory_bytes; /* 0: none asked (the template's, capped by the server's) */
+    int64_t limit_cpu_millis;   /* 1000 = one core; 0: none asked */
+    int64_t limit_pids;         /* 0: none asked */
+    /* sleep state, kept by the reconciler */
+    int64_t last_activity_ms; /* wall clock of the last request or API call naming it, 0 none;
+                                 written at most every 10 s, so up to 10 s old */
+    char *last_activity;      /* what it was: "request web", "api get"; "" none */
+    int64_t slept_at_ms;      /* wall clock of the last entry into SLEEPING, 0 never */
+    int64_t woke_at_ms;       /* wall clock of the last exit from SLEEPING, 0 never */
+    char *sleep_cause;        /* while desired asleep: "idle", "schedule", "manual"; else "" */
+    char *transition_reason;  /* of the last sleep or wake ("idle for 30m (last: request
+                                 web)"); "" none */
     /* status */
     enum env_phase phase;
     char *reason;            /* why FAILED (or other detail); NULL if none */
@@ -111,7 +132,10 @@ int svc_state_parse(const char *name, enum svc_state *out);
 /* True for a DNS label of at most ENV_NAME_MAX characters. */
 bool env_name_valid(const char *name);
 
-struct env *env_new(void);             /* zeroed: pending, VIS_TEAM */
+/* Zeroed (pending, VIS_TEAM, inheriting every sleep setting) but for
+ * wake_outside_hours, -1 (inherit). The text fields of the sleep state are
+ * NULL here and never NULL in records the store returns ("" for none). */
+struct env *env_new(void);
 void env_free(struct env *env);        /* frees services and params too; NULL is fine */
 void env_list_free(struct env **envs, size_t n);
 struct env_svc *env_svc_find(const struct env *env, const char *name);

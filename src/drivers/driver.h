@@ -39,6 +39,13 @@ struct drv_service {
     size_t n_deps;
 };
 
+/* Resource limits of a whole environment (every process of it together). */
+struct drv_limits {
+    int64_t memory_bytes; /* 0: none */
+    int64_t cpu_millis;   /* 1000 = one core; 0: none */
+    int64_t pids;         /* processes and threads; 0: none */
+};
+
 /* What an environment should be running. Built by the reconciler, immutable. */
 struct drv_plan {
     int64_t env_id;             /* unique forever */
@@ -47,6 +54,16 @@ struct drv_plan {
     const char *commit;         /* full sha */
     struct drv_service *services;
     size_t n_services;          /* in dependency order */
+    struct drv_limits limits;   /* effective: env, template, server cap */
+};
+
+/* What an environment uses now (drivers' usage()). */
+struct drv_usage {
+    int64_t memory_bytes;  /* cgroup memory.current, else the RSS of its processes */
+    int64_t cpu_usec;      /* CPU time used so far (cgroup usage_usec, else utime+stime) */
+    bool limits_enforced;  /* the limits of its plan hold (a cgroup of its own) */
+    char note[160];        /* why not, when not: "cgroup v2 memory controller not
+                              available at ..."; "" otherwise */
 };
 
 /* The environment as a whole. */
@@ -97,6 +114,28 @@ struct driver_ops {
      */
     int (*teardown)(struct driver *drv, int64_t env_id, const char *env_name,
                     struct eph_err *err);
+
+    /*
+     * Stops every process of env_id (SIGTERM, grace, SIGKILL), keeping its
+     * directories, data, setup-done marks and ports: the environment sleeps.
+     * EPH_EAGAIN while stopping, 0 once nothing runs (also for an environment
+     * the driver does not know, after stopping what an earlier server left of
+     * it). A process stopped so is no crash. A later apply() with the plan
+     * starts the services again in dependency order, without running setup
+     * again, probing health at short intervals (first probe after ~5 ms,
+     * backing off to <= 100 ms, so a service that can answer is seen within a
+     * few ms).
+     */
+    int (*suspend)(struct driver *drv, int64_t env_id, const char *env_name,
+                   struct eph_err *err);
+
+    /*
+     * Current use of env_id (memory: cgroup memory.current, else the sum of RSS
+     * of its process groups from /proc; cpu: cgroup cpu.stat usage_usec, else
+     * utime+stime of its groups' processes), and whether limits are enforced
+     * (note says why not). Zeroes for an environment that runs nothing.
+     */
+    void (*usage)(struct driver *drv, int64_t env_id, struct drv_usage *out);
 
     /*
      * Called once after the first pass over every live environment following

@@ -8,6 +8,14 @@
  * finishes deletions. After a crash it simply starts over: the store says
  * what is wanted, the driver finds what still runs.
  *
+ * Sleep (docs/sleep.md): each tick, an environment that is not kept goes to
+ * sleep when idle for its sleep_after, or when outside its schedule's awake
+ * hours (unless woken by hand after they ended); one asleep by schedule wakes
+ * when the hours begin; one asleep for delete_after_sleeping is deleted. A
+ * sleep suspends its processes (phase sleeping); a wake starts them again
+ * (starting, then ready). The effective settings are the environment's, else
+ * its template's defaults, else the server's.
+ *
  * Control loop only.
  */
 #ifndef EPH_RECONCILER_RECONCILER_H
@@ -34,6 +42,53 @@ void rec_start(struct reconciler *rec);
 /* Asks for a tick soon (coalesced); safe to call often. */
 void rec_kick(struct reconciler *rec);
 
+/* ---- sleep and wake ---- */
+
+/* Activity from the API (an API call naming the environment: "api get", "api
+ * logs"): counts against idleness like a request does. Persisted with the
+ * next tick's (at most every 10 s). Unknown ids are ignored. */
+void rec_note_activity(struct reconciler *rec, int64_t env_id, int64_t at_ms, const char *what);
+
+/* The activity source polled every tick (the gateway, wired by serve.c):
+ * fills *out and returns true if it has seen the environment. out->what is
+ * borrowed until the next call. */
+struct rec_activity {
+    int64_t last_ms;  /* wall clock of the last request or end of an exchange */
+    int open;         /* exchanges open now: active while > 0 */
+    const char *what; /* "request web", "websocket web" */
+};
+typedef bool rec_activity_cb(void *arg, int64_t env_id, struct rec_activity *out);
+void rec_set_activity_source(struct reconciler *rec, rec_activity_cb *cb, void *arg);
+
+/* A request reached an asleep environment (serve.c posts it from a gateway
+ * thread to the control loop): wakes it if allowed (its schedule's hours,
+ * wake_outside_hours, keep), with event env.wake by "system", reason
+ * "request <service>"; otherwise does nothing. */
+void rec_wake_on_request(struct reconciler *rec, int64_t env_id, const char *service);
+
+/* Manual sleep and wake for the API, events by `who`. rec_sleep: 0 (also
+ * when asleep already, without a new event), EPH_EINVAL "fx is being
+ * deleted" or "fx is not running yet (preparing)", EPH_ENOTFOUND, or a store
+ * error. rec_wake: always allowed; 0 (also when awake or waking already),
+ * EPH_EINVAL "fx is being deleted", EPH_ENOTFOUND, or a store error. */
+int rec_sleep(struct reconciler *rec, int64_t env_id, const struct store_actor *who,
+              struct eph_err *err);
+int rec_wake(struct reconciler *rec, int64_t env_id, const struct store_actor *who,
+             struct eph_err *err);
+
+/* What the API shows about sleep. */
+struct rec_sleep_info {
+    int64_t sleep_after_s; /* effective; -1 never */
+    bool keep;
+    int64_t idle_ms;       /* 0 unless ready */
+    int64_t next_sleep_ms; /* wall clock of the next sleep if nothing happens; 0 none */
+    int64_t next_wake_ms;  /* wall clock of the next scheduled wake; 0 none */
+    bool wake_allowed;     /* a request would wake it now (were it asleep) */
+    char schedule[160];    /* schedule_describe(): "Mon-Fri 08:00-20:00 Europe/Madrid"; "" none */
+};
+/* Fills *out for environment env_id; false if no live environment has it. */
+bool rec_sleep_info(struct reconciler *rec, int64_t env_id, struct rec_sleep_info *out);
+
 /* ---- what runs where, for the gateway's route table ---- */
 
 /* One service of a view: borrowed, valid during the observer call only. */
@@ -55,6 +110,13 @@ struct rec_env_view {
     const char *reason;                  /* NULL if none */
     const struct rec_svc_view *services; /* in template order */
     size_t n_services;
+    /* Hold requests for a service that is not routable until it is: asleep and
+     * a request may wake it, or waking (desired running after a wake, not yet
+     * ready). */
+    bool hold_requests;
+    /* Asleep and a request may not wake it: the 503 text ("fx is asleep outside
+     * office hours (awake Mon-Fri 08:00-20:00 Europe/Madrid)"); NULL otherwise. */
+    const char *asleep_message;
 };
 
 /*

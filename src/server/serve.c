@@ -8,6 +8,13 @@
  * the gateway is told about. After every reconciler tick the routes are
  * rebuilt from what the reconciler saw and published when they changed.
  *
+ * Sleep (docs/sleep.md): the reconciler polls the gateway's activity of each
+ * environment every tick (gw_activity); a request for a sleeping environment
+ * that may wake reaches the control loop from a gateway thread through a
+ * small mailbox (a locked array of environment ids plus a uv_async_t) and
+ * becomes rec_wake_on_request(); the API's sleep, wake, sleep_info, usage
+ * and activity hooks go to the reconciler and the driver.
+ *
  * Shutdown (SIGTERM/SIGINT): the gateway stops accepting and gives requests
  * in flight `shutdown_grace` to finish while the API finishes its own (log
  * streams end at once); then the reconciler and the driver close and the
@@ -23,6 +30,7 @@
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <libgen.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +56,7 @@
 #include "store/store.h"
 #include "util/fs.h"
 #include "util/log.h"
+#include "util/time.h"
 #include "util/xmalloc.h"
 
 /* The API's own listener: loopback, a port only the gateway is told. */
@@ -61,6 +70,19 @@
 #define SERVE_API_IDLE_MARGIN_MS 30000
 /* How often last uses are written to the store and dead sessions dropped. */
 #define SERVE_AUTH_UPKEEP_MS 5000
+/* Wake requests waiting for the control loop, distinct environments: the
+ * gateway calls at most once per environment per 100 ms per worker, so this
+ * is reached only with that many sleeping environments asked for at once;
+ * beyond, a request is dropped and the gateway asks again 100 ms later. */
+#define SERVE_WAKE_MAILBOX_MAX 256
+/* A service name in a wake request (DNS label, 30 characters at most). */
+#define SERVE_WAKE_SERVICE_MAX 64
+
+/* A request reached a sleeping environment: posted by a gateway thread. */
+struct wake_note {
+    int64_t env_id;
+    char service[SERVE_WAKE_SERVICE_MAX];
+};
 
 struct server {
     struct config cfg;
@@ -87,6 +109,14 @@ struct server {
     struct auth_index *auth_ix;     /* sessions, tokens, users: API and gateway */
     unsigned char auth_key[AUTH_KEY_BYTES]; /* signs tickets, host cookies, share links */
     uv_timer_t auth_upkeep;
+    /* wake requests from gateway threads to the control loop */
+    uv_mutex_t wake_lock;            /* guards the three below */
+    struct wake_note wake_notes[SERVE_WAKE_MAILBOX_MAX]; /* one per environment */
+    size_t n_wake_notes;
+    bool wake_closed;                /* the async handle is closing: drop new notes */
+    uv_async_t wake_async;           /* wakes the control loop; coalesces */
+    bool wake_open;                  /* wake_async initialised */
+    char activity_what[80];          /* rec_activity.what of the last activity_of() */
 };
 
 static void
@@ -377,6 +407,8 @@ route_signature(const struct rec_env_view *envs, size_t n)
         h = sig_str(h, envs[i].reason);
         h = sig_str(h, envs[i].owner);
         h = sig_int(h, envs[i].visibility);
+        h = sig_int(h, envs[i].hold_requests);
+        h = sig_str(h, envs[i].asleep_message);
         h = sig_int(h, (int64_t)envs[i].n_services);
         for (size_t j = 0; j < envs[i].n_services; j++) {
             const struct rec_svc_view *v = &envs[i].services[j];
@@ -421,6 +453,8 @@ publish_routes(struct server *srv, const struct rec_env_view *envs, size_t n, ui
             .reason = envs[i].reason,
             .services = svcs,
             .n_services = envs[i].n_services,
+            .hold_requests = envs[i].hold_requests,
+            .asleep_message = envs[i].asleep_message,
         };
     }
     table = gw_routes_build(in, n, ++srv->routes_version);
@@ -471,6 +505,133 @@ gateway_metrics(void *arg, struct buf *out)
         gw_metrics(srv->gw, out);
 }
 
+/* ------------------------------------------------------------- sleep */
+
+/* gw_config.on_wake, on a gateway worker thread: notes the environment for
+ * the control loop (once however often it is asked before the loop drains
+ * the mailbox) and wakes the loop. Never blocks for longer than the lock. */
+static void
+on_gateway_wake(void *arg, int64_t env_id, const char *service)
+{
+    struct server *srv = arg;
+
+    uv_mutex_lock(&srv->wake_lock);
+    if (!srv->wake_closed) {
+        size_t i = 0;
+
+        while (i < srv->n_wake_notes && srv->wake_notes[i].env_id != env_id)
+            i++;
+        if (i == srv->n_wake_notes && i < SERVE_WAKE_MAILBOX_MAX) {
+            srv->wake_notes[i].env_id = env_id;
+            snprintf(srv->wake_notes[i].service, sizeof(srv->wake_notes[i].service), "%s",
+                     service ? service : "");
+            srv->n_wake_notes++;
+        }
+        /* Under the lock: once closing is marked, nobody sends any more. */
+        uv_async_send(&srv->wake_async);
+    }
+    uv_mutex_unlock(&srv->wake_lock);
+}
+
+/* On the control loop: every note in the mailbox becomes a wake request. */
+static void
+on_wake_async(uv_async_t *a)
+{
+    struct server *srv = container_of(a, struct server, wake_async);
+    struct wake_note notes[SERVE_WAKE_MAILBOX_MAX];
+    size_t n;
+
+    uv_mutex_lock(&srv->wake_lock);
+    n = srv->n_wake_notes;
+    memcpy(notes, srv->wake_notes, n * sizeof(notes[0]));
+    srv->n_wake_notes = 0;
+    uv_mutex_unlock(&srv->wake_lock);
+    for (size_t i = 0; i < n && srv->rec != NULL && !srv->stopping; i++)
+        rec_wake_on_request(srv->rec, notes[i].env_id, notes[i].service);
+}
+
+/* The mailbox, before the gateway starts (its threads may post at once). */
+static void
+open_wake_mailbox(struct server *srv)
+{
+    uv_mutex_init(&srv->wake_lock);
+    uv_async_init(&srv->loop, &srv->wake_async, on_wake_async);
+    srv->wake_open = true;
+}
+
+/* After the gateway stopped (no thread posts any more). */
+static void
+close_wake_mailbox(struct server *srv)
+{
+    if (!srv->wake_open)
+        return;
+    uv_mutex_lock(&srv->wake_lock);
+    srv->wake_closed = true;
+    uv_mutex_unlock(&srv->wake_lock);
+    uv_close((uv_handle_t *)&srv->wake_async, NULL);
+}
+
+/* The reconciler's activity source: what the gateway saw of env_id. */
+static bool
+activity_of(void *arg, int64_t env_id, struct rec_activity *out)
+{
+    struct server *srv = arg;
+    int64_t last_ms = 0;
+    int open = 0;
+
+    if (srv->gw == NULL ||
+        !gw_activity(srv->gw, env_id, &last_ms, &open, srv->activity_what,
+                     sizeof(srv->activity_what)))
+        return false;
+    out->last_ms = last_ms;
+    out->open = open;
+    out->what = srv->activity_what;
+    return true;
+}
+
+/* api_hooks: sleep and wake, what the API shows of them, usage, activity. */
+static int
+api_sleep(void *arg, int64_t env_id, const struct store_actor *who, struct eph_err *err)
+{
+    struct server *srv = arg;
+
+    return rec_sleep(srv->rec, env_id, who, err);
+}
+
+static int
+api_wake(void *arg, int64_t env_id, const struct store_actor *who, struct eph_err *err)
+{
+    struct server *srv = arg;
+
+    return rec_wake(srv->rec, env_id, who, err);
+}
+
+static bool
+api_sleep_info(void *arg, int64_t env_id, struct rec_sleep_info *out)
+{
+    struct server *srv = arg;
+
+    return rec_sleep_info(srv->rec, env_id, out);
+}
+
+static void
+api_usage(void *arg, int64_t env_id, struct drv_usage *out)
+{
+    struct server *srv = arg;
+
+    memset(out, 0, sizeof(*out));
+    if (srv->driver != NULL && srv->driver->ops->usage != NULL)
+        srv->driver->ops->usage(srv->driver, env_id, out);
+}
+
+static void
+api_note_activity(void *arg, int64_t env_id, const char *what)
+{
+    struct server *srv = arg;
+
+    rec_note_activity(srv->rec, env_id, time_wall_ms(), what);
+}
+
 /* ------------------------------------------------------------- shutdown */
 
 static void
@@ -478,6 +639,7 @@ on_driver_closed(void *arg)
 {
     struct server *srv = arg;
 
+    close_wake_mailbox(srv);
     uv_close((uv_handle_t *)&srv->auth_upkeep, NULL);
     uv_close((uv_handle_t *)&srv->sigterm, NULL);
     uv_close((uv_handle_t *)&srv->sigint, NULL);
@@ -721,6 +883,11 @@ start_api_server(struct server *srv, struct eph_err *err)
         .arg = srv,
         .behind_gateway = true,
         .host_ours = host_ours,
+        .sleep = api_sleep,
+        .wake = api_wake,
+        .sleep_info = api_sleep_info,
+        .usage = api_usage,
+        .note_activity = api_note_activity,
     };
 
     api_set_hooks(srv->api, &hooks);
@@ -749,6 +916,10 @@ start_gateway(struct server *srv, struct eph_err *err)
         .access_log = srv->access_log,
         .auth_ix = srv->cfg.auth_on ? srv->auth_ix : NULL,
         .auth_key = srv->auth_key,
+        .wake_timeout_ms = srv->cfg.wake_timeout_ms,
+        .wake_queue = (int)srv->cfg.wake_queue,
+        .on_wake = on_gateway_wake,
+        .on_wake_arg = srv,
     };
     char base[320];
     int rc;
@@ -762,6 +933,7 @@ start_gateway(struct server *srv, struct eph_err *err)
         gc.signin_base = base;
     }
     gc.workers = workers > 0 ? workers : (int)uv_available_parallelism();
+    open_wake_mailbox(srv);
     rc = gw_start(&gc, &srv->gw, err);
     if (rc < 0)
         return rc;
@@ -787,6 +959,7 @@ abandon_start(struct server *srv)
         rec_close(srv->rec, nothing_to_do, NULL);
     if (srv->driver)
         srv->driver->ops->close(srv->driver, nothing_to_do, NULL);
+    close_wake_mailbox(srv); /* the gateway's threads are joined by now */
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     uv_loop_close(&srv->loop);
 }
@@ -832,6 +1005,7 @@ run(struct server *srv, struct eph_err *err)
         .kick = kick_reconciler,
         .kick_arg = srv,
         .run_as = drop ? &run_as : NULL,
+        .cgroup_root = srv->cfg.cgroup_root,
     };
     rc = local_driver_new(&lc, &srv->driver, err);
     if (rc == 0)
@@ -863,6 +1037,7 @@ run(struct server *srv, struct eph_err *err)
              srv->cfg.listen_host, gw_port(srv->gw), srv->workers, SERVE_API_HOST,
              http_server_port(srv->http), srv->public_port, log_q(srv->cfg.data_dir), instance);
     rec_set_observer(srv->rec, on_reconciled, srv);
+    rec_set_activity_source(srv->rec, activity_of, srv);
     rec_start(srv->rec);
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&srv->loop) != 0)
@@ -875,6 +1050,8 @@ out:
     auth_index_free(srv->auth_ix);
     OPENSSL_cleanse(srv->auth_key, sizeof(srv->auth_key));
     store_close(srv->store);
+    if (srv->wake_open)
+        uv_mutex_destroy(&srv->wake_lock);
     local_run_as_release(&run_as);
     free(instance);
     free(envs);
@@ -891,6 +1068,10 @@ serve_main(int argc, char **argv)
     int rc;
 
     signal(SIGPIPE, SIG_IGN);
+    /* A password check (argon2id) takes 19 MiB for a moment. glibc would
+     * raise its mmap threshold after the first such buffer is freed and keep
+     * later ones in the heap for good; a fixed threshold hands them back. */
+    mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
     /* Before any thread: sign-in's and notifications' libcurl calls run on
      * the thread pool. */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {

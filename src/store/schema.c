@@ -148,6 +148,34 @@ static const struct migration steps[] = {
         "UPDATE tokens SET user_name = 'admin' WHERE user_name = '';\n"
         "PRAGMA user_version = 2;\n",
     },
+    {
+        3,
+        /* Sleep and limits (docs/sleep.md). What was asked at creation, where
+           0, -1 and '' mean "the template's or the server's setting": the
+           idle time before sleeping (-1 never), keep, the awake schedule and
+           its time zone, whether a request may wake it outside those hours
+           (-1 inherit, 0, 1), and resource limits (0 none asked). Then the
+           state the reconciler keeps: the last activity (at most every 10 s),
+           when it last went to sleep and woke, why it sleeps ('idle',
+           'schedule', 'manual' while desired is 'asleep'), and the reason of
+           the last sleep or wake. Existing environments inherit everything
+           and have never slept. */
+        "ALTER TABLE envs ADD COLUMN sleep_after_s INTEGER NOT NULL DEFAULT 0;\n"
+        "ALTER TABLE envs ADD COLUMN keep INTEGER NOT NULL DEFAULT 0;\n"
+        "ALTER TABLE envs ADD COLUMN schedule_awake TEXT NOT NULL DEFAULT '';\n"
+        "ALTER TABLE envs ADD COLUMN schedule_tz TEXT NOT NULL DEFAULT '';\n"
+        "ALTER TABLE envs ADD COLUMN wake_outside_hours INTEGER NOT NULL DEFAULT -1;\n"
+        "ALTER TABLE envs ADD COLUMN limit_memory_bytes INTEGER NOT NULL DEFAULT 0;\n"
+        "ALTER TABLE envs ADD COLUMN limit_cpu_millis INTEGER NOT NULL DEFAULT 0;\n"
+        "ALTER TABLE envs ADD COLUMN limit_pids INTEGER NOT NULL DEFAULT 0;\n"
+        "ALTER TABLE envs ADD COLUMN last_activity_ms INTEGER NOT NULL DEFAULT 0;\n"
+        "ALTER TABLE envs ADD COLUMN last_activity TEXT NOT NULL DEFAULT '';\n"
+        "ALTER TABLE envs ADD COLUMN slept_at_ms INTEGER NOT NULL DEFAULT 0;\n"
+        "ALTER TABLE envs ADD COLUMN woke_at_ms INTEGER NOT NULL DEFAULT 0;\n"
+        "ALTER TABLE envs ADD COLUMN sleep_cause TEXT NOT NULL DEFAULT '';\n"
+        "ALTER TABLE envs ADD COLUMN transition_reason TEXT NOT NULL DEFAULT '';\n"
+        "PRAGMA user_version = 3;\n",
+    },
 };
 
 int

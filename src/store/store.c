@@ -40,7 +40,10 @@
 /* Column lists shared by the queries and the row readers below: keep in step. */
 #define ENV_COLS                                                                                   \
     "id, name, project, ref, commit_sha, owner, template_yaml, params_json, "                      \
-    "created_at_ms, expires_at_ms, desired, phase, reason, phase_at_ms, ready_at_ms, visibility"
+    "created_at_ms, expires_at_ms, desired, phase, reason, phase_at_ms, ready_at_ms, visibility, " \
+    "sleep_after_s, keep, schedule_awake, schedule_tz, wake_outside_hours, limit_memory_bytes, "   \
+    "limit_cpu_millis, limit_pids, last_activity_ms, last_activity, slept_at_ms, woke_at_ms, "     \
+    "sleep_cause, transition_reason"
 #define SVC_COLS "env_id, name, port, state, pid, restarts, reason, started_at_ms"
 #define EVENT_COLS "id, at_ms, actor, source, action, target, detail"
 #define PROJECT_COLS "id, name, repo, created_by, created_at_ms"
@@ -70,8 +73,13 @@ enum stmt_id {
     ST_ENV_SET_EXPIRY,
     ST_ENV_SET_PHASE,
     ST_ENV_SET_VISIBILITY,
+    ST_ENV_SET_SLEEP,
+    ST_ENV_SET_KEEP,
+    ST_ENV_SET_ACTIVITY,
     ST_ENV_COUNT_LIVE,
     ST_ENV_COUNT_LIVE_OWNER,
+    ST_ENV_COUNT_KEPT,
+    ST_ENV_COUNT_KEPT_OWNER,
     ST_SVC_INSERT,
     ST_SVC_OF_ENV,
     ST_SVC_LIST,
@@ -114,19 +122,27 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_PROJECT_LIST] = "SELECT " PROJECT_COLS " FROM projects ORDER BY name",
     [ST_ENV_INSERT] = "INSERT INTO envs (name, project, ref, commit_sha, owner, template_yaml, "
                       "params_json, created_at_ms, expires_at_ms, desired, phase, reason, "
-                      "phase_at_ms, ready_at_ms, visibility) "
-                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, ?8, 0, ?12)",
+                      "phase_at_ms, ready_at_ms, visibility, sleep_after_s, keep, "
+                      "schedule_awake, schedule_tz, wake_outside_hours, limit_memory_bytes, "
+                      "limit_cpu_millis, limit_pids) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, ?8, 0, ?12, "
+                      "?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
     [ST_ENV_BY_NAME] = "SELECT " ENV_COLS " FROM envs WHERE name = ?1 AND phase != 'deleted'",
     [ST_ENV_BY_ID] = "SELECT " ENV_COLS " FROM envs WHERE id = ?1",
     /* Ids grow with creation and, unlike the wall clock, never go back. */
     [ST_ENV_LIST] = "SELECT " ENV_COLS " FROM envs WHERE ?1 OR phase != 'deleted' ORDER BY id",
-    [ST_ENV_STATUS] = "SELECT name, phase, reason, ready_at_ms, phase_at_ms, visibility "
-                      "FROM envs WHERE id = ?1",
+    [ST_ENV_STATUS] = "SELECT name, phase, reason, ready_at_ms, phase_at_ms, visibility, "
+                      "desired, slept_at_ms, woke_at_ms, keep FROM envs WHERE id = ?1",
     [ST_ENV_SET_DESIRED] = "UPDATE envs SET desired = ?2 WHERE id = ?1",
     [ST_ENV_SET_EXPIRY] = "UPDATE envs SET expires_at_ms = ?2 WHERE id = ?1",
     [ST_ENV_SET_PHASE] = "UPDATE envs SET phase = ?2, reason = ?3, phase_at_ms = ?4, "
-                         "ready_at_ms = ?5 WHERE id = ?1",
+                         "ready_at_ms = ?5, slept_at_ms = ?6, woke_at_ms = ?7 WHERE id = ?1",
     [ST_ENV_SET_VISIBILITY] = "UPDATE envs SET visibility = ?2 WHERE id = ?1",
+    [ST_ENV_SET_SLEEP] = "UPDATE envs SET desired = ?2, sleep_cause = ?3, transition_reason = ?4 "
+                         "WHERE id = ?1",
+    [ST_ENV_SET_KEEP] = "UPDATE envs SET keep = ?2 WHERE id = ?1",
+    [ST_ENV_SET_ACTIVITY] = "UPDATE envs SET last_activity_ms = ?2, last_activity = ?3 "
+                            "WHERE id = ?1",
     /* Live: not deleted (the literal, for envs_live_name), not deleting (?1)
        and not wanted deleted (?2); an environment on its way out is no
        longer counted against a quota. */
@@ -134,6 +150,11 @@ static const char *const stmt_sql[ST_COUNT] = {
                           "AND phase != ?1 AND desired != ?2",
     [ST_ENV_COUNT_LIVE_OWNER] = "SELECT count(*) FROM envs WHERE phase != 'deleted' "
                                 "AND phase != ?1 AND desired != ?2 AND owner = ?3",
+    /* Kept ones among the live, for the keep quota. */
+    [ST_ENV_COUNT_KEPT] = "SELECT count(*) FROM envs WHERE phase != 'deleted' "
+                          "AND phase != ?1 AND desired != ?2 AND keep != 0",
+    [ST_ENV_COUNT_KEPT_OWNER] = "SELECT count(*) FROM envs WHERE phase != 'deleted' "
+                                "AND phase != ?1 AND desired != ?2 AND keep != 0 AND owner = ?3",
     [ST_SVC_INSERT] = "INSERT INTO services (env_id, name, ord, port, state) "
                       "VALUES (?1, ?2, ?3, ?4, ?5)",
     [ST_SVC_OF_ENV] = "SELECT " SVC_COLS " FROM services WHERE env_id = ?1 ORDER BY ord",
@@ -701,6 +722,20 @@ env_from_row(sqlite3_stmt *s, struct env **out, struct eph_err *err)
     env->reason = store__col_str(s, 12);
     env->phase_at_ms = sqlite3_column_int64(s, 13);
     env->ready_at_ms = sqlite3_column_int64(s, 14);
+    env->sleep_after_s = sqlite3_column_int64(s, 16);
+    env->keep = sqlite3_column_int(s, 17) != 0;
+    env->schedule_awake = xstrdup(store__col_text(s, 18));
+    env->schedule_tz = xstrdup(store__col_text(s, 19));
+    env->wake_outside_hours = sqlite3_column_int(s, 20);
+    env->limit_memory_bytes = sqlite3_column_int64(s, 21);
+    env->limit_cpu_millis = sqlite3_column_int64(s, 22);
+    env->limit_pids = sqlite3_column_int64(s, 23);
+    env->last_activity_ms = sqlite3_column_int64(s, 24);
+    env->last_activity = xstrdup(store__col_text(s, 25));
+    env->slept_at_ms = sqlite3_column_int64(s, 26);
+    env->woke_at_ms = sqlite3_column_int64(s, 27);
+    env->sleep_cause = xstrdup(store__col_text(s, 28));
+    env->transition_reason = xstrdup(store__col_text(s, 29));
     if (env_desired_parse(desired, &env->desired) < 0) {
         rc = eph_err_set(err, EPH_ESTORE, "store: environment %" PRId64 ": unknown desired '%s'",
                          env->id, desired);
@@ -815,7 +850,14 @@ insert_env_row(struct store *st, const struct env *env, const char *params, int6
         sqlite3_bind_int64(s, 9, env->expires_at_ms) ||
         store__bind_str(s, 10, env_desired_name(ENV_WANT_RUNNING)) ||
         store__bind_str(s, 11, env_phase_name(ENV_PHASE_PENDING)) ||
-        store__bind_str(s, 12, visibility_name(env->visibility))) {
+        store__bind_str(s, 12, visibility_name(env->visibility)) ||
+        sqlite3_bind_int64(s, 13, env->sleep_after_s) || sqlite3_bind_int(s, 14, env->keep) ||
+        store__bind_str(s, 15, env->schedule_awake ? env->schedule_awake : "") ||
+        store__bind_str(s, 16, env->schedule_tz ? env->schedule_tz : "") ||
+        sqlite3_bind_int(s, 17, env->wake_outside_hours) ||
+        sqlite3_bind_int64(s, 18, env->limit_memory_bytes) ||
+        sqlite3_bind_int64(s, 19, env->limit_cpu_millis) ||
+        sqlite3_bind_int64(s, 20, env->limit_pids)) {
         rc = store__db_error(st, "create environment", err);
         goto out;
     }
@@ -884,6 +926,17 @@ store_env_create(struct store *st, struct env *env, const struct store_actor *ac
     if (visibility_parse(visibility_name(env->visibility), &known) < 0)
         return eph_err_set(err, EPH_EINVAL, "environment '%s' has an unknown visibility (%d)",
                            env->name, (int)env->visibility);
+    if (env->sleep_after_s < -1)
+        return eph_err_set(err, EPH_EINVAL,
+                           "environment '%s': sleep_after %" PRId64
+                           " is neither a duration nor never (-1)",
+                           env->name, env->sleep_after_s);
+    if (env->wake_outside_hours < -1 || env->wake_outside_hours > 1)
+        return eph_err_set(err, EPH_EINVAL,
+                           "environment '%s': wake_outside_hours %d is not -1, 0 or 1", env->name,
+                           env->wake_outside_hours);
+    if (env->limit_memory_bytes < 0 || env->limit_cpu_millis < 0 || env->limit_pids < 0)
+        return eph_err_set(err, EPH_EINVAL, "environment '%s': a limit is negative", env->name);
     rc = params_to_json(env, &params, err);
     if (rc < 0)
         return rc;
@@ -914,6 +967,20 @@ store_env_create(struct store *st, struct env *env, const struct store_actor *ac
     env->ready_at_ms = 0;
     free(env->reason);
     env->reason = NULL;
+    /* As a loaded record has them: text never NULL, no sleep state yet. */
+    if (env->schedule_awake == NULL)
+        env->schedule_awake = xstrdup("");
+    if (env->schedule_tz == NULL)
+        env->schedule_tz = xstrdup("");
+    env->last_activity_ms = 0;
+    env->slept_at_ms = 0;
+    env->woke_at_ms = 0;
+    free(env->last_activity);
+    env->last_activity = xstrdup("");
+    free(env->sleep_cause);
+    env->sleep_cause = xstrdup("");
+    free(env->transition_reason);
+    env->transition_reason = xstrdup("");
     for (size_t i = 0; i < env->n_services; i++) {
         struct env_svc *svc = &env->services[i];
 
@@ -1049,6 +1116,10 @@ struct env_status_row {
     int64_t ready_at_ms;
     int64_t phase_at_ms;
     enum visibility visibility;
+    enum env_desired desired;
+    int64_t slept_at_ms;
+    int64_t woke_at_ms;
+    bool keep;
 };
 
 /* Frees the row's strings and zeroes it, so releasing twice is harmless. */
@@ -1079,11 +1150,15 @@ read_status(struct store *st, int64_t id, struct env_status_row *r, struct eph_e
     if (step == SQLITE_ROW) {
         const char *phase = store__col_text(s, 1);
         const char *visibility = store__col_text(s, 5);
+        const char *desired = store__col_text(s, 6);
 
         r->name = store__col_str(s, 0);
         r->reason = store__col_str(s, 2);
         r->ready_at_ms = sqlite3_column_int64(s, 3);
         r->phase_at_ms = sqlite3_column_int64(s, 4);
+        r->slept_at_ms = sqlite3_column_int64(s, 7);
+        r->woke_at_ms = sqlite3_column_int64(s, 8);
+        r->keep = sqlite3_column_int(s, 9) != 0;
         if (env_phase_parse(phase, &r->phase) < 0)
             rc = eph_err_set(err, EPH_ESTORE, "store: environment %" PRId64 ": unknown phase '%s'",
                              id, phase);
@@ -1091,6 +1166,9 @@ read_status(struct store *st, int64_t id, struct env_status_row *r, struct eph_e
             rc = eph_err_set(err, EPH_ESTORE,
                              "store: environment %" PRId64 ": unknown visibility '%s'", id,
                              visibility);
+        else if (env_desired_parse(desired, &r->desired) < 0)
+            rc = eph_err_set(err, EPH_ESTORE,
+                             "store: environment %" PRId64 ": unknown desired '%s'", id, desired);
     } else if (step == SQLITE_DONE) {
         rc = eph_err_set(err, EPH_ENOTFOUND, "environment %" PRId64 " not found", id);
     } else {
@@ -1221,6 +1299,120 @@ store_env_count_live(struct store *st, const char *owner, int64_t *n, struct eph
     return rc;
 }
 
+int
+store_env_count_kept(struct store *st, const char *owner, int64_t *n, struct eph_err *err)
+{
+    sqlite3_stmt *s = stmt(st, owner ? ST_ENV_COUNT_KEPT_OWNER : ST_ENV_COUNT_KEPT, err);
+    int rc = 0;
+
+    *n = 0;
+    if (s == NULL)
+        return EPH_ESTORE;
+    if (store__bind_str(s, 1, env_phase_name(ENV_PHASE_DELETING)) ||
+        store__bind_str(s, 2, env_desired_name(ENV_WANT_DELETED)) ||
+        (owner && store__bind_str(s, 3, owner)) || sqlite3_step(s) != SQLITE_ROW)
+        rc = store__db_error(st, "count kept environments", err);
+    else
+        *n = sqlite3_column_int64(s, 0);
+    store__release(s);
+    return rc;
+}
+
+int
+store_env_set_sleep(struct store *st, int64_t id, bool asleep, const char *cause,
+                    const char *reason, const struct store_actor *actor, struct eph_err *err)
+{
+    enum env_desired want = asleep ? ENV_WANT_ASLEEP : ENV_WANT_RUNNING;
+    struct env_status_row row;
+    sqlite3_stmt *s = NULL;
+    char *target = NULL;
+    int rc;
+
+    rc = store__tx_begin(st, err);
+    if (rc < 0)
+        return rc;
+    rc = read_status(st, id, &row, err);
+    /* Checked under the write lock: a deletion is never undone by a wake. */
+    if (rc == 0 && (row.desired == ENV_WANT_DELETED || row.phase == ENV_PHASE_DELETING ||
+                    row.phase == ENV_PHASE_DELETED))
+        rc = eph_err_set(err, EPH_ECONFLICT, "environment '%s' is being deleted", row.name);
+    if (rc == 0) {
+        s = stmt(st, ST_ENV_SET_SLEEP, err);
+        if (s == NULL)
+            rc = EPH_ESTORE;
+        else if (sqlite3_bind_int64(s, 1, id) || store__bind_str(s, 2, env_desired_name(want)) ||
+                 store__bind_str(s, 3, asleep && cause ? cause : "") ||
+                 store__bind_str(s, 4, reason ? reason : "") || sqlite3_step(s) != SQLITE_DONE)
+            rc = store__db_error(st, asleep ? "put environment to sleep" : "wake environment", err);
+        store__release(s);
+    }
+    if (rc == 0) {
+        target = xasprintf("env/%s", row.name);
+        rc = store__event_insert(st, actor, asleep ? "env.sleep" : "env.wake", target, reason, err);
+    }
+    if (rc == 0)
+        rc = store__tx_commit(st, err);
+    if (rc < 0)
+        store__tx_rollback(st);
+    status_row_release(&row);
+    free(target);
+    return rc;
+}
+
+int
+store_env_set_keep(struct store *st, int64_t id, bool keep, const struct store_actor *actor,
+                   struct eph_err *err)
+{
+    struct env_status_row row;
+    sqlite3_stmt *s = NULL;
+    char *target = NULL;
+    int rc;
+
+    rc = store__tx_begin(st, err);
+    if (rc < 0)
+        return rc;
+    rc = read_status(st, id, &row, err);
+    if (rc < 0 || row.keep == keep)
+        goto out; /* unchanged: nothing to record */
+    s = stmt(st, ST_ENV_SET_KEEP, err);
+    if (s == NULL)
+        rc = EPH_ESTORE;
+    else if (sqlite3_bind_int64(s, 1, id) || sqlite3_bind_int(s, 2, keep) ||
+             sqlite3_step(s) != SQLITE_DONE)
+        rc = store__db_error(st, "set keep", err);
+    store__release(s);
+    if (rc == 0) {
+        target = xasprintf("env/%s", row.name);
+        rc = store__event_insert(st, actor, "env.keep", target, keep ? "keep on" : "keep off", err);
+    }
+out:
+    if (rc == 0)
+        rc = store__tx_commit(st, err);
+    if (rc < 0)
+        store__tx_rollback(st);
+    status_row_release(&row);
+    free(target);
+    return rc;
+}
+
+int
+store_env_set_activity(struct store *st, int64_t id, int64_t at_ms, const char *what,
+                       struct eph_err *err)
+{
+    sqlite3_stmt *s = stmt(st, ST_ENV_SET_ACTIVITY, err);
+    int rc = 0;
+
+    if (s == NULL)
+        return EPH_ESTORE;
+    if (sqlite3_bind_int64(s, 1, id) || sqlite3_bind_int64(s, 2, at_ms) ||
+        store__bind_str(s, 3, what ? what : "") || sqlite3_step(s) != SQLITE_DONE)
+        rc = store__db_error(st, "record activity", err);
+    else if (sqlite3_changes(st->db) == 0)
+        rc = eph_err_set(err, EPH_ENOTFOUND, "environment %" PRId64 " not found", id);
+    store__release(s);
+    return rc;
+}
+
 /*
  * Inside set_phase's transaction: records `phase` and `reason` over the
  * current status `row`, and appends the "env.phase" event.
@@ -1234,6 +1426,8 @@ write_phase(struct store *st, int64_t id, const struct env_status_row *row, enum
     /* A reason change alone is no phase change: phase_at_ms stays. */
     int64_t phase_at_ms = row->phase == phase ? row->phase_at_ms : now;
     int64_t ready_at_ms = row->ready_at_ms;
+    int64_t slept_at_ms = row->slept_at_ms;
+    int64_t woke_at_ms = row->woke_at_ms;
     sqlite3_stmt *s = stmt(st, ST_ENV_SET_PHASE, err);
     char *target;
     char *detail;
@@ -1244,9 +1438,16 @@ write_phase(struct store *st, int64_t id, const struct env_status_row *row, enum
         return EPH_ESTORE;
     if (phase == ENV_PHASE_READY && ready_at_ms == 0)
         ready_at_ms = now;
+    if (phase == ENV_PHASE_SLEEPING && row->phase != ENV_PHASE_SLEEPING)
+        slept_at_ms = now;
+    /* Leaving for deleting or deleted is no wake. */
+    if (row->phase == ENV_PHASE_SLEEPING && phase != ENV_PHASE_SLEEPING &&
+        phase != ENV_PHASE_DELETING && phase != ENV_PHASE_DELETED)
+        woke_at_ms = now;
     if (sqlite3_bind_int64(s, 1, id) || store__bind_str(s, 2, env_phase_name(phase)) ||
         store__bind_str(s, 3, reason) || sqlite3_bind_int64(s, 4, phase_at_ms) ||
-        sqlite3_bind_int64(s, 5, ready_at_ms)) {
+        sqlite3_bind_int64(s, 5, ready_at_ms) || sqlite3_bind_int64(s, 6, slept_at_ms) ||
+        sqlite3_bind_int64(s, 7, woke_at_ms)) {
         rc = store__db_error(st, "set phase", err);
     } else {
         step = sqlite3_step(s);

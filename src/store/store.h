@@ -64,13 +64,18 @@ int store_project_list(struct store *st, struct project ***out, size_t *n, struc
 
 /*
  * Records a new environment from env's spec fields: name, project, ref,
- * commit, owner, visibility, template_yaml, params, expires_at_ms, and its
- * services with their names and ports. Sets env->id, created_at_ms, phase (pending),
- * desired (running), phase_at_ms, and clears reason, ready_at_ms and the
- * services' observed fields (state pending), as recorded; on failure env is
- * left unchanged. EPH_ECONFLICT "environment 'fx' already exists" if a
+ * commit, owner, visibility, template_yaml, params, expires_at_ms, what was
+ * asked about sleep and limits (sleep_after_s, keep, schedule_awake,
+ * schedule_tz, wake_outside_hours, limit_*; NULL text is ""), and its
+ * services with their names and ports. Sets env->id, created_at_ms, phase
+ * (pending), desired (running), phase_at_ms, and clears reason, ready_at_ms,
+ * the sleep state (last activity, slept/woke at, cause, reason: 0 and "") and
+ * the services' observed fields (state pending), as recorded; on failure env
+ * is left unchanged. EPH_ECONFLICT "environment 'fx' already exists" if a
  * not-deleted environment has the name; EPH_EINVAL for a service or parameter
- * without a name or named twice. Event "env.create" ("project shop, ref main").
+ * without a name or named twice, a sleep_after_s below -1, a
+ * wake_outside_hours other than -1, 0, 1, or a negative limit. Event
+ * "env.create" ("project shop at main (0123abc)").
  */
 int store_env_create(struct store *st, struct env *env, const struct store_actor *actor,
                      struct eph_err *err);
@@ -114,10 +119,39 @@ int store_env_count_live(struct store *st, const char *owner, int64_t *n, struct
 /*
  * Records an observed phase and reason (NULL: none). A no-op without event if
  * both are unchanged; otherwise event "env.phase" by "system", detail
- * "starting -> ready" (plus ": reason"). Sets ready_at_ms on the first ready.
+ * "starting -> ready" (plus ": reason"). Sets ready_at_ms on the first ready,
+ * slept_at_ms (now) on entering SLEEPING and woke_at_ms (now) on leaving it
+ * for anything but deleting or deleted.
  */
 int store_env_set_phase(struct store *st, int64_t id, enum env_phase phase, const char *reason,
                         struct eph_err *err);
+
+/*
+ * Sleep or wake: sets desired to ENV_WANT_ASLEEP (asleep) or ENV_WANT_RUNNING,
+ * sleep_cause to `cause` ("idle", "schedule", "manual"; "" when waking
+ * whatever is passed) and transition_reason to `reason`, with event
+ * "env.sleep" or "env.wake" whose detail is `reason` ("idle for 30m (last:
+ * request web)", "request web"). Recorded, with its event, even if unchanged:
+ * callers decide. EPH_ECONFLICT "environment 'fx' is being deleted" once
+ * desired is deleted (a wake never undoes a deletion); EPH_ENOTFOUND.
+ */
+int store_env_set_sleep(struct store *st, int64_t id, bool asleep, const char *cause,
+                        const char *reason, const struct store_actor *actor, struct eph_err *err);
+
+/* Sets keep. Event "env.keep", detail "keep on" / "keep off"; setting the
+ * value it has is a no-op without event. EPH_ENOTFOUND. */
+int store_env_set_keep(struct store *st, int64_t id, bool keep, const struct store_actor *actor,
+                       struct eph_err *err);
+
+/* Persists the last activity (wall clock, and what it was: "request web").
+ * No event, one statement: cheap, but still a write; the reconciler calls it
+ * at most every 10 s per environment. EPH_ENOTFOUND. */
+int store_env_set_activity(struct store *st, int64_t id, int64_t at_ms, const char *what,
+                           struct eph_err *err);
+
+/* Counts the live environments (as store_env_count_live) that are kept, of
+ * `owner` only unless it is NULL: for the keep quota. */
+int store_env_count_kept(struct store *st, const char *owner, int64_t *n, struct eph_err *err);
 
 /* Records the observed fields of one service (state, pid, restarts, reason,
  * started_at_ms) by env id and svc->name. No event (callers add their own).

@@ -8,6 +8,12 @@
  * (setup, health checks, restarts) happens on events, in local_svc.c, and
  * each change asks the reconciler for an early tick through cfg->kick.
  *
+ * suspend() (an environment going to sleep) stops every group but keeps the
+ * directory with its checkout, data and state/ marks (checkout and setup
+ * done); the next apply() after it, once every group is gone, starts the
+ * services again in dependency order as if for the first time, minus the
+ * checkout and setup their marks say are done.
+ *
  * A server that restarts finds the groups its predecessor left running by
  * their EPH_OWNER marker and by the records in each environment's state/
  * (local_proc.c). A plan that names a service adopts its
@@ -48,6 +54,7 @@ finish_close_if_idle(struct local_driver *drv)
     void (*done)(void *) = drv->done;
     void *arg = drv->done_arg;
 
+    local_cgroup_free(drv->cgroup);
     free(drv->envs_dir);
     free(drv->instance_id);
     free(drv->owner_prefix);
@@ -86,6 +93,17 @@ local__kick(struct local_driver *drv)
     if (drv->closing || drv->kick == NULL || uv_is_active((uv_handle_t *)&drv->kick_timer))
         return;
     uv_timer_start(&drv->kick_timer, on_kick_timer, 0, 0);
+}
+
+/* A kick after `delay_ms`, unless one is due already: while a sleeping
+ * environment's groups stop, the reconciler looks again as often as the
+ * reaper counts them, rather than at its next period. */
+static void
+kick_later(struct local_driver *drv, uint64_t delay_ms)
+{
+    if (drv->closing || drv->kick == NULL || uv_is_active((uv_handle_t *)&drv->kick_timer))
+        return;
+    uv_timer_start(&drv->kick_timer, on_kick_timer, delay_ms, 0);
 }
 
 /* ---------------------------------------------------------------- plans */
@@ -558,6 +576,10 @@ local__env_progress(struct local_env *env)
     if (!env->tearing_down || env->work != NULL || env->groups != NULL || env->removed ||
         env->remove_rc < 0)
         return;
+    /* Its cgroup first: what escaped the groups dies with it (teardown()
+     * calls again on every tick while it is EPH_EAGAIN). */
+    if (local_cgroup_env_remove(env) == EPH_EAGAIN)
+        return;
     if (env->dir == NULL) {
         env->removed = true;
         local__kick(env->drv);
@@ -567,6 +589,23 @@ local__env_progress(struct local_env *env)
 }
 
 /* ---------------------------------------------------------------- operations */
+
+/* Waking: once no group of a suspended environment is left, its services are
+ * PENDING again and apply() goes on as usual. False while groups remain. */
+static bool
+resume(struct local_env *env)
+{
+    local__reap(env->drv); /* count now rather than at the next timer */
+    if (env->groups != NULL) {
+        kick_later(env->drv, LOCAL_REAP_INTERVAL_MS);
+        return false;
+    }
+    env->suspended = false;
+    for (size_t i = 0; i < env->n_svcs; i++)
+        local__svc_resume(env->svcs[i]);
+    log_info("environment resuming", "env=%s id=%" PRId64, env->name, env->id);
+    return true;
+}
 
 static int
 local_apply(struct driver *d, const struct drv_plan *plan, struct eph_err *err)
@@ -588,6 +627,8 @@ local_apply(struct driver *d, const struct drv_plan *plan, struct eph_err *err)
     if (env->tearing_down)
         return eph_err_set(err, EPH_ECONFLICT, "environment '%s' is being deleted", plan->env_name);
     claim_orphans(env, plan);
+    if (env->suspended && !resume(env))
+        return 0; /* a wake right after a sleep: its groups are still stopping */
     for (size_t i = 0; i < plan->n_services; i++) {
         if (svc_find(env, plan->services[i].name) == NULL) {
             env->svcs = xrealloc(env->svcs, (env->n_svcs + 1) * sizeof(*env->svcs));
@@ -598,6 +639,8 @@ local_apply(struct driver *d, const struct drv_plan *plan, struct eph_err *err)
         env_prepare(env, plan);
     if (env->prep != DRV_PREP_DONE)
         return 0;
+    /* Before any service starts; cheap when the limits did not change. */
+    local_cgroup_env_setup(env, &plan->limits);
     for (size_t i = 0; i < plan->n_services; i++) {
         const struct drv_service *ps = &plan->services[i];
         struct local_svc *s = svc_find(env, ps->name);
@@ -702,6 +745,68 @@ local_teardown(struct driver *d, int64_t env_id, const char *env_name, struct ep
 }
 
 static void
+begin_suspend(struct local_env *env)
+{
+    int n = 0;
+
+    env->suspended = true;
+    env->suspend_swept = false;
+    claim_orphans(env, NULL);
+    for (size_t i = 0; i < env->n_svcs; i++)
+        local__svc_stop(env->svcs[i]);
+    for (struct local_group *g = env->groups; g != NULL; g = g->next) {
+        if (!g->stopping)
+            local__group_stop(g);
+        n++;
+    }
+    log_info("environment suspending", "env=%s id=%" PRId64 " groups=%d", env->name, env->id, n);
+}
+
+static int
+local_suspend(struct driver *d, int64_t env_id, const char *env_name, struct eph_err *err)
+{
+    struct local_driver *drv = container_of(d, struct local_driver, base);
+    struct local_env *env = env_lookup(drv, env_id);
+
+    if (drv->closing)
+        return eph_err_set(err, EPH_ECONFLICT, "the local driver is closing");
+    if (env == NULL) {
+        /* Not applied by this process (a server started while it slept):
+         * nothing to do unless an earlier server left processes of it. */
+        bool has_orphans = false;
+        char *dir;
+
+        for (struct local_group *g = drv->orphans; g != NULL && !has_orphans; g = g->next)
+            has_orphans = g->env_id == env_id;
+        for (struct local_group *g = drv->swept; g != NULL && !has_orphans; g = g->next)
+            has_orphans = g->env_id == env_id;
+        if (!has_orphans)
+            return 0;
+        if (env_name == NULL || !env_name_valid(env_name))
+            return eph_err_set(err, EPH_EINVAL, "invalid environment name '%s'",
+                               env_name ? env_name : "");
+        dir = find_env_dir(drv, env_id, env_name);
+        if (dir == NULL)
+            dir = xasprintf("%s/%" PRId64 "-%s", drv->envs_dir, env_id, env_name);
+        env = env_create(drv, env_id, env_name, dir);
+    }
+    if (env->tearing_down)
+        return eph_err_set(err, EPH_ECONFLICT, "environment '%s' is being deleted", env->name);
+    if (!env->suspended)
+        begin_suspend(env);
+    local__reap(drv); /* count now rather than at the next timer */
+    if (env->groups != NULL) {
+        kick_later(drv, LOCAL_REAP_INTERVAL_MS);
+        return eph_err_set(err, EPH_EAGAIN, "environment '%s' is still stopping", env->name);
+    }
+    /* Daemons that left their process group would live on otherwise. */
+    if (!env->suspend_swept)
+        local_cgroup_env_kill(env);
+    env->suspend_swept = true;
+    return 0;
+}
+
+static void
 local_sweep(struct driver *d)
 {
     struct local_driver *drv = container_of(d, struct local_driver, base);
@@ -766,6 +871,8 @@ static const struct driver_ops local_ops = {
     .apply = local_apply,
     .observe = local_observe,
     .teardown = local_teardown,
+    .suspend = local_suspend,
+    .usage = local_usage,
     .sweep = local_sweep,
     .log_path = local_log_path,
     .close = local_close,
@@ -822,15 +929,23 @@ local_driver_new(const struct local_config *cfg, struct driver **out, struct eph
         drv->run_as.uid = cfg->run_as->uid;
         drv->run_as.gid = cfg->run_as->gid;
     }
-    rc = local__scan(drv);
+    /* 0 also when limits cannot be enforced (usage() then says why); an
+     * error only for an explicit cgroup_root that cannot be used. */
+    rc = local_cgroup_new(cfg->cgroup_root, cfg->instance_id, &drv->cgroup, err);
+    if (rc == 0) {
+        rc = local__scan(drv);
+        if (rc < 0)
+            eph_err_set(err, rc, "cannot scan /proc for processes: %s", eph_strerror(rc));
+    }
     if (rc < 0) {
         free_group_list(&drv->orphans);
+        local_cgroup_free(drv->cgroup);
         free(drv->envs_dir);
         free(drv->instance_id);
         free(drv->owner_prefix);
         local_run_as_release(&drv->run_as);
         free(drv);
-        return eph_err_set(err, rc, "cannot scan /proc for processes: %s", eph_strerror(rc));
+        return rc;
     }
     uv_timer_init(drv->loop, &drv->kick_timer);
     uv_timer_init(drv->loop, &drv->reap_timer);

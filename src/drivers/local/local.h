@@ -33,6 +33,11 @@
  * listable). Files of the checkout with other hard links (git's objects,
  * shared with the cache) keep their owner and stay read-only.
  *
+ * Resource limits (the plan's memory, cpu and pids) hold through one cgroup v2
+ * per environment, <root>/ephemera/<instance>/env-<id>, which every process
+ * of it joins before it runs anything of the service; without a usable
+ * cgroup v2 root they are not enforced, and usage() says why.
+ *
  * cfg->kick is called from a timer callback on the loop, never from inside a
  * driver call; changes within one loop iteration make one kick. Health probes
  * write to sockets: the process must ignore SIGPIPE (the daemon does).
@@ -65,12 +70,18 @@ struct local_config {
      * not running as root); else this user, which only root can switch to.
      * Borrowed: the driver copies it. */
     const struct local_run_as *run_as;
+    /* Where environments' cgroups go (the `cgroup_root` setting): "auto" (or
+     * NULL): the server's own cgroup v2 directory if children with the memory,
+     * cpu and pids controllers can be made there; "off"; or an absolute path
+     * of a cgroup v2 directory, which must work (local_cgroup.h). Borrowed. */
+    const char *cgroup_root;
 };
 
 /*
  * Creates the driver and scans /proc for processes of an earlier server. With
  * cfg->run_as it makes envs_dir enterable by others (adds mode 0011) and
- * refuses to start unless the server runs as root.
+ * refuses to start unless the server runs as root. Finds the cgroup root per
+ * cfg->cgroup_root (an explicit path that cannot be used is an error).
  */
 int local_driver_new(const struct local_config *cfg, struct driver **out, struct eph_err *err);
 

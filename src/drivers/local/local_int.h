@@ -12,6 +12,8 @@
  *   local_health.c  one TCP or HTTP health probe
  *   local_user.c    run_as: the user's lookup, the access check of data_dir,
  *                   and handing a tree over to the user (chown)
+ *   local_cgroup.c  resource limits (cgroup v2) and usage(); its own header
+ *                   local_cgroup.h says what local.c and local_svc.c call
  *
  * Everything runs on the control loop. Objects that hold libuv handles are
  * freed in the handles' close callbacks; the driver counts open handles and
@@ -28,9 +30,12 @@
 #include <uv.h>
 
 #include "drivers/local/local.h"
+#include "drivers/local/local_cgroup.h"
 
-#define LOCAL_PROBE_FIRST_MS 20      /* first probe soon after start: most servers are quick */
-#define LOCAL_PROBE_MAX_MS 500       /* probe pacing grows x1.5 up to this */
+#define LOCAL_PROBE_FIRST_MS 5       /* first probe soon after start: a wake is waited for by
+                                        requests, and most servers are quick */
+#define LOCAL_PROBE_MAX_MS 100       /* probe pacing grows x1.5 up to this: a refused
+                                        connection costs next to nothing */
 #define LOCAL_PROBE_TIMEOUT_MS 1000  /* one probe; a local server answers well within it */
 #define LOCAL_BACKOFF_FIRST_MS 1000  /* first restart after a crash */
 #define LOCAL_BACKOFF_MAX_MS 30000   /* restart back-off doubles up to this */
@@ -134,6 +139,9 @@ struct local_env {
     struct local_group *groups; /* every group that may still have live members */
     struct local_work *work;    /* checkout or removal in a worker, NULL if none */
     bool tearing_down;
+    bool suspended; /* asleep (suspend()): services STOPPED, groups stopping or gone; the
+                       next apply() starts them again once every group is gone */
+    bool suspend_swept; /* suspended and its cgroup emptied once (local_cgroup_env_kill) */
     bool removed;  /* its directory is gone */
     int remove_rc; /* of the last removal: 0 or -errno */
 };
@@ -152,6 +160,7 @@ struct local_driver {
     struct local_env *envs;
     struct local_group *orphans; /* found at start-up, not yet claimed by a plan */
     struct local_group *swept;   /* being stopped by sweep() */
+    struct local_cgroup *cgroup; /* limits and usage (local_cgroup.c); NULL until set up */
     uv_timer_t kick_timer;       /* coalesces kicks and never calls back from inside apply() */
     uv_timer_t reap_timer;       /* counts stopping groups while there are any */
     int open_handles;            /* initialised handles whose close callback has not run */
@@ -189,8 +198,12 @@ struct local_svc *local__svc_new(struct local_env *env, const struct drv_service
 void local__svc_free(struct local_svc *s);
 /* Its deps are healthy: adopt an earlier server's process, or run setup, then start. */
 void local__svc_begin(struct local_svc *s);
-/* Teardown: detaches and stops its groups, cancels probes and timers: STOPPED. */
+/* Teardown or suspend: detaches and stops its groups (their exits are no
+ * crashes), cancels probes and timers: STOPPED. */
 void local__svc_stop(struct local_svc *s);
+/* After a suspend: STOPPED -> PENDING with a fresh back-off, to be begun again
+ * (its setup-done mark keeps setup from running twice). */
+void local__svc_resume(struct local_svc *s);
 /* Its group `g` lost its leader (g already detached). `known`: status is real. */
 void local__svc_on_exit(struct local_svc *s, struct local_group *g, bool known, int exit_status,
                         int term_signal);
@@ -258,5 +271,28 @@ int local__check_reach(const char *what, const char *given, const struct local_r
 int local__probe_start(struct local_svc *s);
 /* Forgets the service: the probe finishes quietly. */
 void local__probe_abandon(struct local_probe *p);
+
+/* --------------------------------------------------------- local_cgroup.c */
+/*
+ * Declared in local_cgroup.h (included above). Where the driver calls it:
+ *   local_driver_new(), once drv is filled, before local__scan():
+ *       rc = local_cgroup_new(cfg->cgroup_root, cfg->instance_id, &drv->cgroup, err);
+ *     (0 also when limits cannot be enforced; < 0 only for a bad explicit
+ *     cgroup_root: free drv as on a scan failure, with local_cgroup_free());
+ *   finish_close_if_idle(), with the other frees: local_cgroup_free(drv->cgroup);
+ *   local_apply(), every call, before any local__svc_begin():
+ *       local_cgroup_env_setup(env, &plan->limits);
+ *   local__env_progress(), once env->groups == NULL and before the directory
+ *     is removed (queue_work REMOVE): if (local_cgroup_env_remove(env) ==
+ *     EPH_EAGAIN) return; (teardown() calls progress again on every tick);
+ *   suspend, optionally, once env->groups == NULL: local_cgroup_env_kill(env)
+ *     (daemons that left their process group would live on otherwise);
+ *   local_svc.c, local__svc_on_exit() after describe_exit() fills s->reason
+ *     (and setup_exited() likewise for its reason):
+ *       local_cgroup_oom_killed(s->env, known, exit_status, term_signal,
+ *                               s->reason, sizeof(s->reason));
+ *   the ops table: .usage = local_usage.
+ * local__spawn() (local_proc.c) moves each new group into the env's cgroup.
+ */
 
 #endif

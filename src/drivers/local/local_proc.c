@@ -54,6 +54,16 @@ static const char *const passed_vars[] = {
 /* Longest record file we read: "<pgid> <start ticks>\n" needs well under this. */
 #define RECORD_MAX_BYTES 64
 
+/*
+ * With a cgroup, the group's leader first waits on fd 3 until the server has
+ * moved it into the environment's cgroup and written "go", and only then
+ * becomes the service's shell (the same pid: exec), with fd 3 closed. Closed
+ * unwritten, the pipe gives EOF: `read` fails and nothing of the service
+ * runs. The command comes as $1, so it needs no quoting.
+ */
+#define GATE_FD 3
+static const char gate_script[] = "read -r go <&3 && exec /bin/sh -c \"$1\" 3<&-";
+
 static const char *
 kind_name(enum local_kind kind)
 {
@@ -482,11 +492,14 @@ local__spawn(struct local_svc *s, enum local_kind kind, struct local_group **out
     char *owner = xasprintf("%s%" PRId64 "/%s%s", drv->owner_prefix, env->id, s->name,
                             kind == LOCAL_KIND_SETUP ? "/setup" : "");
     char *args[] = {"/bin/sh", "-c", (char *)cmd, NULL};
+    char *gated_args[] = {"/bin/sh", "-c", (char *)gate_script, "sh", (char *)cmd, NULL};
+    /* The cgroup its processes join, NULL if none (local_cgroup.h). */
+    const char *cgroup = local_cgroup_env_dir(env);
     char **envp = NULL;
-    int null_fd = -1, log_fd = -1;
+    int null_fd = -1, log_fd = -1, gate[2] = {-1, -1};
     struct local_group *g = NULL;
     uv_process_options_t opts;
-    uv_stdio_container_t stdio[3];
+    uv_stdio_container_t stdio[GATE_FD + 1];
     int rc;
 
     *out = NULL;
@@ -520,6 +533,12 @@ local__spawn(struct local_svc *s, enum local_kind kind, struct local_group **out
                          eph_strerror(rc));
         goto out;
     }
+    /* Both ends close-on-exec: only this child gets the read end, as fd 3. */
+    if (cgroup != NULL && pipe2(gate, O_CLOEXEC) < 0) {
+        rc = -errno;
+        rc = eph_err_set(err, rc, "cannot create a pipe: %s", eph_strerror(rc));
+        goto out;
+    }
     envp = child_environ(s, data_dir, owner);
     memset(&opts, 0, sizeof(opts));
     memset(stdio, 0, sizeof(stdio));
@@ -548,6 +567,12 @@ local__spawn(struct local_svc *s, enum local_kind kind, struct local_group **out
     }
     opts.stdio_count = 3;
     opts.stdio = stdio;
+    if (cgroup != NULL) {
+        stdio[GATE_FD].flags = UV_INHERIT_FD;
+        stdio[GATE_FD].data.fd = gate[0];
+        opts.stdio_count = GATE_FD + 1;
+        opts.args = gated_args;
+    }
 
     g = group_new(drv, env->id, s->name, kind, 0);
     g->watch = LOCAL_WATCH_CHILD;
@@ -567,11 +592,31 @@ local__spawn(struct local_svc *s, enum local_kind kind, struct local_group **out
     g->next = env->groups;
     g->linked = true;
     env->groups = g;
+    if (cgroup != NULL) {
+        close(gate[0]);
+        gate[0] = -1;
+        rc = local_cgroup_attach(env, g->pgid, err);
+        if (rc == 0 && write(gate[1], "go\n", 3) != 3) {
+            rc = -errno;
+            rc = eph_err_set(err, rc, "cannot start %s of '%s': %s", kind_name(kind), s->name,
+                             eph_strerror(rc));
+        }
+        close(gate[1]); /* unwritten: the shell exits without running the command */
+        gate[1] = -1;
+        if (rc < 0) {
+            /* It never ran the command; its exit is expected, and the reaper
+             * drops the group once it is gone. */
+            g->svc = NULL;
+            local__group_kill(g);
+            goto out;
+        }
+    }
     /* uv_spawn() returns once the child has exec'd /bin/sh: its start time is
      * final, and it cannot have been reaped yet (that happens on this loop). */
     if (proc_start_ticks(g->pgid, &g->start_ticks) < 0)
         g->start_ticks = 0;
     local__group_record(g, env->dir);
+    local_cgroup_forget_usage(drv->cgroup);
     *out = g;
     rc = 0;
 out:
@@ -579,6 +624,10 @@ out:
         close(null_fd);
     if (log_fd >= 0)
         close(log_fd);
+    for (size_t i = 0; i < ARRAY_LEN(gate); i++) {
+        if (gate[i] >= 0)
+            close(gate[i]);
+    }
     free_strv(envp);
     free(cwd);
     free(data_dir);

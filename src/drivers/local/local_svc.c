@@ -7,7 +7,8 @@
  *   STARTING --health_timeout--> FAILED (group stopped)
  *   STARTING|HEALTHY --exit--> RESTARTING --back-off--> STARTING
  *   SETUP --non-zero exit--> FAILED
- *   any --teardown--> STOPPED
+ *   any --teardown or suspend--> STOPPED
+ *   STOPPED --apply after a suspend, once every group is gone--> PENDING
  *
  * apply() only moves PENDING services on; everything after is driven by
  * events: exits, probe results and the service's timer. Every change asks the
@@ -153,6 +154,18 @@ local__svc_stop(struct local_svc *s)
     s->started_at_ms = 0;
     s->healthy_since_ms = 0;
     set_state(s, SVC_STATE_STOPPED);
+}
+
+void
+local__svc_resume(struct local_svc *s)
+{
+    if (s->state != SVC_STATE_STOPPED)
+        return;
+    s->backoff_ms = LOCAL_BACKOFF_FIRST_MS;
+    s->started_at_ms = 0;
+    s->healthy_since_ms = 0;
+    s->reason[0] = '\0';
+    set_state(s, SVC_STATE_PENDING);
 }
 
 /* ---------------------------------------------------------------- health */
@@ -369,6 +382,8 @@ setup_exited(struct local_svc *s, bool known, int exit_status, int term_signal)
         return;
     if (!known || term_signal || exit_status != 0) {
         describe_exit(known, exit_status, term_signal, how, sizeof(how));
+        /* "killed by the memory limit (512Mi)" rather than "killed by signal 9" */
+        local_cgroup_oom_killed(s->env, known, exit_status, term_signal, how, sizeof(how));
         snprintf(reason, sizeof(reason), "setup of '%s' %s", s->name, how);
         fail(s, reason);
         return;
@@ -406,6 +421,7 @@ local__svc_on_exit(struct local_svc *s, struct local_group *g, bool known, int e
     delay = s->backoff_ms;
     s->backoff_ms = delay * 2 > LOCAL_BACKOFF_MAX_MS ? LOCAL_BACKOFF_MAX_MS : delay * 2;
     describe_exit(known, exit_status, term_signal, s->reason, sizeof(s->reason));
+    local_cgroup_oom_killed(s->env, known, exit_status, term_signal, s->reason, sizeof(s->reason));
     s->restarts++;
     s->started_at_ms = 0;
     s->healthy_since_ms = 0;

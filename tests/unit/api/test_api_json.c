@@ -1,7 +1,7 @@
 /*
  * tests/unit/api/test_api_json.c - records rendered exactly as docs/api.md
- * shows them: environments with their services, projects, events, users and
- * tokens.
+ * shows them: environments with their services, sleep, usage and limits,
+ * projects, events, users and tokens.
  */
 #include <criterion/criterion.h>
 #include <string.h>
@@ -94,7 +94,11 @@ static const char want_env[] =
     "  {\"name\": \"ext\", \"port\": 0, \"url\": \"http://ext.fx.localhost:8080/\","
     "   \"internal_url\": \"http://edge-cases.internal:9/\", \"state\": \"healthy\", \"pid\": 0,"
     "   \"restarts\": 0, \"reason\": null, \"started_at\": null, \"started_at_ms\": 0}"
-    " ]}";
+    " ],"
+    " \"sleep\": {\"keep\": false, \"cause\": null, \"last_activity\": null,"
+    "   \"last_transition\": null},"
+    " \"limits\": {\"memory\": null, \"memory_bytes\": null, \"cpu\": null,"
+    "   \"cpu_millis\": null, \"pids\": null}}";
 
 static void
 expect_json(json_t *got, const char *want_text)
@@ -288,4 +292,127 @@ Test(api_json, renders_tokens_without_their_hash)
                 " \"created_at\": \"2026-11-22T10:00:00Z\", \"created_at_ms\": 1795341600000,"
                 " \"expires_at\": \"2026-11-23T10:00:00Z\", \"expires_at_ms\": 1795428000000,"
                 " \"last_used_at\": null, \"last_used_at_ms\": 0}");
+}
+
+/* ------------------------------------------------------------- sleep, usage, limits */
+
+/* The reconciler's and the driver's answers, as serve.c would wire them. */
+static bool
+fake_sleep_info(void *arg, int64_t env_id, struct rec_sleep_info *out)
+{
+    (void)arg;
+    if (env_id != 7)
+        return false;
+    out->sleep_after_s = 1800;
+    out->keep = false;
+    out->idle_ms = 240000;
+    out->next_sleep_ms = T0 + 26 * 60 * 1000;
+    out->next_wake_ms = 0;
+    out->wake_allowed = true;
+    snprintf(out->schedule, sizeof(out->schedule), "Mon-Fri 08:00-20:00 Europe/Madrid");
+    return true;
+}
+
+static void
+fake_usage(void *arg, int64_t env_id, struct drv_usage *out)
+{
+    (void)arg;
+    (void)env_id;
+    out->memory_bytes = 35 * 1024 * 1024;
+    out->cpu_usec = 1250000;
+    out->limits_enforced = false;
+    snprintf(out->note, sizeof(out->note), "cgroup v2 memory controller not available");
+}
+
+static const struct api_hooks sleep_hooks = {.sleep_info = fake_sleep_info, .usage = fake_usage};
+
+Test(api_json, shows_sleep_usage_and_limits_of_an_awake_environment)
+{
+    struct env *env = sample_env();
+    json_t *o;
+
+    env->last_activity_ms = T0 + 60000;
+    env->last_activity = xstrdup("request web");
+    env->slept_at_ms = T0 - 3600000;
+    env->woke_at_ms = T0 - 60000;
+    env->transition_reason = xstrdup("request web");
+    env->sleep_cause = xstrdup("");
+    env->limit_memory_bytes = 512LL << 20;
+    env->limit_cpu_millis = 500;
+    env->limit_pids = 64;
+    o = api__env_json_parsed(env, &sleep_hooks);
+    expect_json(json_incref(json_object_get(o, "sleep")),
+                "{\"sleep_after\": \"30m\", \"sleep_after_s\": 1800, \"keep\": false,"
+                " \"cause\": null, \"idle_ms\": 240000,"
+                " \"last_activity\": {\"at\": \"2026-11-22T10:01:00Z\", \"at_ms\": 1795341660000,"
+                "   \"what\": \"request web\"},"
+                " \"next_sleep_at\": \"2026-11-22T10:26:00Z\", \"next_sleep_at_ms\": 1795343160000,"
+                " \"next_wake_at\": null, \"next_wake_at_ms\": 0,"
+                " \"schedule\": \"Mon-Fri 08:00-20:00 Europe/Madrid\", \"wake_allowed\": true,"
+                " \"last_transition\": {\"kind\": \"wake\", \"reason\": \"request web\","
+                "   \"at\": \"2026-11-22T09:59:00Z\", \"at_ms\": 1795341540000}}");
+    expect_json(json_incref(json_object_get(o, "usage")),
+                "{\"memory_bytes\": 36700160, \"cpu_seconds\": 1.25, \"limits_enforced\": false,"
+                " \"note\": \"cgroup v2 memory controller not available\"}");
+    expect_json(json_incref(json_object_get(o, "limits")),
+                "{\"memory\": \"512Mi\", \"memory_bytes\": 536870912, \"cpu\": \"0.5\","
+                " \"cpu_millis\": 500, \"pids\": 64}");
+    json_decref(o);
+    env_free(env);
+}
+
+Test(api_json, shows_why_an_environment_sleeps_and_when_it_fell_asleep)
+{
+    struct env *env = sample_env();
+    json_t *o, *last;
+
+    env->desired = ENV_WANT_ASLEEP;
+    env->phase = ENV_PHASE_SLEEPING;
+    env->sleep_cause = xstrdup("idle");
+    env->transition_reason = xstrdup("idle for 30m (last: request web)");
+    env->slept_at_ms = T0;
+    env->woke_at_ms = T0 - 7200000;
+    o = api__env_json_parsed(env, NULL);
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(o, "sleep"), "cause")),
+                     "idle");
+    last = json_object_get(json_object_get(o, "sleep"), "last_transition");
+    cr_expect_str_eq(json_string_value(json_object_get(last, "kind")), "sleep");
+    cr_expect_str_eq(json_string_value(json_object_get(last, "reason")),
+                     "idle for 30m (last: request web)");
+    cr_expect_eq(json_integer_value(json_object_get(last, "at_ms")), T0);
+    cr_expect_null(json_object_get(json_object_get(o, "sleep"), "idle_ms"),
+                   "no reconciler: no timers");
+    cr_expect_null(json_object_get(o, "usage"), "no driver: no usage");
+    json_decref(o);
+
+    /* Asked to sleep, processes still stopping: a sleep without a time yet. */
+    env->phase = ENV_PHASE_READY;
+    env->slept_at_ms = T0 - 86400000;
+    env->woke_at_ms = T0 - 7200000;
+    o = api__env_json_parsed(env, NULL);
+    last = json_object_get(json_object_get(o, "sleep"), "last_transition");
+    cr_expect_str_eq(json_string_value(json_object_get(last, "kind")), "sleep");
+    cr_expect(json_is_null(json_object_get(last, "at")));
+    json_decref(o);
+    env_free(env);
+}
+
+Test(api_json, takes_the_templates_limits_for_records_without_their_own)
+{
+    struct env *env = sample_env();
+    json_t *o;
+
+    free(env->template_yaml);
+    env->template_yaml = xstrdup("version: 1\n"
+                                 "defaults:\n"
+                                 "  limits: { memory: 256Mi, cpu: 1.5, pids: 100 }\n"
+                                 "services:\n"
+                                 "  api:\n"
+                                 "    run: python3 app.py\n");
+    o = api__env_json_parsed(env, NULL);
+    expect_json(json_incref(json_object_get(o, "limits")),
+                "{\"memory\": \"256Mi\", \"memory_bytes\": 268435456, \"cpu\": \"1.5\","
+                " \"cpu_millis\": 1500, \"pids\": 100}");
+    json_decref(o);
+    env_free(env);
 }

@@ -1,8 +1,14 @@
 /*
  * tests/unit/reconciler/test_reconciler.c - phase transitions, crash events,
- * expiry and deletion, driven through a scripted driver and a real store.
+ * expiry and deletion, sleep (idle, schedule, manual, on request), wake and
+ * reclaim, driven through a scripted driver and a real store. Schedules run
+ * on the test clock (EPH_TEST_CLOCK_FILE); idleness on the wall clock, with
+ * sleep_after 1s.
  */
 #include <criterion/criterion.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -22,6 +28,9 @@ struct fake_driver {
     int teardowns;
     int teardown_rc;   /* what teardown returns */
     int sweeps;
+    int suspends;
+    int suspend_rc;    /* what suspend returns */
+    struct drv_limits last_limits;
     size_t last_plan_services;
     char last_plan_order[64]; /* service names in plan order, comma-separated */
     char last_api_envp_port[64];
@@ -34,6 +43,7 @@ fake_apply(struct driver *d, const struct drv_plan *plan, struct eph_err *err)
     struct fake_driver *f = (struct fake_driver *)d;
 
     f->applies++;
+    f->last_limits = plan->limits;
     f->last_plan_services = plan->n_services;
     f->last_plan_order[0] = '\0';
     f->last_health[0] = '\0';
@@ -77,6 +87,23 @@ fake_teardown(struct driver *d, int64_t env_id, const char *name, struct eph_err
     return f->teardown_rc;
 }
 
+static int
+fake_suspend(struct driver *d, int64_t env_id, const char *name, struct eph_err *err)
+{
+    struct fake_driver *f = (struct fake_driver *)d;
+
+    f->suspends++;
+    if (f->suspend_rc == EPH_EAGAIN)
+        return eph_err_set(err, EPH_EAGAIN, "environment '%s' is still stopping", name);
+    return f->suspend_rc;
+}
+
+static void
+fake_usage(struct driver *d, int64_t env_id, struct drv_usage *out)
+{
+    memset(out, 0, sizeof(*out));
+}
+
 static void
 fake_sweep(struct driver *d)
 {
@@ -100,6 +127,8 @@ static const struct driver_ops fake_ops = {
     .apply = fake_apply,
     .observe = fake_observe,
     .teardown = fake_teardown,
+    .suspend = fake_suspend,
+    .usage = fake_usage,
     .sweep = fake_sweep,
     .log_path = fake_log_path,
     .close = fake_close,
@@ -164,6 +193,7 @@ teardown(void)
     store_close(fx.st);
     config_release(&fx.cfg);
     fs_rm_rf(fx.dir);
+    unsetenv("EPH_TEST_CLOCK_FILE");
 }
 
 /* Creates an environment whose services (NULL-terminated names) get ports
@@ -591,4 +621,492 @@ Test(reconciler, shows_an_environment_being_deleted_as_stopped_then_not_at_all)
     rec_set_observer(fx.rec, NULL, NULL);
     tick();
     cr_expect_eq(observed_calls, calls, "no observer, no calls");
+}
+
+/* ------------------------------------------------------------- sleep */
+
+/* A new reconciler with settings changed (NULL-terminated key, value pairs),
+ * as a server started with them would have. */
+static void
+reconfigure(const char *const *kv)
+{
+    struct eph_err err = {0};
+    bool closed = false;
+
+    rec_close(fx.rec, on_closed, &closed);
+    uv_run(&fx.loop, UV_RUN_DEFAULT);
+    cr_assert(closed);
+    for (; *kv != NULL; kv += 2)
+        cr_assert_eq(config_set(&fx.cfg, kv[0], kv[1], &err), 0, "%s: %s", kv[0], err.msg);
+    cr_assert_eq(config_validate(&fx.cfg, &err), 0, "%s", err.msg);
+    cr_assert_eq(rec_new(&fx.loop, fx.st, &fx.drv.base, &fx.cfg, &fx.rec, &err), 0);
+}
+
+/* The schedule clock of the reconciler, through EPH_TEST_CLOCK_FILE. */
+static void
+set_clock(int64_t ms)
+{
+    char path[128], text[32];
+    int n = snprintf(text, sizeof(text), "%" PRId64 "\n", ms);
+
+    snprintf(path, sizeof(path), "%s/clock", fx.dir);
+    cr_assert_eq(fs_write_atomic(path, text, (size_t)n, 0644), 0);
+    setenv("EPH_TEST_CLOCK_FILE", path, 1);
+}
+
+#define SAT_2030_01_05_MS ((int64_t)1893801600000) /* 00:00 UTC, a Saturday */
+#define HOUR_MS ((int64_t)3600000)
+#define DAY_MS (24 * HOUR_MS)
+
+/* Both services healthy, as the fake driver reports them. */
+static void
+all_healthy(void)
+{
+    fx.drv.prep = DRV_PREP_DONE;
+    fx.drv.svc[0].state = SVC_STATE_HEALTHY;
+    fx.drv.svc[1].state = SVC_STATE_HEALTHY;
+}
+
+static enum env_desired
+desired_of(int64_t id)
+{
+    struct env *env = load(id);
+    enum env_desired d = env->desired;
+
+    env_free(env);
+    return d;
+}
+
+/* Ticks until the environment's desired state is `want`, for at most 5 s. */
+static bool
+tick_until_desired(int64_t id, enum env_desired want)
+{
+    int64_t deadline = time_mono_ms() + 5000;
+
+    while (time_mono_ms() < deadline) {
+        tick();
+        if (desired_of(id) == want)
+            return true;
+        usleep(20000);
+    }
+    return false;
+}
+
+/* The detail of the last event with `action`, "" if none (a copy to free()). */
+static char *
+last_detail(const char *action, char *actor, size_t actor_size)
+{
+    struct event **evs = NULL;
+    size_t n = 0;
+    struct eph_err err = {0};
+    char *found = xstrdup("");
+
+    cr_assert_eq(store_event_list(fx.st, NULL, 0, 1000, &evs, &n, &err), 0);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(evs[i]->action, action) == 0) {
+            free(found);
+            found = xstrdup(evs[i]->detail);
+            if (actor)
+                snprintf(actor, actor_size, "%s", evs[i]->actor);
+        }
+    }
+    event_list_free(evs, n);
+    return found;
+}
+
+static void
+expect_last_event(const char *action, const char *actor, const char *detail)
+{
+    char who[64] = "";
+    char *got = last_detail(action, who, sizeof(who));
+
+    cr_expect_str_eq(got, detail, "%s detail", action);
+    cr_expect_str_eq(who, actor, "%s actor", action);
+    free(got);
+}
+
+/* The sleep fields of the view of the first environment, as last observed. */
+static bool view_hold;
+static char view_message[256];
+static int view_calls;
+
+static void
+remember_sleep_view(void *arg, const struct rec_env_view *envs, size_t n)
+{
+    (void)arg;
+    view_calls++;
+    view_hold = n > 0 && envs[0].hold_requests;
+    snprintf(view_message, sizeof(view_message), "%s",
+             n > 0 && envs[0].asleep_message ? envs[0].asleep_message : "");
+}
+
+Test(reconciler, an_idle_environment_sleeps_suspended_and_a_request_wakes_it)
+{
+    int64_t id;
+    struct env *env;
+
+    reconfigure((const char *const[]){"sleep_after", "1s", NULL});
+    rec_set_observer(fx.rec, remember_sleep_view, NULL);
+    id = create_env("fx", template_two, time_wall_ms() + 3600000);
+    all_healthy();
+    fx.drv.svc[1].pid = 4242;
+    tick();
+    cr_assert_eq(phase_of(id), ENV_PHASE_READY);
+    cr_expect_not(view_hold);
+
+    /* Suspending takes a while: desired asleep, phase still ready. */
+    fx.drv.suspend_rc = EPH_EAGAIN;
+    cr_assert(tick_until_desired(id, ENV_WANT_ASLEEP), "never went to sleep");
+    expect_last_event("env.sleep", "system", "idle for 1s (no activity seen)");
+    env = load(id);
+    cr_expect_str_eq(env->sleep_cause, "idle");
+    cr_expect_eq(env->phase, ENV_PHASE_READY);
+    env_free(env);
+    cr_expect_gt(fx.drv.suspends, 0);
+    cr_expect(view_hold, "a request may wake it: held");
+
+    int applies = fx.drv.applies;
+    fx.drv.suspend_rc = 0;
+    tick();
+    env = load(id);
+    cr_expect_eq(env->phase, ENV_PHASE_SLEEPING);
+    cr_expect_str_eq(env->reason, "idle for 1s (no activity seen)");
+    cr_expect_gt(env->slept_at_ms, 0);
+    cr_expect_eq(env_svc_find(env, "api")->state, SVC_STATE_STOPPED);
+    cr_expect_eq(env_svc_find(env, "api")->pid, 0);
+    env_free(env);
+    cr_expect_eq(fx.drv.applies, applies, "an asleep environment is not applied");
+    cr_expect(view_hold);
+    cr_expect_str_eq(view_message, "");
+
+    /* A request wakes it: starting (even if the driver says healthy at once), then ready. */
+    fx.drv.svc[0].state = SVC_STATE_STARTING;
+    fx.drv.svc[1].state = SVC_STATE_PENDING;
+    rec_wake_on_request(fx.rec, id, "api");
+    cr_expect_eq(desired_of(id), ENV_WANT_RUNNING);
+    expect_last_event("env.wake", "system", "request api");
+    tick();
+    env = load(id);
+    cr_expect_eq(env->phase, ENV_PHASE_STARTING);
+    cr_expect_gt(env->woke_at_ms, 0);
+    env_free(env);
+    cr_expect(view_hold, "waking: held until ready");
+    all_healthy();
+    tick();
+    cr_expect_eq(phase_of(id), ENV_PHASE_READY);
+    cr_expect_not(view_hold);
+    cr_expect_eq(count_events("env.sleep"), 1);
+    cr_expect_eq(count_events("env.wake"), 1);
+
+    /* A second request for an awake environment changes nothing. */
+    rec_wake_on_request(fx.rec, id, "api");
+    cr_expect_eq(count_events("env.wake"), 1);
+}
+
+/* The activity the fake gateway reports. */
+static struct rec_activity fake_act;
+static char fake_act_what[64];
+
+static bool
+fake_activity(void *arg, int64_t env_id, struct rec_activity *out)
+{
+    (void)arg;
+    (void)env_id;
+    if (fake_act.last_ms == 0 && fake_act.open == 0)
+        return false;
+    *out = fake_act;
+    out->what = fake_act_what;
+    return true;
+}
+
+Test(reconciler, an_open_exchange_keeps_it_awake_and_the_last_activity_names_the_sleep)
+{
+    int64_t id, deadline;
+    struct env *env;
+
+    reconfigure((const char *const[]){"sleep_after", "1s", NULL});
+    rec_set_activity_source(fx.rec, fake_activity, NULL);
+    memset(&fake_act, 0, sizeof(fake_act));
+    snprintf(fake_act_what, sizeof(fake_act_what), "websocket web");
+    fake_act.open = 1;
+    fake_act.last_ms = time_wall_ms();
+    id = create_env("fx", template_two, time_wall_ms() + 3600000);
+    all_healthy();
+    deadline = time_mono_ms() + 1500;
+    while (time_mono_ms() < deadline) {
+        tick();
+        usleep(50000);
+    }
+    cr_expect_eq(desired_of(id), ENV_WANT_RUNNING, "open for 1.5s: still awake");
+    env = load(id);
+    cr_expect_str_eq(env->last_activity, "websocket web", "persisted at the first sight");
+    cr_expect_gt(env->last_activity_ms, 0);
+    env_free(env);
+
+    fake_act.open = 0;
+    fake_act.last_ms = time_wall_ms();
+    rec_note_activity(fx.rec, id, time_wall_ms() - 500, "api get"); /* older: ignored */
+    cr_assert(tick_until_desired(id, ENV_WANT_ASLEEP));
+    expect_last_event("env.sleep", "system", "idle for 1s (last: websocket web)");
+    rec_set_activity_source(fx.rec, NULL, NULL);
+}
+
+Test(reconciler, schedules_sleep_outside_hours_keep_a_manual_wake_and_wake_when_hours_begin)
+{
+    int64_t id;
+    struct env *env;
+    struct rec_sleep_info info;
+    struct store_actor alice = {.name = "alice", .source = "127.0.0.1"};
+    struct eph_err err = {0};
+
+    set_clock(SAT_2030_01_05_MS + 12 * HOUR_MS);
+    reconfigure((const char *const[]){"schedule_awake", "Mon-Fri 08:00-20:00", "sleep_after",
+                                      "never", NULL});
+    rec_set_observer(fx.rec, remember_sleep_view, NULL);
+    id = create_env("fx", template_two, time_wall_ms() + 30 * DAY_MS);
+    all_healthy();
+    tick(); /* ready */
+    tick(); /* the rules see it ready */
+    tick(); /* suspended */
+    cr_expect_eq(desired_of(id), ENV_WANT_ASLEEP, "outside hours: asleep");
+    expect_last_event("env.sleep", "system", "outside office hours (Mon-Fri 08:00-20:00 UTC)");
+    env = load(id);
+    cr_expect_str_eq(env->sleep_cause, "schedule");
+    cr_expect_eq(env->phase, ENV_PHASE_SLEEPING);
+    env_free(env);
+    cr_expect_not(view_hold);
+    cr_expect_str_eq(view_message,
+                     "fx is asleep outside office hours (awake Mon-Fri 08:00-20:00 UTC)");
+    cr_assert(rec_sleep_info(fx.rec, id, &info));
+    cr_expect_not(info.wake_allowed);
+    cr_expect_str_eq(info.schedule, "Mon-Fri 08:00-20:00 UTC");
+    cr_expect_eq(info.next_wake_ms - time_wall_ms() > 2 * DAY_MS - 5 * HOUR_MS, true,
+                 "Monday 08:00 is 44 hours away");
+
+    /* A request does not wake it outside hours. */
+    rec_wake_on_request(fx.rec, id, "api");
+    cr_expect_eq(desired_of(id), ENV_WANT_ASLEEP);
+    cr_expect_eq(count_events("env.wake"), 0);
+
+    /* By hand it does, and the schedule leaves it awake until the hours end again. */
+    cr_assert_eq(rec_wake(fx.rec, id, &alice, &err), 0, "%s", err.msg);
+    expect_last_event("env.wake", "alice", "woken by alice");
+    tick();
+    tick();
+    cr_expect_eq(desired_of(id), ENV_WANT_RUNNING);
+    cr_expect_eq(phase_of(id), ENV_PHASE_READY);
+    set_clock(SAT_2030_01_05_MS + 2 * DAY_MS + 9 * HOUR_MS); /* Monday 09:00 */
+    tick();
+    cr_expect_eq(desired_of(id), ENV_WANT_RUNNING);
+    cr_assert(rec_sleep_info(fx.rec, id, &info));
+    cr_expect(info.wake_allowed);
+    cr_expect_gt(info.next_sleep_ms, time_wall_ms() + 10 * HOUR_MS);
+    cr_expect_lt(info.next_sleep_ms, time_wall_ms() + 11 * HOUR_MS + 1000, "Monday 20:00");
+    set_clock(SAT_2030_01_05_MS + 2 * DAY_MS + 20 * HOUR_MS + 30 * 60000); /* Monday 20:30 */
+    tick();
+    cr_expect_eq(desired_of(id), ENV_WANT_ASLEEP, "the hours ended after the wake");
+    cr_expect_eq(count_events("env.sleep"), 2);
+
+    /* Tuesday 08:30: the hours began after it slept. */
+    set_clock(SAT_2030_01_05_MS + 3 * DAY_MS + 8 * HOUR_MS + 30 * 60000);
+    tick();
+    cr_expect_eq(desired_of(id), ENV_WANT_RUNNING);
+    expect_last_event("env.wake", "system", "office hours began");
+    tick();
+    cr_expect_eq(phase_of(id), ENV_PHASE_READY);
+}
+
+Test(reconciler, a_kept_environment_ignores_the_schedule_and_may_be_woken_by_a_request)
+{
+    int64_t id;
+    struct store_actor alice = {.name = "alice", .source = "127.0.0.1"};
+    struct eph_err err = {0};
+
+    set_clock(SAT_2030_01_05_MS + 12 * HOUR_MS);
+    reconfigure((const char *const[]){"schedule_awake", "Mon-Fri 08:00-20:00", NULL});
+    id = create_env("fx", template_two, time_wall_ms() + 3600000);
+    cr_assert_eq(store_env_set_keep(fx.st, id, true, &alice, &err), 0);
+    all_healthy();
+    tick();
+    tick();
+    cr_expect_eq(desired_of(id), ENV_WANT_RUNNING);
+    cr_expect_eq(phase_of(id), ENV_PHASE_READY);
+
+    cr_assert_eq(rec_sleep(fx.rec, id, &alice, &err), 0, "%s", err.msg);
+    expect_last_event("env.sleep", "alice", "put to sleep by alice");
+    cr_assert_eq(rec_sleep(fx.rec, id, &alice, &err), 0, "asleep already: fine");
+    cr_expect_eq(count_events("env.sleep"), 1, "and no second event");
+    tick();
+    cr_expect_eq(phase_of(id), ENV_PHASE_SLEEPING);
+    rec_wake_on_request(fx.rec, id, "api");
+    cr_expect_eq(desired_of(id), ENV_WANT_RUNNING, "kept: wakeable outside hours");
+}
+
+Test(reconciler, wake_outside_hours_lets_a_request_wake_it)
+{
+    int64_t id;
+
+    set_clock(SAT_2030_01_05_MS + 12 * HOUR_MS);
+    reconfigure((const char *const[]){"schedule_awake", "Mon-Fri 08:00-20:00",
+                                      "wake_outside_hours", "true", NULL});
+    rec_set_observer(fx.rec, remember_sleep_view, NULL);
+    id = create_env("fx", template_two, time_wall_ms() + 3600000);
+    all_healthy();
+    tick();
+    tick();
+    cr_assert_eq(desired_of(id), ENV_WANT_ASLEEP);
+    cr_expect(view_hold);
+    cr_expect_str_eq(view_message, "");
+    rec_wake_on_request(fx.rec, id, "web");
+    cr_expect_eq(desired_of(id), ENV_WANT_RUNNING);
+    expect_last_event("env.wake", "system", "request web");
+    tick();
+    tick();
+    cr_expect_eq(desired_of(id), ENV_WANT_RUNNING, "a wake after the hours ended holds");
+}
+
+Test(reconciler, the_environment_and_template_settings_win_over_the_server)
+{
+    static const char *tpl = "version: 1\n"
+                             "defaults:\n"
+                             "  schedule: { awake: \"Sat 10:00-14:00\", timezone: Europe/Madrid }\n"
+                             "  limits: { memory: 512Mi, cpu: 1.5, pids: 512 }\n"
+                             "services:\n"
+                             "  api:\n"
+                             "    run: ./api\n";
+    struct rec_sleep_info info;
+    struct env *env = env_new();
+    struct eph_err err = {0};
+    int64_t id;
+
+    set_clock(SAT_2030_01_05_MS + 12 * HOUR_MS); /* 13:00 in Madrid */
+    reconfigure((const char *const[]){"schedule_awake", "Mon-Fri 08:00-20:00",
+                                      "limit_memory_max", "256Mi", "limit_pids_max", "1000",
+                                      NULL});
+    env->name = xstrdup("fx");
+    env->project = xstrdup("shop");
+    env->commit = xstrdup("0123456789012345678901234567890123456789");
+    env->template_yaml = xstrdup(tpl);
+    env->expires_at_ms = time_wall_ms() + 3600000;
+    env->limit_pids = 100;
+    env->sleep_after_s = -1;
+    env->n_services = 1;
+    env->services = xcalloc(1, sizeof(struct env_svc));
+    env->services[0].name = xstrdup("api");
+    env->services[0].port = 21001;
+    cr_assert_eq(store_env_create(fx.st, env, NULL, &err), 0, "%s", err.msg);
+    id = env->id;
+    env_free(env);
+    fx.drv.prep = DRV_PREP_DONE;
+    fx.drv.svc[0].state = SVC_STATE_HEALTHY;
+    tick();
+    cr_expect_eq(desired_of(id), ENV_WANT_RUNNING, "inside the template's hours");
+    cr_expect_eq(fx.drv.last_limits.memory_bytes, (int64_t)256 << 20, "capped by the server");
+    cr_expect_eq(fx.drv.last_limits.cpu_millis, 1500);
+    cr_expect_eq(fx.drv.last_limits.pids, 100, "the environment's own");
+    cr_assert(rec_sleep_info(fx.rec, id, &info));
+    cr_expect_eq(info.sleep_after_s, -1);
+    cr_expect_str_eq(info.schedule, "Sat 10:00-14:00 Europe/Madrid");
+    cr_expect_eq(info.idle_ms >= 0, true);
+    cr_expect_gt(info.next_sleep_ms, 0, "at 14:00 Madrid");
+    cr_expect_lt(info.next_sleep_ms, time_wall_ms() + HOUR_MS + 1000);
+}
+
+Test(reconciler, manual_sleep_is_refused_before_start_and_during_deletion)
+{
+    struct store_actor alice = {.name = "alice", .source = "127.0.0.1"};
+    struct eph_err err = {0};
+    int64_t id = create_env("fx", template_two, time_wall_ms() + 3600000);
+
+    cr_expect_eq(rec_sleep(fx.rec, id, &alice, &err), EPH_EINVAL);
+    cr_expect_str_eq(err.msg, "fx is not running yet (pending)");
+    cr_assert_eq(store_env_set_desired(fx.st, id, ENV_WANT_DELETED, &alice, "env.delete", "",
+                                       &err), 0);
+    cr_expect_eq(rec_sleep(fx.rec, id, &alice, &err), EPH_EINVAL);
+    cr_expect_str_eq(err.msg, "fx is being deleted");
+    cr_expect_eq(rec_wake(fx.rec, id, &alice, &err), EPH_EINVAL);
+    cr_expect_eq(rec_sleep(fx.rec, 999, &alice, &err), EPH_ENOTFOUND);
+    cr_expect_not(rec_sleep_info(fx.rec, 999, &(struct rec_sleep_info){0}));
+}
+
+Test(reconciler, a_wake_whose_service_never_gets_healthy_fails_with_its_reason)
+{
+    struct store_actor alice = {.name = "alice", .source = "127.0.0.1"};
+    struct eph_err err = {0};
+    int64_t id = create_env("fx", template_two, time_wall_ms() + 3600000);
+    struct env *env;
+
+    rec_set_observer(fx.rec, remember_sleep_view, NULL);
+    all_healthy();
+    tick();
+    cr_assert_eq(rec_sleep(fx.rec, id, &alice, &err), 0, "%s", err.msg);
+    tick();
+    cr_assert_eq(phase_of(id), ENV_PHASE_SLEEPING);
+    cr_assert_eq(rec_wake(fx.rec, id, &alice, &err), 0, "%s", err.msg);
+    fx.drv.svc[1].state = SVC_STATE_FAILED;
+    snprintf(fx.drv.svc[1].reason, sizeof(fx.drv.svc[1].reason),
+             "service 'api' did not become healthy within 60s");
+    tick();
+    env = load(id);
+    cr_expect_eq(env->phase, ENV_PHASE_FAILED);
+    cr_expect_str_eq(env->reason, "service 'api' did not become healthy within 60s");
+    env_free(env);
+    cr_expect_not(view_hold, "failed: no longer held");
+}
+
+Test(reconciler, an_environment_asleep_for_delete_after_sleeping_is_reclaimed)
+{
+    struct store_actor alice = {.name = "alice", .source = "127.0.0.1"};
+    struct eph_err err = {0};
+    sqlite3 *db = NULL;
+    char *path, *sql;
+    int64_t id;
+
+    reconfigure((const char *const[]){"delete_after_sleeping", "7d", NULL});
+    id = create_env("fx", template_two, time_wall_ms() + 30 * DAY_MS);
+    all_healthy();
+    tick();
+    cr_assert_eq(rec_sleep(fx.rec, id, &alice, &err), 0, "%s", err.msg);
+    fx.drv.teardown_rc = EPH_EAGAIN;
+    tick();
+    cr_assert_eq(phase_of(id), ENV_PHASE_SLEEPING);
+    tick();
+    cr_expect_eq(desired_of(id), ENV_WANT_ASLEEP, "asleep for moments only");
+
+    /* Eight days ago, as far as the record knows. */
+    path = config_store_path(&fx.cfg);
+    sql = xasprintf("UPDATE envs SET slept_at_ms = %" PRId64 " WHERE id = %" PRId64,
+                    time_wall_ms() - 8 * DAY_MS, id);
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+    free(sql);
+    free(path);
+    tick();
+    cr_expect_eq(desired_of(id), ENV_WANT_DELETED);
+    expect_last_event("env.reclaim", "system", "asleep for 7d");
+    cr_expect_eq(phase_of(id), ENV_PHASE_DELETING);
+    cr_expect_gt(fx.drv.teardowns, 0);
+}
+
+Test(reconciler, an_asleep_environment_still_expires)
+{
+    struct store_actor alice = {.name = "alice", .source = "127.0.0.1"};
+    struct eph_err err = {0};
+    int64_t id = create_env("fx", template_two, time_wall_ms() + 3600000);
+    sqlite3 *db = NULL;
+    char *path = config_store_path(&fx.cfg);
+
+    all_healthy();
+    tick();
+    cr_assert_eq(rec_sleep(fx.rec, id, &alice, &err), 0, "%s", err.msg);
+    tick();
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "UPDATE envs SET expires_at_ms = 1", NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(db);
+    free(path);
+    tick();
+    cr_expect_eq(desired_of(id), ENV_WANT_DELETED);
+    cr_expect_eq(count_events("env.expire"), 1);
 }

@@ -2,8 +2,8 @@
  * tests/unit/store/test_store.c - the store against a real SQLite file in a
  * fresh temporary directory per test: schema and migrations, projects,
  * environments and their services, visibility and live counts, phases,
- * events, tokens, and that a failed transaction leaves nothing behind. Users
- * and sessions are tested in test_store_users.c.
+ * sleep, keep and activity, events, tokens, and that a failed transaction
+ * leaves nothing behind. Users and sessions are tested in test_store_users.c.
  */
 #include <criterion/criterion.h>
 #include <inttypes.h>
@@ -18,6 +18,9 @@
 #include "util/log.h"
 #include "util/time.h"
 #include "util/xmalloc.h"
+
+/* The schema version this build writes. */
+#define LATEST 3
 
 /* Token hashes: hex SHA-256, as auth_token_hash() gives them. */
 #define HASH_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -123,6 +126,14 @@ make_env(const char *name, int port_base)
     env->owner = xstrdup("alice");
     env->template_yaml = xstrdup("version: 1\nservices:\n  web: {}\n");
     env->expires_at_ms = 1900000000000;
+    env->sleep_after_s = 900;
+    env->keep = true;
+    env->schedule_awake = xstrdup("Mon-Fri 08:00-20:00");
+    env->schedule_tz = xstrdup("Europe/Madrid");
+    env->wake_outside_hours = 1;
+    env->limit_memory_bytes = 536870912;
+    env->limit_cpu_millis = 1500;
+    env->limit_pids = 256;
     env->n_params = 3;
     env->params = xcalloc(3, sizeof(struct env_param));
     env->params[0].name = xstrdup("zeta");
@@ -205,6 +216,20 @@ expect_same_env(const struct env *a, const struct env *b)
     expect_str_or_null(b->reason, a->reason, "reason");
     cr_expect_eq(b->phase_at_ms, a->phase_at_ms);
     cr_expect_eq(b->ready_at_ms, a->ready_at_ms);
+    cr_expect_eq(b->sleep_after_s, a->sleep_after_s);
+    cr_expect_eq(b->keep, a->keep);
+    expect_str_or_null(b->schedule_awake, a->schedule_awake, "schedule_awake");
+    expect_str_or_null(b->schedule_tz, a->schedule_tz, "schedule_tz");
+    cr_expect_eq(b->wake_outside_hours, a->wake_outside_hours);
+    cr_expect_eq(b->limit_memory_bytes, a->limit_memory_bytes);
+    cr_expect_eq(b->limit_cpu_millis, a->limit_cpu_millis);
+    cr_expect_eq(b->limit_pids, a->limit_pids);
+    cr_expect_eq(b->last_activity_ms, a->last_activity_ms);
+    expect_str_or_null(b->last_activity, a->last_activity, "last_activity");
+    cr_expect_eq(b->slept_at_ms, a->slept_at_ms);
+    cr_expect_eq(b->woke_at_ms, a->woke_at_ms);
+    expect_str_or_null(b->sleep_cause, a->sleep_cause, "sleep_cause");
+    expect_str_or_null(b->transition_reason, a->transition_reason, "transition_reason");
     cr_assert_eq(b->n_params, a->n_params);
     for (size_t i = 0; i < a->n_params; i++) {
         expect_str_or_null(b->params[i].name, a->params[i].name, "param name");
@@ -232,8 +257,8 @@ Test(store, open_creates_the_schema_at_the_latest_version_in_wal_mode)
     struct stat sb;
     char *mode;
 
-    cr_expect_eq(store_schema_version(st), 2);
-    cr_expect_eq(raw_int("PRAGMA user_version"), 2);
+    cr_expect_eq(store_schema_version(st), LATEST);
+    cr_expect_eq(raw_int("PRAGMA user_version"), LATEST);
     cr_expect_eq(raw_int("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
                          "('meta', 'projects', 'envs', 'services', 'events', 'tokens', 'users', "
                          "'sessions')"),
@@ -260,7 +285,7 @@ Test(store, reopening_is_idempotent)
     store_close(st);
     for (int i = 0; i < 3; i++) {
         st = open_store();
-        cr_expect_eq(store_schema_version(st), 2);
+        cr_expect_eq(store_schema_version(st), LATEST);
         cr_expect_eq(count_events(st, NULL), 1, "no events appear on reopening");
         store_close(st);
     }
@@ -277,8 +302,8 @@ Test(store, migrates_an_empty_version_0_database)
     raw_exec("CREATE TABLE unrelated (x INTEGER)");
     cr_assert_eq(raw_int("PRAGMA user_version"), 0);
     st = open_store();
-    cr_expect_eq(store_schema_version(st), 2);
-    cr_expect_eq(raw_int("PRAGMA user_version"), 2);
+    cr_expect_eq(store_schema_version(st), LATEST);
+    cr_expect_eq(raw_int("PRAGMA user_version"), LATEST);
     cr_expect_eq(raw_int("SELECT count(*) FROM envs"), 0);
     cr_expect_eq(raw_int("SELECT count(*) FROM users"), 0, "no tokens: no admin user");
     cr_expect_eq(raw_int("SELECT count(*) FROM unrelated"), 0, "other tables are left alone");
@@ -325,7 +350,7 @@ Test(store, migrating_a_version_1_server_gives_its_tokens_to_a_user_admin)
              "INSERT INTO envs (name, owner, created_at_ms, desired, phase, phase_at_ms) VALUES "
              "('fx', 'admin', 1700000001000, 'running', 'ready', 1700000001000);");
     st = open_store();
-    cr_expect_eq(store_schema_version(st), 2);
+    cr_expect_eq(store_schema_version(st), LATEST);
 
     cr_assert_eq(store_user_get(st, "admin", &u, &err), 0, "%s", err.msg);
     cr_expect_str_eq(u->role, "admin");
@@ -359,6 +384,72 @@ Test(store, migrating_a_version_1_server_gives_its_tokens_to_a_user_admin)
     store_close(st);
 }
 
+/* What migration step 2 added (released, so frozen): with v1_schema, a
+   database of a server from before sleep, to migrate. */
+static const char v2_step[] =
+    "CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,"
+    "  email TEXT NOT NULL DEFAULT '', role TEXT NOT NULL, provider TEXT NOT NULL,"
+    "  subject TEXT NOT NULL DEFAULT '', password_hash TEXT, created_at_ms INTEGER NOT NULL,"
+    "  last_login_ms INTEGER NOT NULL DEFAULT 0);"
+    "CREATE UNIQUE INDEX users_identity ON users(provider, subject) WHERE subject != '';"
+    "CREATE TABLE sessions (id TEXT PRIMARY KEY, secret_hash TEXT NOT NULL,"
+    "  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+    "  created_at_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL,"
+    "  expires_at_ms INTEGER NOT NULL, source TEXT NOT NULL DEFAULT '');"
+    "ALTER TABLE tokens ADD COLUMN user_name TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE tokens ADD COLUMN revoked_at_ms INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE envs ADD COLUMN visibility TEXT NOT NULL DEFAULT 'team';"
+    "PRAGMA user_version = 2;";
+
+Test(store, migrating_a_version_2_server_keeps_its_environments_inheriting_sleep_settings)
+{
+    struct store *st;
+    struct eph_err err = {0};
+    struct env *env = NULL;
+
+    raw_exec(v1_schema);
+    raw_exec(v2_step);
+    raw_exec("INSERT INTO envs (name, owner, created_at_ms, desired, phase, phase_at_ms, "
+             "ready_at_ms, visibility) VALUES "
+             "('fx', 'alice', 1700000001000, 'running', 'ready', 1700000002000, 1700000002000, "
+             "'private');"
+             "INSERT INTO services (env_id, name, ord, port, state, pid) VALUES "
+             "(1, 'web', 0, 21000, 'healthy', 4242);");
+    st = open_store();
+    cr_expect_eq(store_schema_version(st), LATEST);
+    cr_expect_eq(raw_int("PRAGMA user_version"), LATEST);
+
+    cr_assert_eq(store_env_get(st, "fx", &env, &err), 0, "%s", err.msg);
+    cr_expect_eq(env->phase, ENV_PHASE_READY);
+    cr_expect_eq(env->visibility, VIS_PRIVATE);
+    cr_expect_eq(env->ready_at_ms, 1700000002000);
+    cr_expect_eq(env_svc_find(env, "web")->pid, 4242);
+    cr_expect_eq(env->sleep_after_s, 0, "inherits the template's or server's");
+    cr_expect_eq(env->wake_outside_hours, -1, "inherits");
+    cr_expect_not(env->keep);
+    cr_expect_str_eq(env->schedule_awake, "");
+    cr_expect_str_eq(env->schedule_tz, "");
+    cr_expect_eq(env->limit_memory_bytes, 0);
+    cr_expect_eq(env->limit_cpu_millis, 0);
+    cr_expect_eq(env->limit_pids, 0);
+    cr_expect_eq(env->last_activity_ms, 0);
+    cr_expect_str_eq(env->last_activity, "");
+    cr_expect_eq(env->slept_at_ms, 0, "never slept");
+    cr_expect_eq(env->woke_at_ms, 0);
+    cr_expect_str_eq(env->sleep_cause, "");
+    cr_expect_str_eq(env->transition_reason, "");
+    env_free(env);
+    cr_expect_eq(count_events(st, NULL), 0, "a migration adds no event");
+    store_close(st);
+
+    /* Opening again changes nothing; the old rows work with the new calls. */
+    st = open_store();
+    cr_expect_eq(store_env_set_activity(st, 1, 1700000003000, "request web", &err), 0, "%s",
+                 err.msg);
+    store_close(st);
+    cr_expect_eq(raw_int("SELECT last_activity_ms FROM envs WHERE name = 'fx'"), 1700000003000);
+}
+
 Test(store, refuses_a_database_from_a_newer_version_and_leaves_it_alone)
 {
     struct store *st = NULL;
@@ -368,8 +459,8 @@ Test(store, refuses_a_database_from_a_newer_version_and_leaves_it_alone)
     raw_exec("PRAGMA user_version = 99");
     cr_expect_eq(store_open(db_path, &st, &err), EPH_ESTORE);
     cr_expect_null(st);
-    snprintf(want, sizeof(want), "store: '%s' has schema version 99, newer than this eph knows (2)",
-             db_path);
+    snprintf(want, sizeof(want),
+             "store: '%s' has schema version 99, newer than this eph knows (%d)", db_path, LATEST);
     cr_expect_str_eq(err.msg, want);
     cr_expect_eq(raw_int("PRAGMA user_version"), 99);
     cr_expect_eq(raw_int("SELECT count(*) FROM sqlite_master"), 0);
@@ -679,6 +770,204 @@ Test(store, ready_at_is_set_the_first_time_only)
     cr_expect_eq(env->ready_at_ms, first);
     cr_expect_gt(env->phase_at_ms, first);
     env_free(env);
+    store_close(st);
+}
+
+/* ------------------------------------------------------------- sleep */
+
+Test(store, env_create_refuses_bad_sleep_settings_and_limits)
+{
+    static const struct {
+        int64_t sleep_after_s;
+        int wake;
+        int64_t mem;
+        const char *want;
+    } bad[] = {
+        {-2, -1, 0, "environment 'fx': sleep_after -2 is neither a duration nor never (-1)"},
+        {0, 2, 0, "environment 'fx': wake_outside_hours 2 is not -1, 0 or 1"},
+        {0, -2, 0, "environment 'fx': wake_outside_hours -2 is not -1, 0 or 1"},
+        {0, -1, -1, "environment 'fx': a limit is negative"},
+    };
+    struct store *st = open_store();
+
+    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+        struct eph_err err = {0};
+        struct env *env = make_env("fx", 21000);
+
+        env->sleep_after_s = bad[i].sleep_after_s;
+        env->wake_outside_hours = bad[i].wake;
+        env->limit_memory_bytes = bad[i].mem;
+        cr_expect_eq(store_env_create(st, env, &alice, &err), EPH_EINVAL, "case %zu", i);
+        cr_expect_str_eq(err.msg, bad[i].want, "case %zu", i);
+        env_free(env);
+    }
+    cr_expect_eq(raw_int("SELECT count(*) FROM envs"), 0);
+    cr_expect_eq(count_events(st, NULL), 0);
+    store_close(st);
+}
+
+Test(store, set_phase_stamps_slept_at_entering_sleeping_and_woke_at_leaving_it)
+{
+    struct store *st = open_store();
+    struct eph_err err = {0};
+    struct env *env = NULL;
+    int64_t id = create(st, "fx", 21000), slept;
+
+    cr_assert_eq(store_env_set_phase(st, id, ENV_PHASE_READY, NULL, &err), 0);
+    cr_assert_eq(store_env_set_phase(st, id, ENV_PHASE_SLEEPING, "idle for 30m", &err), 0);
+    cr_assert_eq(store_env_get_by_id(st, id, &env, &err), 0);
+    cr_expect_gt(env->slept_at_ms, 0);
+    cr_expect_eq(env->slept_at_ms, env->phase_at_ms);
+    cr_expect_eq(env->woke_at_ms, 0);
+    slept = env->slept_at_ms;
+    env_free(env);
+
+    usleep(5000);
+    /* A reason change while asleep is no new sleep. */
+    cr_assert_eq(store_env_set_phase(st, id, ENV_PHASE_SLEEPING, "manual", &err), 0);
+    cr_assert_eq(store_env_get_by_id(st, id, &env, &err), 0);
+    cr_expect_eq(env->slept_at_ms, slept);
+    env_free(env);
+
+    cr_assert_eq(store_env_set_phase(st, id, ENV_PHASE_STARTING, NULL, &err), 0);
+    cr_assert_eq(store_env_get_by_id(st, id, &env, &err), 0);
+    cr_expect_gt(env->woke_at_ms, slept);
+    cr_expect_eq(env->woke_at_ms, env->phase_at_ms);
+    cr_expect_eq(env->slept_at_ms, slept, "kept after the wake");
+    env_free(env);
+
+    /* Deleting a sleeping environment is no wake. */
+    int64_t id2 = create(st, "fy", 22000);
+    cr_assert_eq(store_env_set_phase(st, id2, ENV_PHASE_SLEEPING, NULL, &err), 0);
+    cr_assert_eq(store_env_set_phase(st, id2, ENV_PHASE_DELETING, NULL, &err), 0);
+    cr_assert_eq(store_env_get_by_id(st, id2, &env, &err), 0);
+    cr_expect_eq(env->woke_at_ms, 0);
+    env_free(env);
+    store_close(st);
+}
+
+Test(store, set_sleep_records_desired_cause_reason_and_an_event_by_the_actor)
+{
+    struct store *st = open_store();
+    struct eph_err err = {0};
+    struct env *env = NULL;
+    struct event **evs = NULL;
+    int64_t id = create(st, "fx", 21000);
+    char *text;
+    size_t n;
+
+    cr_assert_eq(
+        store_env_set_sleep(st, id, true, "idle", "idle for 30m (last: request web)", NULL, &err),
+        0, "%s", err.msg);
+    cr_assert_eq(store_env_get_by_id(st, id, &env, &err), 0);
+    cr_expect_eq(env->desired, ENV_WANT_ASLEEP);
+    cr_expect_str_eq(env->sleep_cause, "idle");
+    cr_expect_str_eq(env->transition_reason, "idle for 30m (last: request web)");
+    env_free(env);
+    text = raw_text("SELECT desired FROM envs");
+    cr_expect_str_eq(text, "asleep", "stored by name");
+    free(text);
+
+    cr_assert_eq(store_env_set_sleep(st, id, false, "ignored", "woken by alice", &alice, &err), 0);
+    cr_assert_eq(store_env_get_by_id(st, id, &env, &err), 0);
+    cr_expect_eq(env->desired, ENV_WANT_RUNNING);
+    cr_expect_str_eq(env->sleep_cause, "", "no cause while running");
+    cr_expect_str_eq(env->transition_reason, "woken by alice");
+    env_free(env);
+
+    n = events_of(st, "env/fx", &evs);
+    cr_assert_eq(n, 3);
+    cr_expect_str_eq(evs[1]->action, "env.sleep");
+    cr_expect_str_eq(evs[1]->actor, "system");
+    cr_expect_str_eq(evs[1]->detail, "idle for 30m (last: request web)");
+    cr_expect_str_eq(evs[2]->action, "env.wake");
+    cr_expect_str_eq(evs[2]->actor, "alice");
+    cr_expect_str_eq(evs[2]->source, "127.0.0.1");
+    cr_expect_str_eq(evs[2]->detail, "woken by alice");
+    event_list_free(evs, n);
+
+    /* A deletion is never undone by a wake. */
+    cr_assert_eq(store_env_set_desired(st, id, ENV_WANT_DELETED, &alice, "env.delete", "", &err),
+                 0);
+    cr_expect_eq(store_env_set_sleep(st, id, false, NULL, "request web", NULL, &err),
+                 EPH_ECONFLICT);
+    cr_expect_str_eq(err.msg, "environment 'fx' is being deleted");
+    cr_assert_eq(store_env_get_by_id(st, id, &env, &err), 0);
+    cr_expect_eq(env->desired, ENV_WANT_DELETED);
+    env_free(env);
+    cr_expect_eq(count_events(st, "env/fx"), 4, "no event for the refused wake");
+    cr_expect_eq(store_env_set_sleep(st, 999, true, "manual", "x", NULL, &err), EPH_ENOTFOUND);
+    store_close(st);
+}
+
+Test(store, keep_changes_with_one_event_and_kept_ones_are_counted_per_owner)
+{
+    struct store *st = open_store();
+    struct eph_err err = {0};
+    struct env *env = make_env("fx", 21000);
+    struct event **evs = NULL;
+    int64_t a, b, c, n = -1;
+    size_t count;
+
+    env->keep = false;
+    cr_assert_eq(store_env_create(st, env, &alice, &err), 0, "%s", err.msg);
+    a = env->id;
+    env_free(env);
+    b = create(st, "fy", 22000); /* kept at creation (make_env) */
+    env = make_env("fz", 23000);
+    free(env->owner);
+    env->owner = xstrdup("bob");
+    cr_assert_eq(store_env_create(st, env, &alice, &err), 0, "%s", err.msg);
+    c = env->id;
+    env_free(env);
+
+    cr_assert_eq(store_env_count_kept(st, "alice", &n, &err), 0, "%s", err.msg);
+    cr_expect_eq(n, 1);
+    cr_assert_eq(store_env_set_keep(st, a, true, &alice, &err), 0, "%s", err.msg);
+    cr_assert_eq(store_env_set_keep(st, a, true, &alice, &err), 0, "unchanged: a no-op");
+    cr_assert_eq(store_env_count_kept(st, "alice", &n, &err), 0);
+    cr_expect_eq(n, 2);
+    cr_assert_eq(store_env_count_kept(st, NULL, &n, &err), 0);
+    cr_expect_eq(n, 3);
+
+    /* One on its way out no longer counts. */
+    cr_assert_eq(store_env_set_desired(st, b, ENV_WANT_DELETED, &alice, "env.delete", "", &err), 0);
+    cr_assert_eq(store_env_count_kept(st, "alice", &n, &err), 0);
+    cr_expect_eq(n, 1);
+    cr_assert_eq(store_env_set_keep(st, c, false, &alice, &err), 0);
+    cr_assert_eq(store_env_count_kept(st, "bob", &n, &err), 0);
+    cr_expect_eq(n, 0);
+
+    count = events_of(st, "env/fx", &evs);
+    cr_assert_eq(count, 2);
+    cr_expect_str_eq(evs[1]->action, "env.keep");
+    cr_expect_str_eq(evs[1]->actor, "alice");
+    cr_expect_str_eq(evs[1]->detail, "keep on");
+    event_list_free(evs, count);
+    count = events_of(st, "env/fz", &evs);
+    cr_assert_eq(count, 2);
+    cr_expect_str_eq(evs[1]->detail, "keep off");
+    event_list_free(evs, count);
+    cr_expect_eq(store_env_set_keep(st, 999, true, &alice, &err), EPH_ENOTFOUND);
+    store_close(st);
+}
+
+Test(store, activity_is_persisted_without_an_event)
+{
+    struct store *st = open_store();
+    struct eph_err err = {0};
+    struct env *env = NULL;
+    int64_t id = create(st, "fx", 21000);
+
+    cr_assert_eq(store_env_set_activity(st, id, 1800000000123, "websocket web", &err), 0, "%s",
+                 err.msg);
+    cr_assert_eq(store_env_get(st, "fx", &env, &err), 0);
+    cr_expect_eq(env->last_activity_ms, 1800000000123);
+    cr_expect_str_eq(env->last_activity, "websocket web");
+    env_free(env);
+    cr_expect_eq(count_events(st, "env/fx"), 1, "only env.create");
+    cr_expect_eq(store_env_set_activity(st, 999, 1, "api get", &err), EPH_ENOTFOUND);
+    cr_expect_str_eq(err.msg, "environment 999 not found");
     store_close(st);
 }
 

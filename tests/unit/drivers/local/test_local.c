@@ -2,7 +2,7 @@
  * tests/unit/drivers/local/test_local.c - the local driver on a real loop,
  * with real processes: a git repository made in a temporary directory and
  * mirrored with git_cache_sync(), services such as python3's http.server and
- * sleep. A timer calls apply() (or teardown()) every few milliseconds, as the
+ * sleep. A timer calls apply() (or suspend() or teardown()) every few milliseconds, as the
  * reconciler would, until a condition holds or a deadline passes.
  *
  * Criterion runs each test in a forked child, several at once: every test has
@@ -76,6 +76,9 @@ struct fx {
     struct plan_env *tearing;     /* teardown this one */
     int teardown_rc;
     int teardown_calls;
+    struct plan_env *suspending; /* suspend this one (and observe it) */
+    int suspend_rc;
+    int suspend_calls;
     void (*on_tick)(struct fx *f); /* extra checks, after apply/observe */
     bool closed;
     const struct local_run_as *run_as; /* for the driver driver_open() makes */
@@ -157,6 +160,13 @@ on_tick(uv_timer_t *t)
         pe->apply_rc = f->drv->ops->apply(f->drv, &pe->plan, &pe->err);
         f->drv->ops->observe(f->drv, &pe->plan, &pe->status);
     }
+    if (f->suspending) {
+        struct eph_err err = {0};
+        struct plan_env *pe = f->suspending;
+        f->suspend_rc = f->drv->ops->suspend(f->drv, pe->plan.env_id, pe->plan.env_name, &err);
+        f->suspend_calls++;
+        f->drv->ops->observe(f->drv, &pe->plan, &pe->status);
+    }
     if (f->tearing) {
         struct eph_err err = {0};
         f->teardown_rc =
@@ -193,6 +203,7 @@ driver_close(struct fx *f)
 {
     f->applying[0] = f->applying[1] = NULL;
     f->tearing = NULL;
+    f->suspending = NULL;
     f->on_tick = NULL;
     f->drv->ops->close(f->drv, on_closed, f);
     f->drv = NULL;
@@ -831,6 +842,133 @@ Test(local, reruns_a_setup_an_earlier_server_left_unfinished)
     for (int i = 0; i < 100 && proc_group_live_count(setup_pid) > 0; i++)
         usleep(10000);
     cr_expect_eq(proc_group_live_count(setup_pid), 0, "the old setup is killed");
+    teardown_env(&pe);
+    fx_fini(&F);
+    plan_release(&pe);
+}
+
+static bool
+suspended(struct fx *f)
+{
+    return f->suspend_rc == 0 && f->suspend_calls > 0;
+}
+
+/* suspend() until it reports nothing runs. */
+static void
+suspend_env(struct plan_env *pe)
+{
+    F.applying[0] = F.applying[1] = NULL;
+    F.suspending = pe;
+    F.suspend_calls = 0;
+    cr_assert(run_until(&F, suspended, 10000), "suspend of '%s' never finished: rc=%d",
+              pe->plan.env_name, F.suspend_rc);
+    F.suspending = NULL;
+}
+
+static bool
+healthy_pe(struct fx *f)
+{
+    return all_healthy(f);
+}
+
+Test(local, suspend_stops_everything_and_keeps_files_then_apply_resumes_without_setup)
+{
+    struct plan_env pe;
+    struct drv_service *db;
+    char *dir, *count, *marker, *data = NULL;
+    int db_pid, web_pid;
+    int64_t started;
+
+    fx_init(&F);
+    plan_init(&pe, 20, "nap");
+    db = add_svc(&pe, "db", tcp_run, free_port(), SPEC_HEALTH_TCP, NULL);
+    db->dir = "srv";
+    db->setup = "echo ran >> \"$EPH_DATA/setup-count\"";
+    add_svc(&pe, "web", http_run, free_port(), SPEC_HEALTH_HTTP, NULL);
+    add_dep(&pe, 1, 0);
+    dir = env_dir(&pe);
+    count = xasprintf("%s/data/db/setup-count", dir);
+    marker = xasprintf("%s/state/setup-db.done", dir);
+    F.applying[0] = &pe;
+    cr_assert(run_until(&F, healthy_pe, 20000), "db=%d web=%d", pe.st[0].state, pe.st[1].state);
+    db_pid = pe.st[0].pid;
+    web_pid = pe.st[1].pid;
+
+    /* Asleep: nothing runs, every file stays, and no stop is a crash. */
+    suspend_env(&pe);
+    cr_expect_eq(count_instance_groups(), 0, "no process is left");
+    cr_expect_eq(proc_group_live_count(db_pid), 0);
+    cr_expect_eq(proc_group_live_count(web_pid), 0);
+    cr_expect_eq(pe.st[0].state, SVC_STATE_STOPPED);
+    cr_expect_eq(pe.st[1].state, SVC_STATE_STOPPED);
+    cr_expect_eq(pe.st[0].restarts, 0);
+    cr_expect_eq(pe.st[1].restarts, 0);
+    cr_expect_eq(pe.st[0].pid, 0);
+    cr_expect(fs_exists(marker), "the setup-done mark stays");
+    cr_expect(fs_exists(count), "data stays");
+    cr_expect_eq(recorded_live(F.envs, false), 0);
+
+    /* Awake again: in order, without setup, no crash counted. */
+    started = time_mono_ms();
+    F.applying[0] = &pe;
+    cr_assert(run_until(&F, healthy_pe, 20000), "db=%d web=%d", pe.st[0].state, pe.st[1].state);
+    cr_log_info("woke in %" PRId64 " ms", time_mono_ms() - started);
+    cr_expect_neq(pe.st[0].pid, db_pid);
+    cr_expect_eq(pe.st[0].restarts, 0);
+    cr_expect_eq(pe.st[1].restarts, 0);
+    cr_assert_eq(fs_read_all(count, 4096, &data, NULL), 0);
+    cr_expect_str_eq(data, "ran\n", "setup ran once");
+    free(data);
+
+    /* Asleep across a server restart: nothing starts it, and the wake after
+     * it runs no setup either. */
+    suspend_env(&pe);
+    driver_close(&F);
+    driver_open(&F);
+    struct eph_err err = {0};
+    cr_expect_eq(F.drv->ops->suspend(F.drv, pe.plan.env_id, pe.plan.env_name, &err), 0,
+                 "nothing to stop: %s", err.msg);
+    cr_expect_eq(count_instance_groups(), 0);
+    F.applying[0] = &pe;
+    cr_assert(run_until(&F, healthy_pe, 20000), "db=%d web=%d", pe.st[0].state, pe.st[1].state);
+    cr_assert_eq(fs_read_all(count, 4096, &data, NULL), 0);
+    cr_expect_str_eq(data, "ran\n", "setup ran once, across the restart too");
+    free(data);
+
+    /* A wake right after a sleep waits for the old processes to go. */
+    cr_expect_eq(F.drv->ops->suspend(F.drv, pe.plan.env_id, pe.plan.env_name, &err), EPH_EAGAIN,
+                 "stopping");
+    F.applying[0] = &pe;
+    cr_assert(run_until(&F, healthy_pe, 20000), "db=%d web=%d", pe.st[0].state, pe.st[1].state);
+    cr_expect_eq(count_instance_groups(), 2, "one group per service");
+    teardown_env(&pe);
+    fx_fini(&F);
+    free(dir);
+    free(count);
+    free(marker);
+    plan_release(&pe);
+}
+
+Test(local, suspend_stops_what_an_earlier_server_left_of_an_asleep_environment)
+{
+    struct plan_env pe;
+    int pid;
+
+    fx_init(&F);
+    plan_init(&pe, 21, "left");
+    add_svc(&pe, "web", http_run, free_port(), SPEC_HEALTH_HTTP, NULL);
+    F.applying[0] = &pe;
+    cr_assert(run_until(&F, healthy_pe, 20000));
+    pid = pe.st[0].pid;
+    driver_close(&F); /* leaves web running; the next server finds it asleep */
+    driver_open(&F);
+    suspend_env(&pe);
+    cr_expect_eq(proc_group_live_count(pid), 0, "stopped");
+    cr_expect_eq(count_instance_groups(), 0);
+    F.drv->ops->sweep(F.drv);
+    F.applying[0] = &pe;
+    cr_assert(run_until(&F, healthy_pe, 20000));
+    cr_expect_neq(pe.st[0].pid, pid);
     teardown_env(&pe);
     fx_fini(&F);
     plan_release(&pe);
