@@ -107,6 +107,7 @@ struct gw_client {
     struct gw_activity *held_in;             /* whose n_held counts it; NULL: not held */
     const struct gw_route_service *held_r;   /* its service in c->routes */
     uint64_t hold_until;                     /* loop time wake_timeout passes */
+    uint64_t hold_page_at;                   /* a browser's "waking up" page; or never */
     enum cstate state;
     enum ctimer timer_mode;
     uint64_t deadline;        /* loop time the current timer mode expires */
@@ -1236,6 +1237,22 @@ tell_wake(struct gw_client *c, const struct gw_route_service *r)
     w->cfg->on_wake(w->cfg->on_wake_arg, r->env->id, r->name);
 }
 
+/* The next look at held request c: its deadline, a browser's page, or the
+ * next reminder to the control loop (a wake request it never got, say from
+ * a full mailbox, would otherwise leave c waiting out wake_timeout). */
+static void
+hold_timer_set(struct gw_client *c)
+{
+    uint64_t now = uv_now(&c->w->loop);
+    uint64_t at = now + GW_HOLD_RETELL_MS;
+
+    if (c->hold_until < at)
+        at = c->hold_until;
+    if (c->hold_page_at < at)
+        at = c->hold_page_at;
+    timer_set(c, CT_HOLD, at > now ? (int64_t)(at - now) : 0);
+}
+
 /* Parks the request until r's environment is awake (or a page says why not). */
 static void
 hold(struct gw_client *c, const struct gw_route_service *r)
@@ -1270,10 +1287,11 @@ hold(struct gw_client *c, const struct gw_route_service *r)
         c->in_off = 0;
     }
     c->hold_until = uv_now(&w->loop) + (uint64_t)ms;
+    c->hold_page_at = UINT64_MAX;
     accept = gw__head_find(&c->rp.head, "accept", &len);
     if (c->rp.method == HTTP_GET && gw__accepts_html(accept, len) && ms > GW_HOLD_BROWSER_MS)
-        ms = GW_HOLD_BROWSER_MS;
-    timer_set(c, CT_HOLD, ms);
+        c->hold_page_at = uv_now(&w->loop) + GW_HOLD_BROWSER_MS;
+    hold_timer_set(c);
     log_debug("request held", "env=%s service=%s held=%d", r->env_name, r->name,
               a->per_worker[w->index].n_held);
 }
@@ -1404,8 +1422,14 @@ static void
 on_hold_timer(struct gw_client *c)
 {
     const struct gw_route_service *r = c->held_r;
-    bool expired = uv_now(&c->w->loop) >= c->hold_until;
+    uint64_t now = uv_now(&c->w->loop);
+    bool expired = now >= c->hold_until;
 
+    if (!expired && now < c->hold_page_at) {
+        tell_wake(c, r); /* a reminder: still waiting */
+        hold_timer_set(c);
+        return;
+    }
     leave_hold(c);
     if (expired) {
         hold_timed_out(c, r);
@@ -1457,7 +1481,13 @@ hold_recheck(struct gw_client *c)
         return;
     }
     leave_hold(c);
-    if (r->env->asleep_message) {
+    if (c->w->cfg->auth_ix != NULL &&
+        !access_env_visible(&c->pass.principal, r->env->id, r->env->owner,
+                            r->env->visibility)) {
+        /* Made private (or its links withdrawn) while the request waited:
+         * the sign-in check of its head no longer holds. */
+        page_error(c, 404, "no such environment here");
+    } else if (r->env->asleep_message) {
         page_error(c, 503, r->env->asleep_message);
     } else if (!r->routable) {
         /* It failed, or went back to sleep for good: why, in the page. */

@@ -59,6 +59,7 @@
 /* A held browser navigation gets the "waking up" page after this long (it
  * reloads itself, so the browser shows progress rather than a spinner). */
 #define GW_HOLD_BROWSER_MS 1000
+#define GW_HOLD_RETELL_MS 1000  /* a held request reminds the control loop this often */
 /* cfg->on_wake is called at most this often per environment and worker. */
 #define GW_WAKE_TELL_MS 100
 

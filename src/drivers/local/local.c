@@ -600,6 +600,11 @@ resume(struct local_env *env)
         kick_later(env->drv, LOCAL_REAP_INTERVAL_MS);
         return false;
     }
+    /* Woken before the suspend got as far as its sweep: what left its
+     * process group must not live on beside the new start. */
+    if (!env->suspend_swept)
+        local_cgroup_env_kill(env);
+    env->suspend_swept = true;
     env->suspended = false;
     for (size_t i = 0; i < env->n_svcs; i++)
         local__svc_resume(env->svcs[i]);
@@ -780,8 +785,12 @@ local_suspend(struct driver *d, int64_t env_id, const char *env_name, struct eph
             has_orphans = g->env_id == env_id;
         for (struct local_group *g = drv->swept; g != NULL && !has_orphans; g = g->next)
             has_orphans = g->env_id == env_id;
-        if (!has_orphans)
+        if (!has_orphans) {
+            /* A server killed halfway through a suspend may have left a
+             * daemon that had left its process group in the cgroup. */
+            local_cgroup_kill_id(drv->cgroup, env_id);
             return 0;
+        }
         if (env_name == NULL || !env_name_valid(env_name))
             return eph_err_set(err, EPH_EINVAL, "invalid environment name '%s'",
                                env_name ? env_name : "");

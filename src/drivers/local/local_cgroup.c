@@ -920,18 +920,23 @@ kill_all(const char *dir)
 }
 
 void
-local_cgroup_env_kill(struct local_env *env)
+local_cgroup_kill_id(struct local_cgroup *cg, int64_t env_id)
 {
-    struct local_cgroup *cg = cgroup_of(env);
     char *dir;
 
     if (!local_cgroup_enabled(cg))
         return;
     /* The path, not the known cgroup: an earlier server may have made it. */
-    dir = env_cgroup_path(cg, env->id);
+    dir = env_cgroup_path(cg, env_id);
     if (fs_exists(dir))
         kill_all(dir);
     free(dir);
+}
+
+void
+local_cgroup_env_kill(struct local_env *env)
+{
+    local_cgroup_kill_id(cgroup_of(env), env->id);
 }
 
 int

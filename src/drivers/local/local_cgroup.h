@@ -106,6 +106,9 @@ int local_cgroup_env_remove(struct local_env *env);
  * (made by this server or an earlier one): for suspend() once env's groups
  * are gone. Does nothing without one. */
 void local_cgroup_env_kill(struct local_env *env);
+/* The same for environment env_id known only by id (not applied by this
+ * server: it slept across a restart). */
+void local_cgroup_kill_id(struct local_cgroup *cg, int64_t env_id);
 
 /*
  * Called when a service's process (leader) of env exited: true if the memory
