@@ -100,6 +100,8 @@ check_verifiers(const char *value, size_t len, const char *host, size_t host_len
             abort();
         if (g.kind == AUTH_GRANT_LINK && strspn(g.subject, "0123456789") != n)
             abort();
+        if (g.issued_ms < 0 || (g.kind == AUTH_GRANT_SESSION && g.issued_ms != 0))
+            abort();
     }
     if (auth_ticket_verify(&fuzz_key, value, len, host, host_len, NOW, &t)) {
         size_t rd_len = strnlen(t.rd, AUTH_RD_MAX);
@@ -117,7 +119,7 @@ check_verifiers(const char *value, size_t len, const char *host, size_t host_len
             abort();
     }
     if (auth_link_verify(&fuzz_key, value, len, NOW, &l)) {
-        if (l.env_id < 0 || l.expires_ms <= NOW || strnlen(l.env_name, sizeof(l.env_name)) == 0 ||
+        if (l.env_id < 0 || l.issued_ms < 0 || l.expires_ms <= NOW || strnlen(l.env_name, sizeof(l.env_name)) == 0 ||
             strnlen(l.env_name, sizeof(l.env_name)) >= sizeof(l.env_name))
             abort();
     }

@@ -3,12 +3,15 @@
  * and expiring URL that opens one environment without signing in.
  *
  * The link is not stored: it is auth_link_make()'s string (environment id,
- * name and expiry under the server's key), and the gateway honours it on
- * that environment's service hosts (/_eph/link?t=...) only while the
- * environment's visibility is `link`. So sharing a `team` environment makes
- * it `link` (its own "env.visibility" event), a `private` one is refused,
- * and setting the visibility back to team or private withdraws every link
- * at once. Each link made is recorded as an "env.share" event.
+ * name, expiry and the time it was made under the server's key), and the
+ * gateway honours it on that environment's service hosts (/_eph/link?t=...)
+ * only while the environment's visibility is `link`. So sharing a `team`
+ * environment makes it `link` (its own "env.visibility" event), a `private`
+ * one is refused, and setting the visibility back to team or private
+ * withdraws every link at once: the store records when (links_since_ms), and
+ * the gateway refuses links made at or before that time even once the
+ * environment is `link` again. Each link made is recorded as an "env.share"
+ * event.
  */
 #include "api/api_int.h"
 
@@ -112,6 +115,11 @@ api__links_create(struct api_call *call, const struct api_params *params)
     api->hooks.service_url(api->hooks.arg, svc->name, env->name, url, sizeof(url));
     link.env_id = env->id;
     snprintf(link.env_name, sizeof(link.env_name), "%s", env->name);
+    link.issued_ms = time_wall_ms();
+    /* After the last withdrawal, even in the millisecond it happened or with
+     * a wall clock set back since: a new link must not be born withdrawn. */
+    if (link.issued_ms <= env->links_since_ms)
+        link.issued_ms = env->links_since_ms + 1;
     link.expires_ms = time_wall_ms() + req.ttl_s * 1000;
     rc = auth_link_make(&api->key, &link, value);
     if (rc < 0) {

@@ -30,7 +30,7 @@
 #define MAC_BYTES 32
 #define MAC_B64_LEN 43 /* 32 bytes in base64url without padding */
 #define NONCE_BYTES 16 /* 32 hex digits */
-#define MAX_FIELDS 5   /* a ticket's */
+#define MAX_FIELDS 5   /* a ticket's, a link cookie's */
 #define INT64_DIGITS 19
 
 /* The longest payload that can fit: "<p>1." + payload + "." + MAC in
@@ -429,12 +429,13 @@ struct fields {
 
 /*
  * Checks the envelope of `value` for `purpose`: version, lengths, base64,
- * MAC, then splits the payload into exactly `n_fields` fields, none with a
- * control character. The fields point into p->buf. True if all holds.
+ * MAC, then splits the payload into at most `max_fields` fields, none with a
+ * control character. The fields point into p->buf. Returns how many there
+ * are (the caller checks that count), or 0 if anything fails.
  */
-static bool
-open_sealed(const struct auth_key *k, char purpose, const char *value, size_t len, size_t n_fields,
-            struct payload *p, struct fields *f)
+static size_t
+open_sealed(const struct auth_key *k, char purpose, const char *value, size_t len,
+            size_t max_fields, struct payload *p, struct fields *f)
 {
     const char *enc;
     const char *dot;
@@ -445,44 +446,45 @@ open_sealed(const struct auth_key *k, char purpose, const char *value, size_t le
     size_t start;
     size_t n = 0;
 
+    EPH_ASSERT(max_fields <= MAX_FIELDS);
     if (k == NULL || value == NULL || len < 3 + 1 + MAC_B64_LEN || len >= AUTH_SIGNED_MAX)
-        return false;
+        return 0;
     if (value[0] != purpose || value[1] != FORMAT_VERSION || value[2] != '.')
-        return false;
+        return 0;
     enc = value + 3;
     dot = memchr(enc, '.', len - 3);
     if (dot == NULL)
-        return false;
+        return 0;
     enc_len = (size_t)(dot - enc);
     if (len - 3 - enc_len - 1 != MAC_B64_LEN)
-        return false;
+        return 0;
     if (auth_b64url_decode(dot + 1, MAC_B64_LEN, mac_got, sizeof(mac_got)) != MAC_BYTES)
-        return false;
+        return 0;
     payload_start(p, purpose);
     body = auth_b64url_decode(enc, enc_len, p->buf + 2, PAYLOAD_MAX);
     if (body <= 0)
-        return false;
+        return 0;
     p->len = 2 + (size_t)body;
     auth_hmac_sha256(k->bytes, sizeof(k->bytes), p->buf, p->len, mac_want);
     if (CRYPTO_memcmp(mac_got, mac_want, MAC_BYTES) != 0)
-        return false;
+        return 0;
 
     /* Signed by us; still parsed as carefully as if it were not. */
     start = 2;
     for (size_t i = 2; i <= p->len; i++) {
         if (i < p->len && p->buf[i] != '\n') {
             if (is_ctl((unsigned char)p->buf[i]))
-                return false;
+                return 0;
             continue;
         }
-        if (n == n_fields)
-            return false;
+        if (n == max_fields)
+            return 0;
         f->at[n] = p->buf + start;
         f->len[n] = i - start;
         n++;
         start = i + 1;
     }
-    return n == n_fields;
+    return n;
 }
 
 /* Copies a field into a buffer of `max` bytes with its NUL; false if it is
@@ -514,7 +516,8 @@ auth_host_cookie_make(const struct auth_key *k, const struct auth_grant *g, cons
         return EPH_EINVAL;
     if (!field_ok(g->subject, AUTH_ID_MAX, &subject_len) || g->expires_ms < 0)
         return EPH_EINVAL;
-    if (g->kind == AUTH_GRANT_LINK && !parse_i64(g->subject, subject_len, &unused))
+    if (g->kind == AUTH_GRANT_LINK &&
+        (!parse_i64(g->subject, subject_len, &unused) || g->issued_ms < 0))
         return EPH_EINVAL;
     if (!auth_host_normalize(host, strlen(host), norm))
         return EPH_EINVAL;
@@ -524,6 +527,8 @@ auth_host_cookie_make(const struct auth_key *k, const struct auth_grant *g, cons
     payload_add(&p, g->subject, subject_len);
     payload_add_i64(&p, g->expires_ms);
     payload_add(&p, norm, strlen(norm));
+    if (g->kind == AUTH_GRANT_LINK)
+        payload_add_i64(&p, g->issued_ms);
     return seal(k, &p, out);
 }
 
@@ -536,17 +541,21 @@ auth_host_cookie_verify(const struct auth_key *k, const char *value, size_t len,
     struct auth_grant g;
     char norm[AUTH_HOST_MAX];
     int64_t unused;
+    size_t n;
     bool ok = false;
 
     memset(&g, 0, sizeof(g));
-    if (!open_sealed(k, PURPOSE_COOKIE, value, len, 4, &p, &f))
+    n = open_sealed(k, PURPOSE_COOKIE, value, len, 5, &p, &f);
+    if (n < 4 || f.len[0] != 1)
         goto out;
-    if (f.len[0] != 1 || (f.at[0][0] != AUTH_GRANT_SESSION && f.at[0][0] != AUTH_GRANT_LINK))
+    /* A session's cookie has four fields, a link's five (its issued_ms). */
+    if (!(f.at[0][0] == AUTH_GRANT_SESSION && n == 4) && !(f.at[0][0] == AUTH_GRANT_LINK && n == 5))
         goto out;
     g.kind = (enum auth_grant_kind)f.at[0][0];
     if (!copy_field(g.subject, sizeof(g.subject), f.at[1], f.len[1]))
         goto out;
-    if (g.kind == AUTH_GRANT_LINK && !parse_i64(f.at[1], f.len[1], &unused))
+    if (g.kind == AUTH_GRANT_LINK &&
+        (!parse_i64(f.at[1], f.len[1], &unused) || !parse_i64(f.at[4], f.len[4], &g.issued_ms)))
         goto out;
     if (!parse_i64(f.at[2], f.len[2], &g.expires_ms) || g.expires_ms <= now_ms)
         goto out;
@@ -610,7 +619,7 @@ auth_ticket_verify(const struct auth_key *k, const char *value, size_t len, cons
     bool ok = false;
 
     memset(&t, 0, sizeof(t));
-    if (!open_sealed(k, PURPOSE_TICKET, value, len, 5, &p, &f))
+    if (open_sealed(k, PURPOSE_TICKET, value, len, 5, &p, &f) != 5)
         goto out;
     if (!copy_field(t.session_id, sizeof(t.session_id), f.at[0], f.len[0]))
         goto out;
@@ -648,13 +657,14 @@ auth_link_make(const struct auth_key *k, const struct auth_link *l, char out[AUT
     size_t name_len;
 
     out[0] = '\0';
-    if (l == NULL || l->env_id < 0 || l->expires_ms < 0 ||
+    if (l == NULL || l->env_id < 0 || l->expires_ms < 0 || l->issued_ms < 0 ||
         !field_ok(l->env_name, sizeof(l->env_name), &name_len))
         return EPH_EINVAL;
     payload_start(&p, PURPOSE_LINK);
     payload_add_i64(&p, l->env_id);
     payload_add(&p, l->env_name, name_len);
     payload_add_i64(&p, l->expires_ms);
+    payload_add_i64(&p, l->issued_ms);
     return seal(k, &p, out);
 }
 
@@ -668,13 +678,15 @@ auth_link_verify(const struct auth_key *k, const char *value, size_t len, int64_
     bool ok = false;
 
     memset(&l, 0, sizeof(l));
-    if (!open_sealed(k, PURPOSE_LINK, value, len, 3, &p, &f))
+    if (open_sealed(k, PURPOSE_LINK, value, len, 4, &p, &f) != 4)
         goto out;
     if (!parse_i64(f.at[0], f.len[0], &l.env_id))
         goto out;
     if (!copy_field(l.env_name, sizeof(l.env_name), f.at[1], f.len[1]))
         goto out;
     if (!parse_i64(f.at[2], f.len[2], &l.expires_ms) || l.expires_ms <= now_ms)
+        goto out;
+    if (!parse_i64(f.at[3], f.len[3], &l.issued_ms))
         goto out;
     ok = true;
 out:

@@ -7,7 +7,15 @@
  * host cookie, 't' ticket, 'l' link), the format version, the base64url
  * (no padding) payload, and the base64url HMAC-SHA256 under the server's
  * key of the purpose and the raw payload, so one kind can never pass for
- * another. The payload is text, fields separated by '\n'. A string that
+ * another. The payload is text, fields separated by '\n':
+ *
+ *   host cookie, session  s, session id, expires_ms, host
+ *   host cookie, link     l, environment id, expires_ms, host, issued_ms
+ *   ticket                session id, host, rd, nonce, expires_ms
+ *   share link            environment id, environment name, expires_ms, issued_ms
+ *
+ * (Links and link cookies without issued_ms, from before withdrawals were
+ * kept, have one field fewer and are refused.) A string that
  * fails to parse, carries a wrong MAC (compared in constant time), has
  * expired or names another host is refused the same way: the verify
  * functions return false and say nothing about which check failed.
@@ -46,10 +54,13 @@ struct auth_grant {
     enum auth_grant_kind kind;
     char subject[AUTH_ID_MAX];
     int64_t expires_ms; /* wall clock */
+    int64_t issued_ms;  /* AUTH_GRANT_LINK: when its link was made (wall clock), so that the
+                           gateway can tell a withdrawn link's cookie; 0 for sessions */
 };
 
-/* Makes a cookie value for `host` (normalized here). 0, or EPH_EINVAL when a
- * field is empty, holds '\n', or the result would not fit. */
+/* Makes a cookie value for `host` (normalized here); issued_ms is written for
+ * link grants only. 0, or EPH_EINVAL when a field is empty, holds '\n', is
+ * negative, or the result would not fit. */
 int auth_host_cookie_make(const struct auth_key *k, const struct auth_grant *g, const char *host,
                           char out[AUTH_SIGNED_MAX]);
 /* Checks a cookie value (len bytes, not NUL-terminated) for the request's
@@ -82,9 +93,13 @@ bool auth_ticket_verify(const struct auth_key *k, const char *value, size_t len,
 struct auth_link {
     int64_t env_id;
     char env_name[64];
-    int64_t expires_ms;
+    int64_t expires_ms; /* wall clock */
+    int64_t issued_ms;  /* wall clock: when it was made. The gateway refuses a link made at
+                           or before its environment's links_since_ms (withdrawn). */
 };
 
+/* 0, or EPH_EINVAL for a negative number or a name that is empty, holds a
+ * control character or does not fit. */
 int auth_link_make(const struct auth_key *k, const struct auth_link *l, char out[AUTH_SIGNED_MAX]);
 bool auth_link_verify(const struct auth_key *k, const char *value, size_t len, int64_t now_ms,
                       struct auth_link *out);

@@ -78,6 +78,8 @@ struct env {
     char *commit;            /* resolved full sha */
     char *owner;
     enum visibility visibility; /* who sees it; VIS_TEAM unless asked otherwise */
+    int64_t links_since_ms;     /* wall clock: share links made at or before this were withdrawn
+                                   (the visibility last left link); 0 none. Set by the store */
     char *template_yaml;     /* ephemera.yaml at `commit`, kept with the record */
     struct env_param *params;
     size_t n_params;

@@ -16,6 +16,10 @@
  *
  * The environment must then be visible to whoever it is (core/access.h);
  * one that is not, or does not exist, is a plain 404 that lists nothing.
+ * A share link, and its cookie, also carry the time the link was made: one
+ * made at or before the environment's links_since_ms (when its visibility
+ * last left `link`) was withdrawn, and stays so when the environment is
+ * shared again.
  *
  * Runs on the gateway's worker loops; reads the shared index (locks inside).
  */
@@ -216,6 +220,14 @@ exchange_ticket(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *
     return grant_and_redirect(w, gr->pr, &g, gr->host_norm, t.rd, gr->secure, page, status);
 }
 
+/* A share link made at `issued_ms` was withdrawn from environment e: its
+ * visibility left `link` at or after that time. */
+static bool
+link_withdrawn(const struct gw_route_env *e, int64_t issued_ms)
+{
+    return issued_ms <= e->links_since_ms;
+}
+
 /* /_eph/link?t=L: a share link of this environment. */
 static enum gw_guard_step
 exchange_link(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page, int *status)
@@ -227,7 +239,7 @@ exchange_link(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *pa
 
     if (!query_param(gr->target, gr->target_len, "t", value, sizeof(value)) ||
         !auth_link_verify(key_of(w), value, strlen(value), wall_ms(), &l) || e == NULL ||
-        l.env_id != e->id || e->visibility != VIS_LINK) {
+        l.env_id != e->id || e->visibility != VIS_LINK || link_withdrawn(e, l.issued_ms)) {
         gw__page_error(page, gr->pr, 403,
                        "this share link has expired, was withdrawn, or is not for this "
                        "environment");
@@ -236,6 +248,7 @@ exchange_link(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *pa
     }
     snprintf(g.subject, sizeof(g.subject), "%" PRId64, l.env_id);
     g.expires_ms = l.expires_ms;
+    g.issued_ms = l.issued_ms; /* the link's time, not the cookie's: withdrawn together */
     return grant_and_redirect(w, gr->pr, &g, gr->host_norm, "/", gr->secure, page, status);
 }
 
@@ -276,6 +289,7 @@ gw__guard(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page, 
     int64_t now;
     const char *authz, *cookie;
     size_t authz_len = 0, cookie_len = 0;
+    int64_t link_issued_ms = 0; /* a link cookie's: when its link was made */
 
     memset(out, 0, sizeof(*out));
     if (gr->path_len >= sizeof(EPH_PATH_AUTH) - 1 &&
@@ -320,12 +334,14 @@ gw__guard(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page, 
             out->principal.role = ROLE_NONE;
             out->principal.link_env_id = strtoll(g.subject, NULL, 10);
             out->link = true;
+            link_issued_ms = g.issued_ms;
         }
     } else {
         return ask_to_sign_in(w, gr, page, status);
     }
     if (gr->env == NULL ||
-        !access_env_visible(&out->principal, gr->env->id, gr->env->owner, gr->env->visibility)) {
+        !access_env_visible(&out->principal, gr->env->id, gr->env->owner, gr->env->visibility) ||
+        (out->link && link_withdrawn(gr->env, link_issued_ms))) {
         gw__page_error(page, gr->pr, 404, "no such environment here");
         *status = 404;
         return GW_GUARD_ANSWERED;

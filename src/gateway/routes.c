@@ -73,6 +73,7 @@ gw_routes_build(const struct gw_route_env_in *envs, size_t n_envs, uint64_t vers
         e->name = xstrdup(in->name);
         e->owner = xstrdup(in->owner ? in->owner : "");
         e->visibility = in->visibility;
+        e->links_since_ms = in->links_since_ms;
         e->phase = in->phase;
         e->reason = xstrdup(in->reason);
         e->hold_requests = in->hold_requests;

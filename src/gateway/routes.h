@@ -39,6 +39,7 @@ struct gw_route_env_in {
     const char *name;
     const char *owner;         /* NULL if none */
     enum visibility visibility;
+    int64_t links_since_ms; /* wall clock: share links made at or before it are withdrawn */
     enum env_phase phase;
     const char *reason;        /* NULL if none */
     const struct gw_route_service_in *services;
@@ -70,6 +71,8 @@ struct gw_route_env {
     char *name;
     char *owner;               /* "" if none */
     enum visibility visibility;
+    int64_t links_since_ms; /* wall clock: share links made at or before it are withdrawn
+                               (visibility left link then); 0 none */
     enum env_phase phase;
     char *reason;
     struct gw_route_service *services; /* exposed services only, in template order */

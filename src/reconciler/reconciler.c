@@ -73,6 +73,7 @@ struct rec_plan {
      * slept_at/woke_at are wall clock. 0: none yet, use the stored ones. */
     int64_t sched_slept_at_ms;
     int64_t sched_woke_at_ms;
+    int64_t sched_created_at_ms; /* creation on the schedule clock, as of the plan's making */
     bool waking;             /* woken here and not yet ready (or failed) */
     int64_t woke_wall_ms;    /* wall clock of the last wake decided here: not idle before */
     bool suspend_warned;     /* a suspend error was logged (once per sleep) */
@@ -427,6 +428,7 @@ plan_get(struct reconciler *rec, const struct env *env)
         p = failed;
     }
     plan_settings(rec, env, p);
+    p->sched_created_at_ms = env->created_at_ms - rec->now_ms + rec->sched_now_ms;
     rec->plans = xrealloc(rec->plans, (rec->n_plans + 1) * sizeof(*rec->plans));
     rec->plans[rec->n_plans++] = p;
     return p;
@@ -733,10 +735,13 @@ last_sleep_at(const struct env *env, const struct rec_plan *p)
     return p->sched_slept_at_ms ? p->sched_slept_at_ms : env->slept_at_ms;
 }
 
+/* Creation counts as a wake: one created outside office hours stays up
+ * until it is idle, it is not put to sleep the moment it is ready. */
 static int64_t
 last_wake_at(const struct env *env, const struct rec_plan *p)
 {
-    return p->sched_woke_at_ms ? p->sched_woke_at_ms : env->woke_at_ms;
+    int64_t woke = p->sched_woke_at_ms ? p->sched_woke_at_ms : env->woke_at_ms;
+    return woke > p->sched_created_at_ms ? woke : p->sched_created_at_ms;
 }
 
 static void
@@ -1129,6 +1134,7 @@ notify_observer(struct reconciler *rec, struct env **envs, size_t n)
         v->name = env->name;
         v->owner = env->owner;
         v->visibility = env->visibility;
+        v->links_since_ms = env->links_since_ms;
         v->phase = env->phase;
         v->reason = env->reason;
         if (p != NULL && env->desired == ENV_WANT_ASLEEP) {
@@ -1161,6 +1167,12 @@ notify_observer(struct reconciler *rec, struct env **envs, size_t n)
                     svcs[j].upstream_port = stored->port;
             }
             v->n_services = p->spec->n_services;
+        }
+        /* Going to sleep: nothing is routed to processes being stopped; a
+         * request is held and wakes it again. */
+        if (env->desired == ENV_WANT_ASLEEP) {
+            for (size_t j = 0; j < v->n_services; j++)
+                svcs[j].state = SVC_STATE_STOPPED;
         }
         v->services = svcs;
     }

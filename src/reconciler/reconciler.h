@@ -106,6 +106,7 @@ struct rec_env_view {
     const char *name;
     const char *owner;                   /* NULL if none */
     enum visibility visibility;
+    int64_t links_since_ms;              /* share links made at or before it are withdrawn */
     enum env_phase phase;                /* as just recorded */
     const char *reason;                  /* NULL if none */
     const struct rec_svc_view *services; /* in template order */

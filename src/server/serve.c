@@ -407,6 +407,7 @@ route_signature(const struct rec_env_view *envs, size_t n)
         h = sig_str(h, envs[i].reason);
         h = sig_str(h, envs[i].owner);
         h = sig_int(h, envs[i].visibility);
+        h = sig_int(h, envs[i].links_since_ms);
         h = sig_int(h, envs[i].hold_requests);
         h = sig_str(h, envs[i].asleep_message);
         h = sig_int(h, (int64_t)envs[i].n_services);
@@ -449,6 +450,7 @@ publish_routes(struct server *srv, const struct rec_env_view *envs, size_t n, ui
             .name = envs[i].name,
             .owner = envs[i].owner,
             .visibility = envs[i].visibility,
+            .links_since_ms = envs[i].links_since_ms,
             .phase = envs[i].phase,
             .reason = envs[i].reason,
             .services = svcs,

@@ -176,6 +176,16 @@ static const struct migration steps[] = {
         "ALTER TABLE envs ADD COLUMN transition_reason TEXT NOT NULL DEFAULT '';\n"
         "PRAGMA user_version = 3;\n",
     },
+    {
+        4,
+        /* Share links are not stored (auth/signed.h), so withdrawing them is
+           a time: links made at or before links_since_ms (wall clock) are
+           refused. Set whenever the visibility leaves 'link'; NULL for
+           existing rows, read as 0: nothing withdrawn yet. (Links made
+           before this step carry no time and are refused anyway.) */
+        "ALTER TABLE envs ADD COLUMN links_since_ms INTEGER;\n"
+        "PRAGMA user_version = 4;\n",
+    },
 };
 
 int

@@ -43,7 +43,7 @@
     "created_at_ms, expires_at_ms, desired, phase, reason, phase_at_ms, ready_at_ms, visibility, " \
     "sleep_after_s, keep, schedule_awake, schedule_tz, wake_outside_hours, limit_memory_bytes, "   \
     "limit_cpu_millis, limit_pids, last_activity_ms, last_activity, slept_at_ms, woke_at_ms, "     \
-    "sleep_cause, transition_reason"
+    "sleep_cause, transition_reason, links_since_ms"
 #define SVC_COLS "env_id, name, port, state, pid, restarts, reason, started_at_ms"
 #define EVENT_COLS "id, at_ms, actor, source, action, target, detail"
 #define PROJECT_COLS "id, name, repo, created_by, created_at_ms"
@@ -137,7 +137,12 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ENV_SET_EXPIRY] = "UPDATE envs SET expires_at_ms = ?2 WHERE id = ?1",
     [ST_ENV_SET_PHASE] = "UPDATE envs SET phase = ?2, reason = ?3, phase_at_ms = ?4, "
                          "ready_at_ms = ?5, slept_at_ms = ?6, woke_at_ms = ?7 WHERE id = ?1",
-    [ST_ENV_SET_VISIBILITY] = "UPDATE envs SET visibility = ?2 WHERE id = ?1",
+    /* ?3: now when the visibility leaves 'link' (withdrawing its links), else
+       0. Never moved back, not even by a wall clock that is: a link withdrawn
+       stays withdrawn. */
+    [ST_ENV_SET_VISIBILITY] = "UPDATE envs SET visibility = ?2, "
+                              "links_since_ms = max(coalesce(links_since_ms, 0), ?3) "
+                              "WHERE id = ?1",
     [ST_ENV_SET_SLEEP] = "UPDATE envs SET desired = ?2, sleep_cause = ?3, transition_reason = ?4 "
                          "WHERE id = ?1",
     [ST_ENV_SET_KEEP] = "UPDATE envs SET keep = ?2 WHERE id = ?1",
@@ -736,6 +741,7 @@ env_from_row(sqlite3_stmt *s, struct env **out, struct eph_err *err)
     env->woke_at_ms = sqlite3_column_int64(s, 27);
     env->sleep_cause = xstrdup(store__col_text(s, 28));
     env->transition_reason = xstrdup(store__col_text(s, 29));
+    env->links_since_ms = sqlite3_column_int64(s, 30); /* NULL (before step 4): 0 */
     if (env_desired_parse(desired, &env->desired) < 0) {
         rc = eph_err_set(err, EPH_ESTORE, "store: environment %" PRId64 ": unknown desired '%s'",
                          env->id, desired);
@@ -965,6 +971,7 @@ store_env_create(struct store *st, struct env *env, const struct store_actor *ac
     env->phase = ENV_PHASE_PENDING;
     env->phase_at_ms = now;
     env->ready_at_ms = 0;
+    env->links_since_ms = 0; /* no link withdrawn yet */
     free(env->reason);
     env->reason = NULL;
     /* As a loaded record has them: text never NULL, no sleep state yet. */
@@ -1261,6 +1268,7 @@ store_env_set_visibility(struct store *st, int64_t id, enum visibility vis,
     if (s == NULL)
         rc = EPH_ESTORE;
     else if (sqlite3_bind_int64(s, 1, id) || store__bind_str(s, 2, visibility_name(vis)) ||
+             sqlite3_bind_int64(s, 3, row.visibility == VIS_LINK ? time_wall_ms() : 0) ||
              sqlite3_step(s) != SQLITE_DONE)
         rc = store__db_error(st, "set visibility", err);
     store__release(s);

@@ -69,9 +69,9 @@ int store_project_list(struct store *st, struct project ***out, size_t *n, struc
  * schedule_tz, wake_outside_hours, limit_*; NULL text is ""), and its
  * services with their names and ports. Sets env->id, created_at_ms, phase
  * (pending), desired (running), phase_at_ms, and clears reason, ready_at_ms,
- * the sleep state (last activity, slept/woke at, cause, reason: 0 and "") and
- * the services' observed fields (state pending), as recorded; on failure env
- * is left unchanged. EPH_ECONFLICT "environment 'fx' already exists" if a
+ * links_since_ms, the sleep state (last activity, slept/woke at, cause,
+ * reason: 0 and "") and the services' observed fields (state pending), as
+ * recorded; on failure env is left unchanged. EPH_ECONFLICT "environment 'fx' already exists" if a
  * not-deleted environment has the name; EPH_EINVAL for a service or parameter
  * without a name or named twice, a sleep_after_s below -1, a
  * wake_outside_hours other than -1, 0, 1, or a negative limit. Event
@@ -107,7 +107,9 @@ int store_env_set_expiry(struct store *st, int64_t id, int64_t expires_at_ms,
                          struct eph_err *err);
 
 /* Sets who sees it. Event "env.visibility", detail "team -> private"; setting
- * the visibility it has is a no-op without event. EPH_ENOTFOUND. */
+ * the visibility it has is a no-op without event. Leaving VIS_LINK withdraws
+ * every share link made so far: links_since_ms becomes now (wall clock), and
+ * stays when it becomes link again. EPH_ENOTFOUND. */
 int store_env_set_visibility(struct store *st, int64_t id, enum visibility vis,
                              const struct store_actor *actor, struct eph_err *err);
 

@@ -660,8 +660,7 @@ def test_11_07_a_token_acts_with_at_most_its_scope(tiny):
 # ------------------------------------------------------------------ found by these tests
 #
 # Each test below checked what the documents promise and failed when it was
-# written. One still marked strict xfail fails today; the mark turns into a
-# failure once the bug is fixed, so that it is removed with the fix.
+# written; each passes since its bug was fixed.
 
 
 def test_11_08_allowed_repos_cannot_be_escaped_with_dot_dot(server, repos):
@@ -676,9 +675,6 @@ def test_11_08_allowed_repos_cannot_be_escaped_with_dot_dot(server, repos):
         "repository '%s' is not in the server's allowed_repos" % sneaky, r.text
 
 
-@pytest.mark.xfail(strict=True, reason="links are not stored and the gateway checks only the "
-                   "current visibility: making the environment `link` again revives every "
-                   "link withdrawn before")
 def test_11_09_a_withdrawn_share_link_stays_withdrawn(echo):
     server = echo
     alice = sign_up(server, "alice")

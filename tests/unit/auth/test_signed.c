@@ -3,7 +3,10 @@
  * round-trip, and any change, truncation, other key, other host, other kind
  * or passed expiry is refused. Payloads signed with the right key but
  * holding bad fields (forged here with the module's own helpers) are
- * refused too: the checks after the MAC are not left to the MAC.
+ * refused too: the checks after the MAC are not left to the MAC. Links and
+ * link cookies carry the time the link was made; those of the format
+ * before, without it, are refused, while session cookies of that format
+ * still work.
  */
 #include "auth/signed.h"
 
@@ -15,6 +18,7 @@
 
 #define NOW 1700000000000LL
 #define LATER (NOW + 60000)
+#define ISSUED (NOW - 5000) /* when the test's links were made */
 
 static struct auth_key key;
 static struct auth_key other_key; /* differs from key in its last byte */
@@ -75,7 +79,8 @@ make_ticket(char out[AUTH_SIGNED_MAX], struct auth_ticket *t)
 static void
 make_link(char out[AUTH_SIGNED_MAX])
 {
-    struct auth_link l = {.env_id = 42, .env_name = "shop-1", .expires_ms = LATER};
+    struct auth_link l = {
+        .env_id = 42, .env_name = "shop-1", .expires_ms = LATER, .issued_ms = ISSUED};
 
     cr_assert_eq(auth_link_make(&key, &l, out), 0);
 }
@@ -118,21 +123,28 @@ Test(signed, host_cookie_round_trips_for_the_normalized_host)
     cr_expect_eq(g.kind, AUTH_GRANT_SESSION);
     cr_expect_str_eq(g.subject, SID);
     cr_expect_eq(g.expires_ms, LATER);
+    cr_expect_eq(g.issued_ms, 0, "a session's cookie carries no link time");
 }
 
 Test(signed, link_grant_cookie_round_trips)
 {
     char s[AUTH_SIGNED_MAX];
-    struct auth_grant g = {.kind = AUTH_GRANT_LINK, .subject = "42", .expires_ms = LATER};
+    struct auth_grant g = {
+        .kind = AUTH_GRANT_LINK, .subject = "42", .expires_ms = LATER, .issued_ms = ISSUED};
 
     cr_assert_eq(auth_host_cookie_make(&key, &g, "a.example.com", s), 0);
     memset(&g, 0, sizeof(g));
     cr_assert(auth_host_cookie_verify(&key, s, strlen(s), "a.example.com", 13, NOW, &g));
     cr_expect_eq(g.kind, AUTH_GRANT_LINK);
     cr_expect_str_eq(g.subject, "42");
+    cr_expect_eq(g.expires_ms, LATER);
+    cr_expect_eq(g.issued_ms, ISSUED, "the link's time, for withdrawals");
 
     /* A link grant's subject is an environment id: decimal only. */
     strcpy(g.subject, "4x");
+    cr_expect_eq(auth_host_cookie_make(&key, &g, "a.example.com", s), EPH_EINVAL);
+    strcpy(g.subject, "42");
+    g.issued_ms = -1;
     cr_expect_eq(auth_host_cookie_make(&key, &g, "a.example.com", s), EPH_EINVAL);
 }
 
@@ -174,10 +186,31 @@ Test(signed, link_round_trips)
     struct auth_link l;
 
     make_link(s);
+    cr_expect_eq(strncmp(s, "l1.", 3), 0, "%s", s);
     cr_assert(auth_link_verify(&key, s, strlen(s), NOW, &l));
     cr_expect_eq(l.env_id, 42);
     cr_expect_str_eq(l.env_name, "shop-1");
     cr_expect_eq(l.expires_ms, LATER);
+    cr_expect_eq(l.issued_ms, ISSUED);
+}
+
+Test(signed, refuses_links_and_link_cookies_without_their_time_but_not_old_session_cookies)
+{
+    char s[4096];
+    struct auth_grant g;
+    struct auth_link l;
+
+    /* As the format before withdrawals were kept wrote them. */
+    forge(&key, 'l', "42\nshop-1\n1700000060000", s);
+    cr_expect_not(auth_link_verify(&key, s, strlen(s), NOW, &l), "an old link");
+    forge(&key, 'c', "l\n42\n1700000060000\nshop-1.preview.example.com", s);
+    cr_expect_not(cookie_ok(s, strlen(s)), "an old link cookie");
+    forge(&key, 'c', "s\n" SID "\n1700000060000\nshop-1.preview.example.com", s);
+    cr_assert(
+        auth_host_cookie_verify(&key, s, strlen(s), "shop-1.preview.example.com", 26, NOW, &g),
+        "a session cookie is unchanged");
+    cr_expect_eq(g.kind, AUTH_GRANT_SESSION);
+    cr_expect_str_eq(g.subject, SID);
 }
 
 /* ------------------------------------------------------------- refusals */
@@ -342,7 +375,7 @@ Test(signed, refuses_fields_with_newlines_or_controls_at_make_time)
 {
     char s[AUTH_SIGNED_MAX];
     struct auth_grant g = {.kind = AUTH_GRANT_SESSION, .subject = "ab\ncd", .expires_ms = LATER};
-    struct auth_link l = {.env_id = 1, .env_name = "a\x01", .expires_ms = LATER};
+    struct auth_link l = {.env_id = 1, .env_name = "a\x01", .expires_ms = LATER, .issued_ms = NOW};
     struct auth_ticket t = {.session_id = "a\nb", .host = "a.example.com", .rd = "/"};
 
     cr_expect_eq(auth_host_cookie_make(&key, &g, "a.example.com", s), EPH_EINVAL);
@@ -356,6 +389,9 @@ Test(signed, refuses_fields_with_newlines_or_controls_at_make_time)
     cr_expect_eq(auth_link_make(&key, &l, s), EPH_EINVAL);
     strcpy(l.env_name, "shop");
     l.env_id = -1;
+    cr_expect_eq(auth_link_make(&key, &l, s), EPH_EINVAL);
+    l.env_id = 1;
+    l.issued_ms = -1;
     cr_expect_eq(auth_link_make(&key, &l, s), EPH_EINVAL);
     t.expires_ms = LATER;
     cr_expect_eq(auth_ticket_make(&key, &t, s), EPH_EINVAL);
@@ -403,6 +439,12 @@ static const struct {
     {'c', "s\n" SID "\n\nshop-1.preview.example.com"},                     /* no expiry */
     {'c', "s\n" SID "\n1700000060000\nSHOP-1.preview.example.com"},        /* not normalized */
     {'c', "s\n" SID "\t\n1700000060000\nshop-1.preview.example.com"},      /* control */
+    {'c', "s\n" SID "\n1700000060000\nshop-1.preview.example.com\n1"},     /* session, 5 */
+    {'c', "l\n42\n1700000060000\nshop-1.preview.example.com"},             /* link, 4 */
+    {'c', "l\n42\n1700000060000\nshop-1.preview.example.com\n"},           /* no issued */
+    {'c', "l\n42\n1700000060000\nshop-1.preview.example.com\n-1"},         /* issued < 0 */
+    {'c', "l\n42\n1700000060000\nshop-1.preview.example.com\n01"},         /* leading 0 */
+    {'c', "l\n42\n1700000060000\nshop-1.preview.example.com\n1\nx"},       /* six */
     {'t', SID "\nshop-1.preview.example.com\n//evil.example/x\n" NONCE "\n1700000060000"},
     {'t', SID "\nshop-1.preview.example.com\n/\\evil\n" NONCE "\n1700000060000"},
     {'t', SID "\nshop-1.preview.example.com\nhttp://evil\n" NONCE "\n1700000060000"},
@@ -414,13 +456,17 @@ static const struct {
     {'t', SID "\nshop-1.preview.example.com\n/\n" NONCE},               /* four fields */
     {'t', "\nshop-1.preview.example.com\n/\n" NONCE "\n1700000060000"}, /* no session */
     {'l', "42\nshop-1"},
-    {'l', "-42\nshop-1\n1700000060000"},
-    {'l', "42\n\n1700000060000"},
+    {'l', "42\nshop-1\n1700000060000"}, /* no issued: a link from before it was kept */
+    {'l', "-42\nshop-1\n1700000060000\n1699999995000"},
+    {'l', "42\n\n1700000060000\n1699999995000"},
     {'l', "42\nshop-1\n1700000060000\n"},
-    {'l', "0x2a\nshop-1\n1700000060000"},
+    {'l', "42\nshop-1\n1700000060000\n-1"},
+    {'l', "42\nshop-1\n1700000060000\n+1"},
+    {'l', "42\nshop-1\n1700000060000\n1699999995000\n"},
+    {'l', "0x2a\nshop-1\n1700000060000\n1699999995000"},
     {'l', "42\n"
           "0123456789012345678901234567890123456789012345678901234567890123"
-          "\n1700000060000"}, /* name of 64 bytes: no room for the NUL */
+          "\n1700000060000\n1699999995000"}, /* name of 64 bytes: no room for the NUL */
 };
 
 Test(signed, refuses_signed_payloads_with_bad_fields)
@@ -430,11 +476,13 @@ Test(signed, refuses_signed_payloads_with_bad_fields)
         const char *payload;
     } good[] = {
         {'c', "s\n" SID "\n1700000060000\nshop-1.preview.example.com"},
+        {'c', "l\n42\n1700000060000\nshop-1.preview.example.com\n1699999995000"},
+        {'c', "l\n42\n1700000060000\nshop-1.preview.example.com\n0"},
         {'t', SID "\nshop-1.preview.example.com\n/\n" NONCE "\n1700000060000"},
-        {'l', "42\nshop-1\n1700000060000"},
+        {'l', "42\nshop-1\n1700000060000\n1699999995000"},
         {'l', "0\n"
               "012345678901234567890123456789012345678901234567890123456789012"
-              "\n9223372036854775807"},
+              "\n9223372036854775807\n9223372036854775807"},
     };
     char s[4096];
 

@@ -100,6 +100,39 @@ Test(routes, copies_the_sleep_fields_of_each_environment)
     gw_routes_unref(r);
 }
 
+Test(routes, copies_who_may_see_each_environment)
+{
+    static const struct gw_route_service_in web[] = {
+        {.name = "web", .upstream_port = 21002, .expose = true, .state = SVC_STATE_HEALTHY},
+    };
+    char owner[] = "alice";
+    struct gw_route_env_in envs[] = {
+        {.id = 7,
+         .name = "shared",
+         .owner = owner,
+         .visibility = VIS_LINK,
+         .links_since_ms = 1700000000000,
+         .phase = ENV_PHASE_READY,
+         .services = web,
+         .n_services = 1},
+        {.id = 8, .name = "plain", .phase = ENV_PHASE_READY, .services = web, .n_services = 1},
+    };
+    struct gw_routes *r = gw_routes_build(envs, 2, 1);
+    const struct gw_route_env *shared = gw_routes_find_env(r, "shared", 6);
+    const struct gw_route_env *plain = gw_routes_find_env(r, "plain", 5);
+
+    owner[0] = 'X'; /* the table holds a copy */
+    cr_assert(shared && plain);
+    cr_expect_eq(shared->id, 7);
+    cr_expect_str_eq(shared->owner, "alice");
+    cr_expect_eq(shared->visibility, VIS_LINK);
+    cr_expect_eq(shared->links_since_ms, 1700000000000, "links made before it are withdrawn");
+    cr_expect_str_eq(plain->owner, "", "no owner");
+    cr_expect_eq(plain->visibility, VIS_TEAM);
+    cr_expect_eq(plain->links_since_ms, 0);
+    gw_routes_unref(r);
+}
+
 Test(routes, lists_environments_by_name)
 {
     struct gw_routes *r = sample_table();

@@ -859,14 +859,19 @@ Test(reconciler, schedules_sleep_outside_hours_keep_a_manual_wake_and_wake_when_
     struct store_actor alice = {.name = "alice", .source = "127.0.0.1"};
     struct eph_err err = {0};
 
-    set_clock(SAT_2030_01_05_MS + 12 * HOUR_MS);
+    /* Created inside the hours (creation counts as a wake: one created
+     * outside them stays up until idle), then Saturday noon. */
+    set_clock(SAT_2030_01_05_MS - 12 * HOUR_MS);
     reconfigure((const char *const[]){"schedule_awake", "Mon-Fri 08:00-20:00", "sleep_after",
                                       "never", NULL});
     rec_set_observer(fx.rec, remember_sleep_view, NULL);
     id = create_env("fx", template_two, time_wall_ms() + 30 * DAY_MS);
     all_healthy();
     tick(); /* ready */
-    tick(); /* the rules see it ready */
+    tick();
+    cr_expect_eq(desired_of(id), ENV_WANT_RUNNING, "inside hours: awake");
+    set_clock(SAT_2030_01_05_MS + 12 * HOUR_MS);
+    tick(); /* the rules see it outside hours */
     tick(); /* suspended */
     cr_expect_eq(desired_of(id), ENV_WANT_ASLEEP, "outside hours: asleep");
     expect_last_event("env.sleep", "system", "outside office hours (Mon-Fri 08:00-20:00 UTC)");
@@ -946,12 +951,15 @@ Test(reconciler, wake_outside_hours_lets_a_request_wake_it)
 {
     int64_t id;
 
-    set_clock(SAT_2030_01_05_MS + 12 * HOUR_MS);
+    set_clock(SAT_2030_01_05_MS - 12 * HOUR_MS); /* Friday noon */
     reconfigure((const char *const[]){"schedule_awake", "Mon-Fri 08:00-20:00",
                                       "wake_outside_hours", "true", NULL});
     rec_set_observer(fx.rec, remember_sleep_view, NULL);
-    id = create_env("fx", template_two, time_wall_ms() + 3600000);
+    id = create_env("fx", template_two, time_wall_ms() + 3 * DAY_MS);
     all_healthy();
+    tick();
+    tick();
+    set_clock(SAT_2030_01_05_MS + 12 * HOUR_MS);
     tick();
     tick();
     cr_assert_eq(desired_of(id), ENV_WANT_ASLEEP);

@@ -1,7 +1,8 @@
 /*
  * tests/unit/store/test_store.c - the store against a real SQLite file in a
  * fresh temporary directory per test: schema and migrations, projects,
- * environments and their services, visibility and live counts, phases,
+ * environments and their services, visibility (and the share links it
+ * withdraws) and live counts, phases,
  * sleep, keep and activity, events, tokens, and that a failed transaction
  * leaves nothing behind. Users and sessions are tested in test_store_users.c.
  */
@@ -20,7 +21,7 @@
 #include "util/xmalloc.h"
 
 /* The schema version this build writes. */
-#define LATEST 3
+#define LATEST 4
 
 /* Token hashes: hex SHA-256, as auth_token_hash() gives them. */
 #define HASH_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -208,6 +209,7 @@ expect_same_env(const struct env *a, const struct env *b)
     expect_str_or_null(b->commit, a->commit, "commit");
     expect_str_or_null(b->owner, a->owner, "owner");
     cr_expect_eq(b->visibility, a->visibility);
+    cr_expect_eq(b->links_since_ms, a->links_since_ms);
     expect_str_or_null(b->template_yaml, a->template_yaml, "template_yaml");
     cr_expect_eq(b->created_at_ms, a->created_at_ms);
     cr_expect_eq(b->expires_at_ms, a->expires_at_ms);
@@ -448,6 +450,58 @@ Test(store, migrating_a_version_2_server_keeps_its_environments_inheriting_sleep
                  err.msg);
     store_close(st);
     cr_expect_eq(raw_int("SELECT last_activity_ms FROM envs WHERE name = 'fx'"), 1700000003000);
+}
+
+/* What migration step 3 added (released, so frozen): with v1_schema and
+   v2_step, a database of a server from before withdrawn links were kept. */
+static const char v3_step[] =
+    "ALTER TABLE envs ADD COLUMN sleep_after_s INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE envs ADD COLUMN keep INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE envs ADD COLUMN schedule_awake TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE envs ADD COLUMN schedule_tz TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE envs ADD COLUMN wake_outside_hours INTEGER NOT NULL DEFAULT -1;"
+    "ALTER TABLE envs ADD COLUMN limit_memory_bytes INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE envs ADD COLUMN limit_cpu_millis INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE envs ADD COLUMN limit_pids INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE envs ADD COLUMN last_activity_ms INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE envs ADD COLUMN last_activity TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE envs ADD COLUMN slept_at_ms INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE envs ADD COLUMN woke_at_ms INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE envs ADD COLUMN sleep_cause TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE envs ADD COLUMN transition_reason TEXT NOT NULL DEFAULT '';"
+    "PRAGMA user_version = 3;";
+
+Test(store, migrating_a_version_3_server_withdraws_no_share_link)
+{
+    struct store *st;
+    struct eph_err err = {0};
+    struct env *env = NULL;
+    int64_t before;
+
+    raw_exec(v1_schema);
+    raw_exec(v2_step);
+    raw_exec(v3_step);
+    raw_exec("INSERT INTO envs (name, owner, created_at_ms, desired, phase, phase_at_ms, "
+             "visibility, keep) VALUES "
+             "('fx', 'alice', 1700000001000, 'running', 'ready', 1700000002000, 'link', 1);");
+    st = open_store();
+    cr_expect_eq(store_schema_version(st), LATEST);
+    cr_expect_eq(raw_int("SELECT count(*) FROM envs WHERE links_since_ms IS NULL"), 1,
+                 "existing rows: NULL");
+    cr_assert_eq(store_env_get(st, "fx", &env, &err), 0, "%s", err.msg);
+    cr_expect_eq(env->visibility, VIS_LINK);
+    cr_expect_eq(env->links_since_ms, 0, "no link withdrawn: the links made so far still work");
+    cr_expect(env->keep);
+    env_free(env);
+    cr_expect_eq(count_events(st, NULL), 0, "a migration adds no event");
+
+    /* The old row works with the new calls. */
+    before = time_wall_ms();
+    cr_assert_eq(store_env_set_visibility(st, 1, VIS_TEAM, &alice, &err), 0, "%s", err.msg);
+    cr_assert_eq(store_env_get(st, "fx", &env, &err), 0, "%s", err.msg);
+    cr_expect_geq(env->links_since_ms, before);
+    env_free(env);
+    store_close(st);
 }
 
 Test(store, refuses_a_database_from_a_newer_version_and_leaves_it_alone)
@@ -1177,6 +1231,51 @@ Test(store, visibility_round_trips_and_changes_with_one_event)
     cr_expect_eq(store_env_create(st, env, &alice, &err), EPH_EINVAL);
     cr_expect_str_eq(err.msg, "environment 'odd' has an unknown visibility (42)");
     env_free(env);
+    store_close(st);
+}
+
+/* The visibility of environment `id` and when its links were last withdrawn. */
+static void
+expect_links(struct store *st, int64_t id, enum visibility vis, int64_t since_min,
+             int64_t since_max, const char *when)
+{
+    struct env *env = NULL;
+    struct eph_err err = {0};
+
+    cr_assert_eq(store_env_get_by_id(st, id, &env, &err), 0, "%s: %s", when, err.msg);
+    cr_expect_eq(env->visibility, vis, "%s: visibility %d", when, (int)env->visibility);
+    cr_expect(env->links_since_ms >= since_min && env->links_since_ms <= since_max,
+              "%s: links_since_ms %" PRId64 ", want %" PRId64 "..%" PRId64, when,
+              env->links_since_ms, since_min, since_max);
+    env_free(env);
+}
+
+Test(store, leaving_link_visibility_withdraws_links_and_sharing_again_keeps_them_withdrawn)
+{
+    struct store *st = open_store();
+    struct eph_err err = {0};
+    int64_t id = create(st, "fx", 21000);
+    int64_t t0, t1;
+
+    expect_links(st, id, VIS_TEAM, 0, 0, "new");
+    cr_assert_eq(store_env_set_visibility(st, id, VIS_LINK, &alice, &err), 0, "%s", err.msg);
+    expect_links(st, id, VIS_LINK, 0, 0, "team -> link withdraws nothing");
+
+    t0 = time_wall_ms();
+    cr_assert_eq(store_env_set_visibility(st, id, VIS_PRIVATE, &alice, &err), 0, "%s", err.msg);
+    t1 = time_wall_ms();
+    expect_links(st, id, VIS_PRIVATE, t0, t1, "link -> private");
+    cr_assert_eq(store_env_set_visibility(st, id, VIS_TEAM, &alice, &err), 0, "%s", err.msg);
+    expect_links(st, id, VIS_TEAM, t0, t1, "private -> team keeps the time");
+    cr_assert_eq(store_env_set_visibility(st, id, VIS_LINK, &alice, &err), 0, "%s", err.msg);
+    expect_links(st, id, VIS_LINK, t0, t1, "shared again: the old links stay withdrawn");
+    cr_assert_eq(store_env_set_visibility(st, id, VIS_LINK, &alice, &err), 0, "%s", err.msg);
+    expect_links(st, id, VIS_LINK, t0, t1, "unchanged");
+
+    /* A wall clock set back never revives a link. */
+    raw_exec("UPDATE envs SET links_since_ms = 4102444800000");
+    cr_assert_eq(store_env_set_visibility(st, id, VIS_TEAM, &alice, &err), 0, "%s", err.msg);
+    expect_links(st, id, VIS_TEAM, 4102444800000, 4102444800000, "never moved back");
     store_close(st);
 }
 
