@@ -1,12 +1,17 @@
-"""test_01_lifecycle.py - an environment of examples/shop from `eph up` to `eph rm`."""
+"""test_01_lifecycle.py - an environment of examples/shop from `eph up` to `eph rm`,
+and an environment whose service exits at every start: it fails at the health
+timeout of the service's first start (restarts do not move it), with a reason
+that counts the exits, and leaves no process running."""
 import json
 import os
 import re
 import stat
+import time
+from datetime import datetime
 
 import requests
 
-from conftest import http_get, redis_ping
+from conftest import add_project, http_get, make_repo, redis_ping, wait_until
 
 
 def test_01_01_first_start_prints_the_admin_token_and_writes_the_client_config(server):
@@ -131,3 +136,75 @@ def test_01_02_shop_runs_answers_logs_extends_and_is_removed(shop):
     assert any(e["action"] == "project.add" and e["target"] == "project/shop" for e in events)
     r = shop.eph("events")
     assert r.rc == 0 and "env.delete" in r.out, str(r)
+
+
+# ------------------------------------------------------------------ a crash loop
+
+# A service that exits with status 1 as soon as it starts, with a short
+# health timeout: each start logs one line.
+CRASHLOOP_TEMPLATE = """\
+version: 1
+services:
+  app:
+    run: "echo app starting; exit 1"
+    health: { tcp: true, timeout: 2s }
+"""
+CRASHLOOP_REASON = re.compile(r"service 'app' did not become healthy within 2s "
+                              r"\((?:exited once: |exited (\d+) times; last: )"
+                              r"exited with status 1\)")
+
+
+def log_time(server, msg):
+    """When the server first logged `msg` for environment loop (a datetime)."""
+    line_re = re.compile(r'ts=(\S+) .*msg="%s" env=loop ' % re.escape(msg))
+    for line in server.log_text().splitlines():
+        m = line_re.match(line)
+        if m:
+            return datetime.fromisoformat(m.group(1).replace("Z", "+00:00"))
+    raise AssertionError("no %r line for env=loop in the server log:\n%s"
+                         % (msg, server.log_tail()))
+
+
+def test_01_03_a_service_that_keeps_exiting_fails_its_environment_at_its_health_timeout(
+        server, repos):
+    repo = repos.dir / "crashloop"
+    if not repo.exists():
+        make_repo(repo, {"ephemera.yaml": CRASHLOOP_TEMPLATE})
+    add_project(server, "crashloop", repo)
+    r = server.eph("up", "crashloop", "--name", "loop", "-o", "json")
+    assert r.rc == 0, str(r)
+
+    env = server.wait_phase("loop", "failed", timeout=60)
+    m = CRASHLOOP_REASON.fullmatch(env["reason"] or "")
+    assert m, "reason: %r" % env["reason"]
+    exits = int(m.group(1) or 1)
+    svc = env["services"][0]
+    assert svc["name"] == "app" and svc["state"] == "failed", svc
+    assert svc["reason"] == env["reason"], svc
+    assert svc["pid"] == 0, svc
+    assert svc["restarts"] == exits - 1, "restarts %d after %d exits" % (svc["restarts"], exits)
+
+    # The deadline ran from the first start, not from the last restart.
+    took = (log_time(server, "service failed")
+            - log_time(server, "service started")).total_seconds()
+    assert 1.9 <= took <= 5, "failed %.2fs after the first start (timeout 2s)" % took
+
+    # Its processes are gone, and stay gone: no restart follows the failure
+    # (the next was due 2 s after the last exit). Watched for 3 s.
+    wait_until(lambda: server.processes(env_name="loop") == [], 30,
+               "the processes of loop to be gone")
+    watch_until = time.monotonic() + 3
+    while time.monotonic() < watch_until:
+        procs = server.processes(env_name="loop")
+        assert procs == [], "processes after the failure: %s" % procs
+        time.sleep(0.1)
+    env = server.get("loop")
+    assert env["phase"] == "failed" and env["services"][0]["restarts"] == exits - 1, env
+
+    # One start per exit in its log, and the audit log says why it failed.
+    r = server.eph("logs", "loop", "app")
+    assert r.rc == 0, str(r)
+    starts = r.out.count("app starting")
+    assert exits <= starts <= exits + 1, "%d starts logged, %d exits:\n%s" % (starts, exits, r.out)
+    phases = [e["detail"] for e in server.events("env/loop") if e["action"] == "env.phase"]
+    assert "starting -> failed: " + env["reason"] in phases, phases

@@ -116,6 +116,17 @@ struct local_svc {
     int64_t health_deadline_ms; /* monotonic: FAILED if not healthy by then */
     int64_t probe_delay_ms;     /* next pause between probes */
     int64_t backoff_ms;         /* next pause before a restart */
+    /* This attempt: from local__svc_begin() (creation, or a wake) on. Until the
+     * service is first healthy, its health timeout runs from its first start
+     * and restarts do not move it, so a crash loop fails the start; once it has
+     * been healthy, each restart gets the whole timeout again. */
+    bool been_healthy;         /* healthy at least once in this attempt */
+    int64_t first_deadline_ms; /* monotonic: first start + health timeout; 0: none yet */
+    int early_exits;           /* exits of `run` before it was first healthy */
+    char last_exit[64];        /* how `run` last ended: "exited with status 1", "killed
+                                  by the memory limit (512Mi)" */
+    bool timer_is_deadline;    /* RESTARTING: the timer fires at first_deadline_ms, which
+                                  comes before the restart would: FAILED then */
     char reason[LOCAL_REASON_MAX];
     struct local_group *run_group;   /* the running `run`, NULL if none */
     struct local_group *setup_group; /* the running `setup`, NULL if none */

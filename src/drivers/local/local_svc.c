@@ -6,9 +6,17 @@
  *                             STARTING --probe ok--> HEALTHY
  *   STARTING --health_timeout--> FAILED (group stopped)
  *   STARTING|HEALTHY --exit--> RESTARTING --back-off--> STARTING
+ *   RESTARTING --health_timeout, never healthy yet--> FAILED
  *   SETUP --non-zero exit--> FAILED
  *   any --teardown or suspend--> STOPPED
  *   STOPPED --apply after a suspend, once every group is gone--> PENDING
+ *
+ * The health timeout of a service that has not been healthy since it was
+ * begun (created, or woken) runs from its first start: restarts do not move
+ * it, so a `run` that keeps exiting fails the start rather than keeping its
+ * environment starting for ever. Once it has been healthy, a crash is
+ * restarted with back-off for as long as it takes (its state says why), and
+ * each restart gets the whole timeout again.
  *
  * apply() only moves PENDING services on; everything after is driven by
  * events: exits, probe results and the service's timer. Every change asks the
@@ -182,21 +190,32 @@ static void
 became_healthy(struct local_svc *s)
 {
     s->healthy_since_ms = time_mono_ms();
+    s->been_healthy = true;
     log_info("service healthy", "env=%s service=%s pid=%d took_ms=%" PRId64, s->env->name, s->name,
              s->run_group ? (int)s->run_group->pgid : 0,
              s->started_at_ms ? time_wall_ms() - s->started_at_ms : 0);
     set_state(s, SVC_STATE_HEALTHY);
 }
 
+/* Not healthy by its deadline: stops what runs. Before its first healthy,
+ * the reason counts the exits that came first, if any: "... within 30s
+ * (exited 3 times; last: exited with status 1)". */
 static void
 health_failed(struct local_svc *s)
 {
-    char timeout[32], reason[LOCAL_REASON_MAX];
+    char timeout[32], exits[128], reason[LOCAL_REASON_MAX];
     struct local_group *g = s->run_group;
 
     format_timeout(s->health_timeout_ms, timeout, sizeof(timeout));
-    snprintf(reason, sizeof(reason), "service '%s' did not become healthy within %s", s->name,
-             timeout);
+    exits[0] = '\0';
+    /* Once it has been healthy, earlier exits were crashes restarted as usual. */
+    if (!s->been_healthy && s->early_exits == 1)
+        snprintf(exits, sizeof(exits), " (exited once: %s)", s->last_exit);
+    else if (!s->been_healthy && s->early_exits > 1)
+        snprintf(exits, sizeof(exits), " (exited %d times; last: %s)", s->early_exits,
+                 s->last_exit);
+    snprintf(reason, sizeof(reason), "service '%s' did not become healthy within %s%s", s->name,
+             timeout, exits);
     if (g != NULL) {
         s->run_group = NULL;
         g->svc = NULL; /* its exit is expected now */
@@ -205,16 +224,26 @@ health_failed(struct local_svc *s)
     fail(s, reason);
 }
 
-/* Starting (again): healthy at once without a check, else probe from soon. */
+/* Starting (again): healthy at once without a check, else probe from soon,
+ * until the first start's deadline if it has not been healthy yet in this
+ * attempt, else for a whole timeout from now. */
 static void
 begin_health(struct local_svc *s)
 {
+    int64_t now = time_mono_ms();
+
     set_state(s, SVC_STATE_STARTING);
     if (s->health_kind == SPEC_HEALTH_NONE) {
         became_healthy(s);
         return;
     }
-    s->health_deadline_ms = time_mono_ms() + s->health_timeout_ms;
+    if (s->been_healthy) {
+        s->health_deadline_ms = now + s->health_timeout_ms;
+    } else {
+        if (s->first_deadline_ms == 0)
+            s->first_deadline_ms = now + s->health_timeout_ms;
+        s->health_deadline_ms = s->first_deadline_ms;
+    }
     s->probe_delay_ms = LOCAL_PROBE_FIRST_MS;
     schedule_probe(s);
 }
@@ -238,14 +267,17 @@ local__svc_on_probe(struct local_svc *s, bool healthy)
     schedule_probe(s);
 }
 
-/* The service's one timer: the next probe while STARTING, the restart while
- * RESTARTING. */
+/* The service's one timer: the next probe while STARTING, the restart (or
+ * the first start's deadline, if that comes first) while RESTARTING. */
 static void
 on_svc_timer(uv_timer_t *t)
 {
     struct local_svc *s = container_of(t, struct local_svc, timer);
 
-    if (s->state == SVC_STATE_RESTARTING) {
+    if (s->state == SVC_STATE_RESTARTING && s->timer_is_deadline) {
+        s->timer_is_deadline = false;
+        health_failed(s);
+    } else if (s->state == SVC_STATE_RESTARTING) {
         start_run(s);
     } else if (s->state == SVC_STATE_STARTING && s->probe == NULL) {
         if (local__probe_start(s) < 0)
@@ -348,6 +380,12 @@ local__svc_begin(struct local_svc *s)
 
     if (s->state != SVC_STATE_PENDING)
         return;
+    /* A new attempt: its health timeout runs from its first start below. */
+    s->been_healthy = false;
+    s->first_deadline_ms = 0;
+    s->early_exits = 0;
+    s->last_exit[0] = '\0';
+    s->timer_is_deadline = false;
     if (adopt(s))
         return;
     marker = setup_marker_path(s);
@@ -420,14 +458,33 @@ local__svc_on_exit(struct local_svc *s, struct local_group *g, bool known, int e
         s->backoff_ms = LOCAL_BACKOFF_FIRST_MS;
     delay = s->backoff_ms;
     s->backoff_ms = delay * 2 > LOCAL_BACKOFF_MAX_MS ? LOCAL_BACKOFF_MAX_MS : delay * 2;
-    describe_exit(known, exit_status, term_signal, s->reason, sizeof(s->reason));
-    local_cgroup_oom_killed(s->env, known, exit_status, term_signal, s->reason, sizeof(s->reason));
-    s->restarts++;
+    describe_exit(known, exit_status, term_signal, s->last_exit, sizeof(s->last_exit));
+    local_cgroup_oom_killed(s->env, known, exit_status, term_signal, s->last_exit,
+                            sizeof(s->last_exit));
+    local__set_reason(s->reason, s->last_exit);
     s->started_at_ms = 0;
     s->healthy_since_ms = 0;
-    log_warn("service crashed",
-             "env=%s service=%s pid=%d reason=%s restarts=%d restart_in_ms=%" PRId64, s->env->name,
-             s->name, (int)g->pgid, log_q(s->reason), s->restarts, delay);
+    s->timer_is_deadline = false;
+    if (!s->been_healthy) {
+        /* Within its first start's health timeout, which no restart moves: at
+         * its end, FAILED, without a restart that could not make it. */
+        s->early_exits++;
+        if (now >= s->first_deadline_ms) {
+            log_warn("service exited", "env=%s service=%s pid=%d reason=%s", s->env->name, s->name,
+                     (int)g->pgid, log_q(s->reason));
+            health_failed(s);
+            return;
+        }
+        if (s->first_deadline_ms - now <= delay) {
+            s->timer_is_deadline = true;
+            delay = s->first_deadline_ms - now;
+        }
+    }
+    if (!s->timer_is_deadline)
+        s->restarts++;
+    log_warn("service crashed", "env=%s service=%s pid=%d reason=%s restarts=%d %s=%" PRId64,
+             s->env->name, s->name, (int)g->pgid, log_q(s->reason), s->restarts,
+             s->timer_is_deadline ? "fail_in_ms" : "restart_in_ms", delay);
     set_state(s, SVC_STATE_RESTARTING);
     uv_timer_start(&s->timer, on_svc_timer, (uint64_t)delay, 0);
 }

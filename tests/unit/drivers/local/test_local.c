@@ -974,6 +974,153 @@ Test(local, suspend_stops_what_an_earlier_server_left_of_an_asleep_environment)
     plan_release(&pe);
 }
 
+static bool
+svc_failed(struct fx *f)
+{
+    return cond_pe->st[cond_svc].state == SVC_STATE_FAILED;
+}
+
+static bool
+svc_not_failed(struct fx *f)
+{
+    return cond_pe->st[cond_svc].state != SVC_STATE_FAILED;
+}
+
+/* Applies pe for up to `ms`, until cond() holds for service `svc`: whether it did. */
+static bool
+within(struct plan_env *pe, size_t svc, bool (*cond)(struct fx *f), int64_t ms)
+{
+    F.applying[0] = pe;
+    cond_pe = pe;
+    cond_svc = svc;
+    return run_until(&F, cond, ms);
+}
+
+Test(local, fails_a_service_that_keeps_exiting_before_it_was_ever_healthy)
+{
+    struct plan_env pe;
+    int64_t first_exit, took;
+
+    fx_init(&F);
+    plan_init(&pe, 30, "loop");
+    add_svc(&pe, "api", "echo starting; exit 1", free_port(), SPEC_HEALTH_TCP, NULL)
+        ->health_timeout_ms = 2000;
+    cr_assert(wait_state(&pe, 0, SVC_STATE_RESTARTING, 20000), "state=%d", pe.st[0].state);
+    first_exit = time_mono_ms();
+    cr_expect_str_eq(pe.st[0].reason, "exited with status 1");
+    /* Started at 0 and 1 s; the next restart (at 3 s) would come after the
+     * deadline of the first start, which no restart moved. */
+    cr_assert(wait_state(&pe, 0, SVC_STATE_FAILED, 10000), "state=%d %s", pe.st[0].state,
+              pe.st[0].reason);
+    took = time_mono_ms() - first_exit;
+    cr_expect_str_eq(pe.st[0].reason, "service 'api' did not become healthy within 2s "
+                                      "(exited 2 times; last: exited with status 1)");
+    cr_expect_eq(pe.st[0].restarts, 1);
+    cr_expect_eq(pe.st[0].pid, 0);
+    cr_expect(took >= 1000 && took <= 4000, "failed %" PRId64 " ms after the first exit", took);
+    /* Failed for good: no restart follows (one would have come at 3 s). */
+    cr_expect(!within(&pe, 0, svc_not_failed, 2000), "state=%d", pe.st[0].state);
+    cr_expect_eq(pe.st[0].restarts, 1);
+    cr_expect_eq(count_instance_groups(), 0, "nothing runs");
+    teardown_env(&pe);
+    fx_fini(&F);
+    plan_release(&pe);
+}
+
+Test(local, keeps_restarting_a_service_that_was_healthy_and_fails_its_crash_loop_on_a_wake)
+{
+    struct plan_env pe;
+    struct drv_service *api;
+    char *dir, *broken;
+    int pid;
+
+    fx_init(&F);
+    plan_init(&pe, 31, "relapse");
+    /* Serves until $EPH_DATA/broken exists; exits at once from then on. */
+    api =
+        add_svc(&pe, "api", "test -e \"$EPH_DATA/broken\" && exit 1; exec /usr/bin/python3 tcp.py",
+                free_port(), SPEC_HEALTH_TCP, NULL);
+    api->dir = "srv";
+    api->health_timeout_ms = 1000;
+    dir = env_dir(&pe);
+    broken = xasprintf("%s/data/api/broken", dir);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 20000), "state=%d %s", pe.st[0].state,
+              pe.st[0].reason);
+    pid = pe.st[0].pid;
+    cr_assert_eq(fs_write_atomic(broken, "", 0, 0644), 0);
+    kill(pid, SIGKILL);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_RESTARTING, 5000));
+    cr_expect_str_eq(pe.st[0].reason, "killed by signal 9");
+
+    /* Healthy once: its crash loop (restarts at 1 s and 3 s) outlasts the
+     * health timeout without failing. */
+    cr_expect(!within(&pe, 0, svc_failed, 4000), "failed: %s", pe.st[0].reason);
+    cr_expect_geq(pe.st[0].restarts, 3, "restarts=%d", pe.st[0].restarts);
+    cr_expect_eq(pe.st[0].state, SVC_STATE_RESTARTING);
+    cr_expect_str_eq(pe.st[0].reason, "exited with status 1");
+
+    /* A wake is a new start: not healthy within the timeout of its first
+     * start, it fails (the restart at 1 s would come too late). */
+    suspend_env(&pe);
+    cr_expect_eq(pe.st[0].state, SVC_STATE_STOPPED);
+    cr_assert(within(&pe, 0, svc_failed, 10000), "state=%d", pe.st[0].state);
+    cr_expect_str_eq(pe.st[0].reason, "service 'api' did not become healthy within 1s "
+                                      "(exited once: exited with status 1)");
+    cr_expect_eq(count_instance_groups(), 0, "nothing runs");
+
+    /* Repaired and woken again: healthy, the failure forgotten. */
+    cr_assert_eq(unlink(broken), 0);
+    suspend_env(&pe);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 20000), "state=%d %s", pe.st[0].state,
+              pe.st[0].reason);
+    cr_expect_str_eq(pe.st[0].reason, "");
+    teardown_env(&pe);
+    fx_fini(&F);
+    free(broken);
+    free(dir);
+    plan_release(&pe);
+}
+
+Test(local, adopts_a_healthy_service_older_than_its_health_timeout)
+{
+    struct plan_env pe;
+    struct drv_service *web;
+    int pid;
+    int64_t started_at;
+
+    fx_init(&F);
+    plan_init(&pe, 32, "elder");
+    web = add_svc(&pe, "web", tcp_run, free_port(), SPEC_HEALTH_TCP, NULL);
+    web->dir = "srv";
+    web->health_timeout_ms = 1000;
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 20000), "state=%d %s", pe.st[0].state,
+              pe.st[0].reason);
+    pid = pe.st[0].pid;
+    started_at = pe.st[0].started_at_ms;
+    driver_close(&F); /* leaves web running */
+    for (int i = 0; i < 300 && time_wall_ms() - started_at <= 1500; i++)
+        usleep(10000);
+    cr_assert_gt(time_wall_ms() - started_at, 1500, "older than its health timeout");
+
+    /* Its deadline runs from the adoption, not from its start long ago. */
+    driver_open(&F);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 20000), "state=%d %s", pe.st[0].state,
+              pe.st[0].reason);
+    cr_expect_eq(pe.st[0].pid, pid, "adopted");
+
+    /* Healthy under this server: a crash is restarted as usual, its restart
+     * (after 1 s) given a whole timeout of its own. */
+    kill(pid, SIGKILL);
+    cr_assert(wait_state(&pe, 0, SVC_STATE_RESTARTING, 5000));
+    cr_assert(wait_state(&pe, 0, SVC_STATE_HEALTHY, 10000), "state=%d %s", pe.st[0].state,
+              pe.st[0].reason);
+    cr_expect_neq(pe.st[0].pid, pid);
+    cr_expect_eq(pe.st[0].restarts, 1);
+    teardown_env(&pe);
+    fx_fini(&F);
+    plan_release(&pe);
+}
+
 Test(local, sweep_stops_groups_no_plan_claimed)
 {
     struct plan_env keep, drop;
