@@ -62,8 +62,7 @@
 #
 # Everything listens on 127.0.0.1 ports picked free; every process started
 # here is stopped by its pid at the end, and the temp dir removed.
-set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for tool in nginx wrk; do
     if ! command -v "$tool" >/dev/null && [[ ! -x /usr/sbin/$tool ]]; then
@@ -72,11 +71,7 @@ for tool in nginx wrk; do
     fi
 done
 
-if [[ -z ${EPH_BIN:-} ]]; then
-    make -j"$(nproc 2>/dev/null || echo 2)" release >&2
-    EPH_BIN=$PWD/build/release/eph
-fi
-export EPH_BIN
+bench_use_eph
 export EPH_BENCH_DURATION=${EPH_BENCH_DURATION:-10s}
 export EPH_BENCH_HOSTS=${EPH_BENCH_HOSTS:-1000}
 export EPH_BENCH_KEEPALIVE=${EPH_BENCH_KEEPALIVE:-256}
@@ -86,9 +81,13 @@ export EPH_BENCH_BLOCKS=${EPH_BENCH_BLOCKS:-1,auth,default}
 export EPH_BENCH_PERF=${EPH_BENCH_PERF:-}
 
 exec /usr/bin/python3 - <<'EOF'
-import concurrent.futures, datetime, http.client, json, os, re, secrets, shutil, signal, socket
+import concurrent.futures, datetime, functools, json, os, re, secrets, shutil, signal, socket
 import subprocess, sys, tempfile, threading, time
-import urllib.error, urllib.parse, urllib.request
+import urllib.parse
+
+sys.path.insert(0, "bench")
+import benchlib  # noqa: E402
+from benchlib import GIT_ENV, free_port, raw_request, wait_for  # noqa: E402
 
 EPH = os.environ["EPH_BIN"]
 DURATION = os.environ["EPH_BENCH_DURATION"]
@@ -105,13 +104,6 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 BODY = "hello from backend\n"
 APP_COOKIE = "theme=dark"       # a cookie of the application's own, passed by both
 BENCH_USER = "bench"
-GIT_ENV = dict(os.environ, GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@ephemera.invalid",
-               GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@ephemera.invalid",
-               GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1")
-for k in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
-          "no_proxy", "NO_PROXY"):
-    GIT_ENV.pop(k, None)
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 procs = []                      # every process we started, stopped at exit
 
 
@@ -119,72 +111,8 @@ def log(msg):
     print("bench: " + msg, file=sys.stderr, flush=True)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_range(size=64, avoid=()):
-    for lo in range(24000, 32000, size):
-        if any(a[0] <= lo + size - 1 and lo <= a[1] for a in avoid):
-            continue
-        ok = True
-        for p in range(lo, lo + size):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return lo, lo + size - 1
-    sys.exit("bench: no free port range")
-
-
-def request(method, url, token=None, body=None, host=None, timeout=30, cookie=None):
-    req = urllib.request.Request(url, method=method,
-                                 data=json.dumps(body).encode() if body is not None else None)
-    if token:
-        req.add_header("Authorization", "Bearer " + token)
-    if body is not None:
-        req.add_header("Content-Type", "application/json")
-    if host:
-        req.add_header("Host", host)
-    if cookie:
-        req.add_header("Cookie", cookie)
-    try:
-        with opener.open(req, timeout=timeout) as res:
-            return res.status, res.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-    except OSError:
-        return 0, b""
-
-
-def raw_request(port, method, target, headers, body=None, timeout=30):
-    """One request on a fresh connection, redirects not followed: (status,
-    message headers, body); (0, None, b"") if the connection failed."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, target, body=body, headers=headers)
-        res = conn.getresponse()
-        return res.status, res.msg, res.read()
-    except OSError:
-        return 0, None, b""
-    finally:
-        conn.close()
-
-
-def wait_for(pred, timeout, what, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            sys.exit("bench: timed out waiting for %s" % what)
-        time.sleep(interval)
+# 1,000 environments keep a server busy: requests here wait up to 30 s by default.
+request = functools.partial(benchlib.request, timeout=30)
 
 
 def start(args, name, **kw):
@@ -423,20 +351,11 @@ services:
 """
 
 
-def git(*args, cwd):
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, env=GIT_ENV)
-
-
 def make_projects():
     repos = os.path.join(tmp, "repos")
     for x in range(N_PROJECTS):
-        repo = os.path.join(repos, "p%d" % x)
-        os.makedirs(repo)
-        with open(os.path.join(repo, "ephemera.yaml"), "w") as f:
-            f.write(TEMPLATE.format(x=x))
-        git("init", "-q", "-b", "main", cwd=repo)
-        git("add", "-A", cwd=repo)
-        git("commit", "-q", "-m", "bench", cwd=repo)
+        benchlib.git_repo(os.path.join(repos, "p%d" % x), {"ephemera.yaml": TEMPLATE.format(x=x)},
+                          "bench")
     return repos
 
 
@@ -447,7 +366,7 @@ class Eph:
         self.name, self.auth = name, auth
         self.data = os.path.join(tmp, "data-" + name)
         self.port = free_port()
-        self.range = free_range(avoid=avoid)
+        self.range = benchlib.free_range(64, avoid)
         self.client = os.path.join(tmp, "client-%s.json" % name)
         self.proc = None
         self.token = None

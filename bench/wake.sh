@@ -23,20 +23,16 @@
 #   bench/wake.sh                        release build (make release), 50 wakes
 #   EPH_BENCH_RUNS=20 bench/wake.sh
 #   EPH_BIN=build/release/eph bench/wake.sh    (skips the build)
-set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-
-if [[ -z ${EPH_BIN:-} ]]; then
-    make -j"$(nproc 2>/dev/null || echo 2)" release >&2
-    EPH_BIN=$PWD/build/release/eph
-fi
-export EPH_BIN
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_use_eph
 export EPH_BENCH_RUNS=${EPH_BENCH_RUNS:-50}
 
 exec /usr/bin/python3 - <<'EOF'
-import http.client, json, math, os, shutil, signal, socket, statistics, subprocess, sys
-import tempfile, time
-import urllib.error, urllib.request
+import json, math, os, shutil, statistics, sys, tempfile, time
+
+sys.path.insert(0, "bench")
+import benchlib  # noqa: E402
+from benchlib import pids_of  # noqa: E402
 
 EPH = os.environ["EPH_BIN"]
 RUNS = int(os.environ["EPH_BENCH_RUNS"])
@@ -77,51 +73,6 @@ services:
     run: %s
     health: { http: /, timeout: 30s }
 """ % SERVICE
-GIT_ENV = dict(os.environ, GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@ephemera.invalid",
-               GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@ephemera.invalid",
-               GIT_CONFIG_GLOBAL="/dev/null", GIT_CONFIG_NOSYSTEM="1")
-for k in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-    GIT_ENV.pop(k, None)
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_range(size=16):
-    for lo in range(24000, 32000, size):
-        ok = True
-        for p in range(lo, lo + size):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return lo, lo + size - 1
-    sys.exit("bench: no free port range")
-
-
-def request(method, url, token=None, body=None):
-    req = urllib.request.Request(url, method=method,
-                                 data=json.dumps(body).encode() if body is not None else None)
-    if token:
-        req.add_header("Authorization", "Bearer " + token)
-    if body is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with opener.open(req, timeout=10) as res:
-            return res.status, res.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-    except OSError:
-        return 0, b""
-
-
 LOG = []   # the server's log file, once there is one
 
 
@@ -135,73 +86,23 @@ def fail(msg):
 
 
 def wait(pred, what, poll=STATE_POLL_S):
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            fail("timed out waiting for " + what)
-        time.sleep(poll)
+    return benchlib.wait_for(pred, DEADLINE_S, what, poll, fail)
 
 
 def http_get(port, host=None, token=None, timeout=DEADLINE_S):
     """GET / on 127.0.0.1:port: the status, 0 if the connection failed."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     headers = {"Connection": "close"}
     if host:
         headers["Host"] = host
     if token:
         headers["Authorization"] = "Bearer " + token
-    try:
-        conn.request("GET", "/", headers=headers)
-        res = conn.getresponse()
-        res.read()
-        return res.status
-    except OSError:
-        return 0
-    finally:
-        conn.close()
+    return benchlib.raw_request(port, "GET", "/", headers, timeout=timeout)[0]
 
 
 def service_start_ms(workdir, port):
     """exec of the service command -> GET / answering 200, in ms."""
-    t0 = time.monotonic()
-    p = subprocess.Popen(["/bin/sh", "-c", SERVICE], cwd=workdir,
-                         env=dict(os.environ, PORT=str(port)), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait(lambda: http_get(port, timeout=1) == 200, "the service", POLL_S)
-        return (time.monotonic() - t0) * 1000
-    finally:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-
-
-def pids_of(tmp):
-    """Live processes whose environment carries this data directory."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open("/proc/%s/environ" % pid, "rb") as f:
-                environ = f.read().split(b"\0")
-            with open("/proc/%s/stat" % pid) as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state not in ("Z", "X") and \
-                any(e.startswith(b"EPH_DATA=" + tmp.encode() + b"/") for e in environ):
-            found.append(int(pid))
-    return found
-
-
-def kill_leftovers(tmp):
-    """Environments outlive a SIGTERMed server: kill what a failed run left behind."""
-    for pid in pids_of(tmp):
-        try:
-            os.killpg(os.getpgid(pid), signal.SIGKILL)
-        except OSError:
-            pass
+    return benchlib.direct_start_ms(SERVICE, port, lambda p: http_get(p, timeout=1) == 200,
+                                    POLL_S, workdir, fail)
 
 
 def nearest_rank(values, q):
@@ -212,43 +113,23 @@ def nearest_rank(values, q):
 def main():
     tmp = tempfile.mkdtemp(prefix="eph-bench-")
     os.chmod(tmp, 0o755)   # as root, services run as `nobody` and must reach their checkout
-    server = None
+    server = benchlib.Server(EPH, tmp)
     try:
         repo = os.path.join(tmp, "repos", "wake")
-        os.makedirs(repo)
-        with open(os.path.join(repo, "ephemera.yaml"), "w") as f:
-            f.write(TEMPLATE)
-        with open(os.path.join(repo, "tiny.py"), "w") as f:
-            f.write(SERVICE_PY)
-        for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "wake"]):
-            subprocess.run(["git", "-C", repo] + args, check=True, env=GIT_ENV)
-
-        lo, hi = free_range()
-        port = free_port()
-        base = "http://127.0.0.1:%d/api/v1" % port
-        host = "web.w.localhost:%d" % port
-        env = dict(GIT_ENV, EPH_CONFIG=os.path.join(tmp, "client.json"))
+        benchlib.git_repo(repo, {"ephemera.yaml": TEMPLATE, "tiny.py": SERVICE_PY}, "wake")
+        host = "web.w.localhost:%d" % server.port
         LOG.append(os.path.join(tmp, "serve.log"))
-        with open(LOG[0], "wb") as log:
-            server = subprocess.Popen(
-                [EPH, "serve", "--data-dir", os.path.join(tmp, "data"),
-                 "--listen", "127.0.0.1:%d" % port, "--port-range", "%d-%d" % (lo + 1, hi),
-                 "--stop-grace", "2s"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env,
-                start_new_session=True)
-        wait(lambda: request("GET", base + "/healthz")[0] == 200, "eph serve")
-        token = wait(lambda: os.path.exists(env["EPH_CONFIG"]) and
-                     json.load(open(env["EPH_CONFIG"]))["token"], "the client config")
-        status, body = request("POST", base + "/projects", token, {"name": "wake", "repo": repo})
+        server.start(LOG[0], STATE_POLL_S, fail)
+        status, body = server.api("POST", "/projects", {"name": "wake", "repo": repo})
         if status != 201:
             fail("project add: %d %s" % (status, body.decode()))
-        status, body = request("POST", base + "/envs", token,
-                               {"project": "wake", "name": "w", "sleep_after": "never"})
+        status, body = server.api("POST", "/envs",
+                                  {"project": "wake", "name": "w", "sleep_after": "never"})
         if status != 201:
             fail("create: %d %s" % (status, body.decode()))
 
         def phase():
-            s, b = request("GET", base + "/envs", token)   # the list is no activity
+            s, b = server.api("GET", "/envs")   # the list is no activity
             for e in json.loads(b)["envs"] if s == 200 else []:
                 if e["name"] == "w":
                     if e["phase"] == "failed":
@@ -262,8 +143,8 @@ def main():
         starts, wakes = [], []
         last_wake = 0.0
         for i in range(RUNS + 1):            # run 0 warms caches and is not counted
-            starts_ms = service_start_ms(workdir, lo)
-            s, b = request("POST", base + "/envs/w/sleep", token)
+            starts_ms = service_start_ms(workdir, server.lo)
+            s, b = server.api("POST", "/envs/w/sleep")
             if s != 202:
                 fail("sleep: %d %s" % (s, b.decode()))
             wait(lambda: phase() == "sleeping" and not pids_of(tmp), "sleep")
@@ -275,7 +156,7 @@ def main():
             if gap > 0:
                 time.sleep(gap)
             t0 = last_wake = time.monotonic()
-            status = http_get(port, host, token)
+            status = http_get(server.port, host, server.token)
             wake_ms = (time.monotonic() - t0) * 1000
             if status != 200:
                 fail("the request to the sleeping environment got %d" % status)
@@ -295,14 +176,7 @@ def main():
         print("overhead:                median %6.1f ms   p99 %6.1f ms   (goal < %d ms: %s)"
               % (mw - ms, pw - ms, GOAL_MS, "met" if mw - ms < GOAL_MS else "NOT met"))
     finally:
-        if server is not None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-        kill_leftovers(tmp)
+        server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -47,6 +47,22 @@ reply_env(struct api_call *call, int status, const struct env *env)
     api__reply_json(call->x, status, api__env_json_parsed(env, &call->api->hooks));
 }
 
+/* Answers with the environment as it is now: 0, or < 0 after a 500. */
+static int
+reply_fresh(struct api_call *call, int status, int64_t id)
+{
+    struct env *fresh = NULL;
+    struct eph_err err = {0};
+    int rc = store_env_get_by_id(call->api->st, id, &fresh, &err);
+
+    if (rc < 0)
+        api__reply_failure(call->x, rc, &err);
+    else
+        reply_env(call, status, fresh);
+    env_free(fresh);
+    return rc;
+}
+
 static bool
 visible(const struct api_call *call, const struct env *env)
 {
@@ -85,6 +101,25 @@ api__env_changeable(struct api_call *call, const char *name)
     if (env != NULL && !access_env_manage(&call->principal, env->owner)) {
         api__reply_error(call->x, 403, "only the owner or an admin can change environment '%s'",
                          env->name);
+        env_free(env);
+        return NULL;
+    }
+    return env;
+}
+
+/*
+ * api__env_changeable() for the changes that make no sense once an
+ * environment is being deleted (extend, visibility, sleep, wake, keep):
+ * NULL after answering 404, 403 or 409. The caller frees it.
+ */
+static struct env *
+env_to_change(struct api_call *call, const char *name)
+{
+    struct env *env = api__env_changeable(call, name);
+
+    if (env != NULL && (env->desired == ENV_WANT_DELETED || env->phase == ENV_PHASE_DELETING ||
+                        env->phase == ENV_PHASE_DELETED)) {
+        api__reply_error(call->x, 409, "environment '%s' is being deleted", env->name);
         env_free(env);
         return NULL;
     }
@@ -679,13 +714,6 @@ fail:
 
 /* ------------------------------------------------------------- extend and delete */
 
-static bool
-being_deleted(const struct env *env)
-{
-    return env->desired == ENV_WANT_DELETED || env->phase == ENV_PHASE_DELETING ||
-           env->phase == ENV_PHASE_DELETED;
-}
-
 void
 api__envs_extend(struct api_call *call, const struct api_params *params)
 {
@@ -695,7 +723,6 @@ api__envs_extend(struct api_call *call, const struct api_params *params)
     size_t len = 0;
     const char *body = http_body(x, &len);
     struct env *env = NULL;
-    struct env *fresh = NULL;
     struct eph_err err = {0};
     int64_t now = time_wall_ms();
     int64_t base;
@@ -711,13 +738,9 @@ api__envs_extend(struct api_call *call, const struct api_params *params)
         api__reply_failure(x, rc, &err);
         goto out;
     }
-    env = api__env_changeable(call, params->name);
+    env = env_to_change(call, params->name);
     if (env == NULL)
         goto out;
-    if (being_deleted(env)) {
-        api__reply_error(x, 409, "environment '%s' is being deleted", env->name);
-        goto out;
-    }
     api__note_activity(api, env->id, "api extend");
     base = env->expires_at_ms > now ? env->expires_at_ms : now;
     cap = now + api->cfg->max_ttl_s * 1000;
@@ -742,15 +765,9 @@ api__envs_extend(struct api_call *call, const struct api_params *params)
     }
     log_info("env extended", "env=%s until=%s by=%s", env->name, at, call->actor_name);
     rec_kick(api->rec);
-    rc = store_env_get_by_id(api->st, env->id, &fresh, &err);
-    if (rc < 0) {
-        api__reply_failure(x, rc, &err);
-        goto out;
-    }
-    reply_env(call, 200, fresh);
+    reply_fresh(call, 200, env->id);
 out:
     api__extend_release(&req);
-    env_free(fresh);
     env_free(env);
     api__call_free(call);
 }
@@ -761,7 +778,6 @@ api__envs_delete(struct api_call *call, const struct api_params *params)
     struct api *api = call->api;
     struct http_exchange *x = call->x;
     struct env *env = api__env_changeable(call, params->name);
-    struct env *fresh = NULL;
     struct eph_err err = {0};
     int rc;
 
@@ -779,14 +795,8 @@ api__envs_delete(struct api_call *call, const struct api_params *params)
     }
     log_info("env delete requested", "env=%s by=%s", env->name, call->actor_name);
     rec_kick(api->rec);
-    rc = store_env_get_by_id(api->st, env->id, &fresh, &err);
-    if (rc < 0) {
-        api__reply_failure(x, rc, &err);
-        goto out;
-    }
-    reply_env(call, 202, fresh);
+    reply_fresh(call, 202, env->id);
 out:
-    env_free(fresh);
     env_free(env);
     api__call_free(call);
 }
@@ -802,7 +812,6 @@ api__envs_visibility(struct api_call *call, const struct api_params *params)
     const char *body = http_body(x, &len);
     enum visibility vis = VIS_TEAM;
     struct env *env = NULL;
-    struct env *fresh = NULL;
     struct eph_err err = {0};
     int rc;
 
@@ -811,13 +820,9 @@ api__envs_visibility(struct api_call *call, const struct api_params *params)
         api__reply_failure(x, rc, &err);
         goto out;
     }
-    env = api__env_changeable(call, params->name);
+    env = env_to_change(call, params->name);
     if (env == NULL)
         goto out;
-    if (being_deleted(env)) {
-        api__reply_error(x, 409, "environment '%s' is being deleted", env->name);
-        goto out;
-    }
     rc = store_env_set_visibility(api->st, env->id, vis, &call->actor, &err);
     if (rc < 0) {
         api__reply_failure(x, rc, &err);
@@ -828,14 +833,8 @@ api__envs_visibility(struct api_call *call, const struct api_params *params)
                  visibility_name(env->visibility), visibility_name(vis), call->actor_name);
         rec_kick(api->rec); /* the gateway's routes carry the visibility */
     }
-    rc = store_env_get_by_id(api->st, env->id, &fresh, &err);
-    if (rc < 0) {
-        api__reply_failure(x, rc, &err);
-        goto out;
-    }
-    reply_env(call, 200, fresh);
+    reply_fresh(call, 200, env->id);
 out:
-    env_free(fresh);
     env_free(env);
     api__call_free(call);
 }
@@ -847,22 +846,6 @@ api__note_activity(struct api *api, int64_t env_id, const char *what)
 {
     if (api->hooks.note_activity)
         api->hooks.note_activity(api->hooks.arg, env_id, what);
-}
-
-/* Answers with the environment as it is now: 0, or < 0 after a 500. */
-static int
-reply_fresh(struct api_call *call, int status, int64_t id)
-{
-    struct env *fresh = NULL;
-    struct eph_err err = {0};
-    int rc = store_env_get_by_id(call->api->st, id, &fresh, &err);
-
-    if (rc < 0)
-        api__reply_failure(call->x, rc, &err);
-    else
-        reply_env(call, status, fresh);
-    env_free(fresh);
-    return rc;
 }
 
 /*
@@ -878,16 +861,12 @@ sleep_or_wake(struct api_call *call, const struct api_params *params, bool to_sl
     int (*hook)(void *, int64_t, const struct store_actor *, struct eph_err *) =
         to_sleep ? api->hooks.sleep : api->hooks.wake;
     const char *verb = to_sleep ? "sleep" : "wake";
-    struct env *env = api__env_changeable(call, params->name);
+    struct env *env = env_to_change(call, params->name);
     struct eph_err err = {0};
     int rc;
 
     if (env == NULL)
         goto out;
-    if (being_deleted(env)) {
-        api__reply_error(x, 409, "environment '%s' is being deleted", env->name);
-        goto out;
-    }
     if (hook == NULL) {
         api__reply_error(x, 503, "%s is not available on this server", verb);
         goto out;
@@ -939,13 +918,9 @@ api__envs_keep(struct api_call *call, const struct api_params *params)
         api__reply_failure(x, rc, &err);
         goto out;
     }
-    env = api__env_changeable(call, params->name);
+    env = env_to_change(call, params->name);
     if (env == NULL)
         goto out;
-    if (being_deleted(env)) {
-        api__reply_error(x, 409, "environment '%s' is being deleted", env->name);
-        goto out;
-    }
     if (keep && !env->keep && check_keep_quota(call, env->name) < 0)
         goto out;
     rc = store_env_set_keep(api->st, env->id, keep, &call->actor, &err);

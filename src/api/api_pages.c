@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "util/url.h"
 #include "util/xmalloc.h"
 
 /* ------------------------------------------------------------- small parsers */
@@ -202,46 +203,6 @@ api__same_origin_post(const char *origin, const char *referer, const char *publi
 
 /* ------------------------------------------------------------- forms and URLs */
 
-static int
-hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Decodes one form component of n bytes; NULL for a stray '%' or a %00. */
-static char *
-form_decode(const char *s, size_t n)
-{
-    char *out = xmalloc(n + 1);
-    size_t o = 0;
-
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '+') {
-            out[o++] = ' ';
-        } else if (s[i] == '%') {
-            int hi = i + 2 < n ? hex_value(s[i + 1]) : -1;
-            int lo = i + 2 < n ? hex_value(s[i + 2]) : -1;
-
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-                free(out);
-                return NULL;
-            }
-            out[o++] = (char)(hi * 16 + lo);
-            i += 2;
-        } else {
-            out[o++] = s[i];
-        }
-    }
-    out[o] = '\0';
-    return out;
-}
-
 char *
 api__form_value(const char *body, size_t len, const char *name)
 {
@@ -252,12 +213,12 @@ api__form_value(const char *body, size_t len, const char *name)
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *stop = amp ? amp : end;
         const char *eq = memchr(p, '=', (size_t)(stop - p));
-        char *key = form_decode(p, (size_t)((eq ? eq : stop) - p));
+        char *key = url_decode(p, (size_t)((eq ? eq : stop) - p), true);
         bool match = key && strcmp(key, name) == 0;
 
         free(key);
         if (match)
-            return eq ? form_decode(eq + 1, (size_t)(stop - eq - 1)) : xstrdup("");
+            return eq ? url_decode(eq + 1, (size_t)(stop - eq - 1), true) : xstrdup("");
         p = amp ? amp + 1 : NULL;
     }
     return NULL;
@@ -266,17 +227,7 @@ api__form_value(const char *body, size_t len, const char *name)
 void
 api__url_encode(struct buf *out, const char *s)
 {
-    static const char hex[] = "0123456789ABCDEF";
-
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        if (is_alnum_ascii(*c) || *c == '-' || *c == '.' || *c == '_' || *c == '~') {
-            buf_append(out, c, 1);
-        } else {
-            char esc[3] = {'%', hex[*c >> 4], hex[*c & 15]};
-
-            buf_append(out, esc, 3);
-        }
-    }
+    (void)url_encode(out, s, strlen(s)); /* the callers size out for their URLs */
 }
 
 /*

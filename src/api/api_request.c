@@ -126,13 +126,9 @@ opt_visibility(const json_t *obj, const char *key, enum visibility *out, struct 
     int rc = opt_string(obj, key, &text, err);
 
     *out = VIS_TEAM;
-    if (rc < 0 || text == NULL)
-        return rc;
-    if (visibility_parse(text, out) < 0) {
-        *out = VIS_TEAM;
-        return eph_err_set(err, EPH_EINVAL, "invalid %s '%.64s': " VISIBILITY_RULE, key, text);
-    }
-    return 0;
+    if (rc == 0 && text != NULL && visibility_parse(text, out) < 0) /* leaves *out alone */
+        rc = eph_err_set(err, EPH_EINVAL, "invalid %s '%.64s': " VISIBILITY_RULE, key, text);
+    return rc;
 }
 
 /* Reads optional member `key` naming a role into *out (ROLE_NONE when absent
@@ -144,13 +140,9 @@ opt_role(const json_t *obj, const char *key, enum role *out, struct eph_err *err
     int rc = opt_string(obj, key, &text, err);
 
     *out = ROLE_NONE;
-    if (rc < 0 || text == NULL)
-        return rc;
-    if (role_parse(text, out) < 0) {
-        *out = ROLE_NONE;
-        return eph_err_set(err, EPH_EINVAL, "invalid %s '%.64s': " ROLE_RULE, key, text);
-    }
-    return 0;
+    if (rc == 0 && text != NULL && role_parse(text, out) < 0) /* leaves *out alone */
+        rc = eph_err_set(err, EPH_EINVAL, "invalid %s '%.64s': " ROLE_RULE, key, text);
+    return rc;
 }
 
 /* Reads optional boolean member `key` into *out (-1 when absent or null). */

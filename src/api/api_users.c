@@ -28,9 +28,17 @@
 #define GENERATED_PASSWORD_BYTES 15
 #define GENERATED_PASSWORD_LEN 20
 
-#define MSG_ADMINS_ONLY "only admins can manage users"
-
 /* ------------------------------------------------------------- helpers */
+
+/* True after answering 403 if the caller is not an admin: managing users is theirs. */
+static bool
+refuse_non_admin(struct api_call *call)
+{
+    if (api__is_admin(call))
+        return false;
+    api__reply_error(call->x, 403, "only admins can manage users");
+    return true;
+}
 
 /* Loads user `name`; NULL after answering 404 "user 'x' not found" or 500. */
 static struct user *
@@ -159,10 +167,8 @@ api__users_list(struct api_call *call, const struct api_params *params)
     int rc;
 
     (void)params;
-    if (!api__is_admin(call)) {
-        api__reply_error(call->x, 403, MSG_ADMINS_ONLY);
+    if (refuse_non_admin(call))
         goto out;
-    }
     rc = store_user_list(call->api->st, &us, &n, &err);
     if (rc < 0) {
         api__reply_failure(call->x, rc, &err);
@@ -231,10 +237,8 @@ api__users_create(struct api_call *call, const struct api_params *params)
     int rc;
 
     (void)params;
-    if (!api__is_admin(call)) {
-        api__reply_error(x, 403, MSG_ADMINS_ONLY);
+    if (refuse_non_admin(call))
         goto fail;
-    }
     rc = api__parse_user_add(body, len, &req, &err);
     if (rc < 0) {
         api__reply_failure(x, rc, &err);
@@ -288,10 +292,8 @@ api__users_delete(struct api_call *call, const struct api_params *params)
     struct eph_err err = {0};
     int rc;
 
-    if (!api__is_admin(call)) {
-        api__reply_error(call->x, 403, MSG_ADMINS_ONLY);
+    if (refuse_non_admin(call))
         goto out;
-    }
     u = load_user(call, params->name);
     if (u == NULL || refuse_last_admin(call, u, "delete user"))
         goto out;
@@ -322,10 +324,8 @@ api__users_role(struct api_call *call, const struct api_params *params)
     struct eph_err err = {0};
     int rc;
 
-    if (!api__is_admin(call)) {
-        api__reply_error(x, 403, MSG_ADMINS_ONLY);
+    if (refuse_non_admin(call))
         goto out;
-    }
     rc = api__parse_role(body, len, &role, &err);
     if (rc < 0) {
         api__reply_failure(x, rc, &err);

@@ -4,10 +4,8 @@
  * sign-in code and the notifier ask of them.
  *
  * Parsing goes in two steps, and the first error stops it:
- *  1. libfyaml's event parser turns the bytes into a small tree of our own
- *     that keeps a 1-based position on every node (libfyaml 0.7 has no
- *     public call for the position of a document node, only of events).
- *     Input libfyaml 0.7.12 mishandles is refused before it sees it.
+ *  1. yaml_parse_tree() (core/yaml_util.h) turns the bytes into a small
+ *     tree of our own that keeps a 1-based position on every node.
  *  2. The two sections are checked key by key and copied into struct
  *     auth_config; rules that need the whole section (a GitHub provider
  *     must be narrowed) are checked last.
@@ -25,8 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <libfyaml.h>
-
+#include "core/yaml_util.h"
 #include "util/fs.h"
 #include "util/xmalloc.h"
 
@@ -35,9 +32,6 @@
 /* The deepest node of a valid file (a team in a provider) is 5 levels down;
  * the limit also bounds every recursion over the tree. */
 #define AC_MAX_DEPTH 32
-/* How much of a value a message quotes; the rest becomes "...". */
-#define SHOW_MAX 60
-#define SHOW_BUF (SHOW_MAX + 4)
 /* Provider and sink names are DNS labels: they appear in URLs and meta keys. */
 #define NAME_MAX_LEN 63
 
@@ -46,473 +40,53 @@ static const char DEFAULT_GITHUB_WEB[] = "https://github.com";
 static const char DEFAULT_GITHUB_API[] = "https://api.github.com";
 static const char DEFAULT_EVENTS[] = "env.*";
 
-/* ------------------------------------------------------------- the tree */
-
-enum ykind {
-    Y_SCALAR,
-    Y_MAPPING,
-    Y_SEQUENCE,
-};
-
-struct ynode {
-    enum ykind kind;
-    int line; /* 1-based position of the node's first character */
-    int col;
-    char *text;          /* scalar: unescaped, NUL-terminated, no NUL inside */
-    size_t len;          /* scalar: strlen(text) */
-    bool plain;          /* scalar: unquoted, so it may mean null, true or false */
-    struct ynode **kids; /* mapping: key, value, key, value ...; sequence: items */
-    size_t n_kids;
-    size_t cap_kids;
-};
-
-static void
-ynode_free(struct ynode *n)
-{
-    if (n == NULL)
-        return;
-    for (size_t i = 0; i < n->n_kids; i++)
-        ynode_free(n->kids[i]);
-    free(n->kids);
-    if (n->text != NULL)
-        explicit_bzero(n->text, n->len); /* it may have been a secret */
-    free(n->text);
-    free(n);
-}
-
-static void
-ynode_add(struct ynode *parent, struct ynode *kid)
-{
-    if (parent->n_kids == parent->cap_kids) {
-        parent->cap_kids = parent->cap_kids ? parent->cap_kids * 2 : 4;
-        parent->kids = xrealloc(parent->kids, parent->cap_kids * sizeof(*parent->kids));
-    }
-    parent->kids[parent->n_kids++] = kid;
-}
-
 /* ------------------------------------------------------------- context */
 
 struct actx {
     const char *file; /* the name used in messages */
-    const char *text; /* the bytes being parsed, len of them */
-    size_t len;
     struct eph_err *err;
     struct auth_config *ac;
     /* The mapping of each provider, parallel to ac->providers, for the
      * checks that wait until the whole section is read. */
-    const struct ynode **provider_nodes;
+    const struct yaml_node **provider_nodes;
 };
 
-static int fail_at(struct actx *c, int line, int col, int code, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-
-static int
-fail_at(struct actx *c, int line, int col, int code, const char *fmt, ...)
-{
-    char msg[EPH_ERR_MSG_MAX];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    return eph_err_set(c->err, code, "%s:%d:%d: %s", c->file, line, col, msg);
-}
-
-static int fail(struct actx *c, const struct ynode *n, const char *fmt, ...)
+static int fail(struct actx *c, const struct yaml_node *n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Fails with EPH_EINVAL at the position of node n. */
 static int
-fail(struct actx *c, const struct ynode *n, const char *fmt, ...)
+fail(struct actx *c, const struct yaml_node *n, const char *fmt, ...)
 {
-    char msg[EPH_ERR_MSG_MAX];
     va_list ap;
+    int rc;
 
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    rc = yaml_verr_at(c->err, c->file, n->line, n->col, EPH_EINVAL, fmt, ap);
     va_end(ap);
-    return eph_err_set(c->err, EPH_EINVAL, "%s:%d:%d: %s", c->file, n->line, n->col, msg);
-}
-
-/*
- * Text as a message quotes it: at most SHOW_MAX bytes, cut at a character
- * boundary and followed by "...", control characters as '?'. Returns buf,
- * which has SHOW_BUF bytes. Never used on secrets.
- */
-static const char *
-show(const char *text, char *buf)
-{
-    size_t n = strlen(text);
-    bool cut = false;
-
-    if (n > SHOW_MAX) {
-        n = SHOW_MAX;
-        while (n > 0 && ((unsigned char)text[n] & 0xC0) == 0x80)
-            n--;
-        cut = true;
-    }
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)text[i];
-
-        buf[i] = (ch < 0x20 || ch == 0x7F) ? '?' : (char)ch;
-    }
-    if (cut) {
-        memcpy(buf + n, "...", 3);
-        n += 3;
-    }
-    buf[n] = '\0';
-    return buf;
-}
-
-static const char *
-kind_name(const struct ynode *n)
-{
-    switch (n->kind) {
-    case Y_MAPPING: return "a mapping";
-    case Y_SEQUENCE: return "a list";
-    case Y_SCALAR: break;
-    }
-    return "a string";
-}
-
-/* ------------------------------------------------ step 1: bytes -> tree */
-
-/* Line and column of the byte at `off`, 1-based; columns count characters. */
-static void
-position_of(const char *text, size_t off, int *line, int *col)
-{
-    *line = 1;
-    *col = 1;
-    for (size_t i = 0; i < off; i++) {
-        if (text[i] == '\n') {
-            (*line)++;
-            *col = 1;
-        } else if (((unsigned char)text[i] & 0xC0) != 0x80) {
-            (*col)++;
-        }
-    }
-}
-
-/*
- * The offset of the first byte that is NUL or not part of well-formed UTF-8
- * (no overlong forms, no surrogates, nothing above U+10FFFF), or len. YAML
- * is UTF-8 here, and libfyaml 0.7.12 loops forever on some invalid bytes.
- */
-static size_t
-first_bad_byte(const unsigned char *p, size_t len)
-{
-    size_t i = 0;
-
-    while (i < len) {
-        unsigned char b = p[i];
-        unsigned lo = 0x80, hi = 0xBF; /* bounds of the second byte */
-        size_t extra;
-
-        if (b == 0)
-            return i;
-        if (b < 0x80) {
-            i++;
-            continue;
-        }
-        if (b >= 0xC2 && b <= 0xDF) {
-            extra = 1;
-        } else if (b >= 0xE0 && b <= 0xEF) {
-            extra = 2;
-            lo = b == 0xE0 ? 0xA0 : lo;
-            hi = b == 0xED ? 0x9F : hi;
-        } else if (b >= 0xF0 && b <= 0xF4) {
-            extra = 3;
-            lo = b == 0xF0 ? 0x90 : lo;
-            hi = b == 0xF4 ? 0x8F : hi;
-        } else {
-            return i;
-        }
-        if (len - i <= extra || p[i + 1] < lo || p[i + 1] > hi)
-            return i;
-        for (size_t k = 2; k <= extra; k++) {
-            if ((p[i + k] & 0xC0) != 0x80)
-                return i;
-        }
-        i += extra + 1;
-    }
-    return len;
-}
-
-static bool
-blank_or_end(const char *p, size_t len, size_t i)
-{
-    return i >= len || p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r';
-}
-
-/*
- * The offset of the first explicit key ("? " where a line's node starts,
- * after indentation, "- " or "--- "), or len. The config has no use for
- * them, and libfyaml 0.7.12 crashes in fy_parser_destroy() after some
- * malformed ones. Conservative: such a line inside a block scalar counts.
- */
-static size_t
-first_explicit_key(const char *p, size_t len)
-{
-    size_t i = 0;
-
-    if (len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0)
-        i = 3; /* byte order mark */
-    while (i < len) {
-        for (;;) {
-            while (i < len && (p[i] == ' ' || p[i] == '\t'))
-                i++;
-            if (i < len && p[i] == '-' && blank_or_end(p, len, i + 1))
-                i++;
-            else if (len - i >= 3 && memcmp(p + i, "---", 3) == 0 && blank_or_end(p, len, i + 3))
-                i += 3;
-            else
-                break;
-        }
-        if (i < len && p[i] == '?' && blank_or_end(p, len, i + 1))
-            return i;
-        while (i < len && p[i] != '\n' && p[i] != '\r')
-            i++;
-        i++;
-    }
-    return len;
-}
-
-/*
- * True if the single-quoted string whose text starts at byte `pos` has two
- * '' escapes in a row: libfyaml 0.7.12 reads 'a''''b' wrong (and leaks).
- */
-static bool
-has_double_escape(const char *p, size_t len, size_t pos)
-{
-    bool last_was_escape = false;
-
-    while (pos < len) {
-        if (p[pos] != '\'') {
-            last_was_escape = false;
-            pos++;
-            continue;
-        }
-        if (pos + 1 >= len || p[pos + 1] != '\'')
-            return false; /* the closing quote */
-        if (last_was_escape)
-            return true;
-        last_was_escape = true;
-        pos += 2;
-    }
-    return false;
-}
-
-/* libfyaml's diagnostics would go to stderr; they are collected instead. */
-static void
-on_diag_output(struct fy_diag *diag, void *user, const char *buf, size_t len)
-{
-}
-
-/* The first error libfyaml collected, as our message. */
-static int
-yaml_error(struct actx *c, struct fy_diag *diag)
-{
-    void *it = NULL;
-    struct fy_diag_error *e;
-
-    while ((e = fy_diag_errors_iterate(diag, &it)) != NULL) {
-        if (e->type != FYET_ERROR)
-            continue;
-        /* Collected positions are 1-based already. */
-        return fail_at(c, e->line > 0 ? e->line : 1, e->column > 0 ? e->column : 1, EPH_EPARSE,
-                       "invalid YAML: %s", e->msg ? e->msg : "syntax error");
-    }
-    return fail_at(c, 1, 1, EPH_EPARSE, "invalid YAML");
-}
-
-/* Column of a node for messages: libfyaml marks a quoted scalar inside its
- * quotes and an alias after its '*'; people expect the quote and the '*'.
- * The byte before is checked, so a libfyaml that marks them changes nothing. */
-static int
-node_column(struct actx *c, struct fy_event *ev, const struct fy_mark *m)
-{
-    int col = m->column + 1;
-    char before;
-
-    if (m->column == 0 || m->input_pos == 0 || m->input_pos > c->len)
-        return col;
-    before = c->text[m->input_pos - 1];
-    if (ev->type == FYET_ALIAS)
-        return before == '*' ? col - 1 : col;
-    if (ev->type != FYET_SCALAR)
-        return col;
-    switch (fy_token_scalar_style(ev->scalar.value)) {
-    case FYSS_SINGLE_QUOTED: return before == '\'' ? col - 1 : col;
-    case FYSS_DOUBLE_QUOTED: return before == '"' ? col - 1 : col;
-    default: return col;
-    }
-}
-
-struct tree_state {
-    struct ynode *stack[AC_MAX_DEPTH];
-    size_t depth;
-    struct ynode *root;
-    int docs;
-};
-
-/* One event into the tree. */
-static int
-tree_add(struct actx *c, struct tree_state *t, struct fy_event *ev, const struct fy_mark *m,
-         int line, int col)
-{
-    struct ynode *n;
-    const char *s;
-    size_t len = 0;
-
-    switch (ev->type) {
-    case FYET_DOCUMENT_START:
-        if (++t->docs > 1)
-            return fail_at(c, line, col, EPH_EPARSE, "more than one YAML document");
-        return 0;
-    case FYET_ALIAS:
-        return fail_at(c, line, col, EPH_EINVAL, "anchors and aliases are not supported");
-    case FYET_MAPPING_END:
-    case FYET_SEQUENCE_END:
-        if (t->depth == 0)
-            return fail_at(c, line, col, EPH_EPARSE, "invalid YAML");
-        n = t->stack[--t->depth];
-        if (n->kind == Y_MAPPING && n->n_kids % 2 != 0)
-            return fail_at(c, line, col, EPH_EPARSE, "invalid YAML: key without value");
-        return 0;
-    case FYET_SCALAR:
-    case FYET_MAPPING_START:
-    case FYET_SEQUENCE_START: break;
-    default: return 0;
-    }
-
-    if (ev->type == FYET_SCALAR && m != NULL &&
-        fy_token_scalar_style(ev->scalar.value) == FYSS_SINGLE_QUOTED && m->input_pos > 0 &&
-        m->input_pos <= c->len && c->text[m->input_pos - 1] == '\'' &&
-        has_double_escape(c->text, c->len, m->input_pos))
-        return fail_at(c, line, col, EPH_EPARSE,
-                       "cannot read two '' escapes in a row in a single-quoted string, "
-                       "use a double-quoted string");
-    if (ev->type != FYET_SCALAR && t->depth == AC_MAX_DEPTH)
-        return fail_at(c, line, col, EPH_EINVAL, "nested deeper than %d levels", AC_MAX_DEPTH);
-
-    n = xcalloc(1, sizeof(*n));
-    n->line = line;
-    n->col = col;
-    if (ev->type == FYET_SCALAR) {
-        s = fy_token_get_text(ev->scalar.value, &len);
-        if (s == NULL) {
-            ynode_free(n);
-            return fail_at(c, line, col, EPH_EPARSE, "invalid YAML: cannot read this string");
-        }
-        if (memchr(s, '\0', len) != NULL) {
-            ynode_free(n);
-            return fail_at(c, line, col, EPH_EINVAL, "NUL character in string");
-        }
-        n->kind = Y_SCALAR;
-        n->plain = fy_token_scalar_style(ev->scalar.value) == FYSS_PLAIN;
-        n->text = xstrndup(s, len);
-        n->len = len;
-    } else {
-        n->kind = ev->type == FYET_MAPPING_START ? Y_MAPPING : Y_SEQUENCE;
-    }
-    if (t->depth > 0) {
-        ynode_add(t->stack[t->depth - 1], n);
-    } else if (t->root == NULL) {
-        t->root = n;
-    } else {
-        ynode_free(n); /* two roots in one document: a parser bug */
-        return fail_at(c, line, col, EPH_EPARSE, "invalid YAML");
-    }
-    if (n->kind != Y_SCALAR)
-        t->stack[t->depth++] = n;
-    return 0;
-}
-
-/* Parses c->text into *root_out (NULL for an empty document). */
-static int
-tree_build(struct actx *c, struct ynode **root_out)
-{
-    struct fy_parse_cfg pcfg = {.flags = FYPCF_QUIET};
-    struct fy_diag_cfg dcfg;
-    struct fy_diag *diag;
-    struct fy_parser *parser = NULL;
-    struct tree_state t = {.depth = 0};
-    int line = 1, col = 1;
-    int rc = 0;
-
-    *root_out = NULL;
-    fy_diag_cfg_default(&dcfg);
-    dcfg.fp = NULL;
-    dcfg.output_fn = on_diag_output;
-    dcfg.colorize = false;
-    diag = fy_diag_create(&dcfg);
-    if (diag == NULL)
-        return eph_err_set(c->err, -ENOMEM, "%s: cannot create the YAML parser", c->file);
-    fy_diag_set_collect_errors(diag, true);
-    pcfg.diag = diag;
-    parser = fy_parser_create(&pcfg);
-    if (parser == NULL || fy_parser_set_string(parser, c->text, c->len) != 0) {
-        rc = eph_err_set(c->err, -ENOMEM, "%s: cannot create the YAML parser", c->file);
-        goto out;
-    }
-    while (rc == 0) {
-        struct fy_event *ev = fy_parser_parse(parser);
-        const struct fy_mark *m;
-
-        if (ev == NULL)
-            break; /* the end, or an error: see below */
-        m = fy_event_start_mark(ev);
-        /* An event without a mark (an empty value) takes the position
-         * before it, its key's. */
-        if (m != NULL) {
-            line = m->line + 1;
-            col = node_column(c, ev, m);
-        }
-        rc = tree_add(c, &t, ev, m, line, col);
-        fy_parser_event_free(parser, ev);
-    }
-    if (rc == 0 && (fy_parser_get_stream_error(parser) || fy_diag_got_error(diag)))
-        rc = yaml_error(c, diag);
-    if (rc == 0 && t.depth != 0)
-        rc = fail_at(c, line, col, EPH_EPARSE, "invalid YAML: unexpected end of input");
-    if (rc == 0) {
-        *root_out = t.root;
-        t.root = NULL;
-    }
-out:
-    ynode_free(t.root);
-    fy_parser_destroy(parser);
-    fy_diag_destroy(diag); /* unlike fy_diag_unref(), frees the collected errors */
     return rc;
 }
 
 /* ------------------------------------------------ step 2: values */
-
-static bool
-is_null(const struct ynode *n)
-{
-    return n->kind == Y_SCALAR && n->plain &&
-           (n->len == 0 || strcmp(n->text, "~") == 0 || strcmp(n->text, "null") == 0 ||
-            strcmp(n->text, "Null") == 0 || strcmp(n->text, "NULL") == 0);
-}
 
 /*
  * Looks key k up in `keys` (a NULL-terminated list): its index, or -1.
  * A repeated key is refused; `seen` (one bit per index) remembers them.
  */
 static int
-key_index(struct actx *c, const struct ynode *k, const char *const *keys, uint32_t *seen, int *out)
+key_index(struct actx *c, const struct yaml_node *k, const char *const *keys, uint32_t *seen,
+          int *out)
 {
-    char b[SHOW_BUF];
+    char b[YAML_SHOW_BUF];
 
     *out = -1;
-    if (k->kind != Y_SCALAR)
-        return fail(c, k, "a key must be a string, not %s", kind_name(k));
+    if (k->kind != YAML_SCALAR)
+        return fail(c, k, "a key must be a string, not %s", yaml_kind_name(k));
     for (int i = 0; keys[i] != NULL; i++) {
         if (strcmp(keys[i], k->text) != 0)
             continue;
         if (*seen & (UINT32_C(1) << i))
-            return fail(c, k, "duplicate key '%s'", show(k->text, b));
+            return fail(c, k, "duplicate key '%s'", yaml_show(k->text, b));
         *seen |= UINT32_C(1) << i;
         *out = i;
         return 0;
@@ -541,75 +115,62 @@ join_keys(const char *const *keys, uint32_t mask, char *buf, size_t size)
 }
 
 static int
-unknown_key(struct actx *c, const struct ynode *k, const char *where, const char *const *keys,
+unknown_key(struct actx *c, const struct yaml_node *k, const char *where, const char *const *keys,
             uint32_t allowed)
 {
-    char b[SHOW_BUF], list[256];
+    char b[YAML_SHOW_BUF], list[256];
 
-    return fail(c, k, "unknown key '%s' in %s, expected one of: %s", show(k->text, b), where,
+    return fail(c, k, "unknown key '%s' in %s, expected one of: %s", yaml_show(k->text, b), where,
                 join_keys(keys, allowed, list, sizeof(list)));
 }
 
 /* A non-empty string value of key `what`, copied into *out. */
 static int
-get_string(struct actx *c, const struct ynode *v, const char *what, char **out)
+get_string(struct actx *c, const struct yaml_node *v, const char *what, char **out)
 {
-    if (v->kind != Y_SCALAR)
-        return fail(c, v, "'%s' must be a string, not %s", what, kind_name(v));
-    if (is_null(v) || v->len == 0)
+    if (v->kind != YAML_SCALAR)
+        return fail(c, v, "'%s' must be a string, not %s", what, yaml_kind_name(v));
+    if (yaml_is_null(v) || v->len == 0)
         return fail(c, v, "'%s' must not be empty", what);
     free(*out);
     *out = xstrdup(v->text);
     return 0;
 }
 
-/* YAML 1.2 core schema booleans; a quoted "true" is a string. */
+/* true or false (yaml_bool()), into *out. */
 static int
-get_bool(struct actx *c, const struct ynode *v, const char *what, bool *out)
+get_bool(struct actx *c, const struct yaml_node *v, const char *what, bool *out)
 {
-    static const char *const yes[] = {"true", "True", "TRUE"};
-    static const char *const no[] = {"false", "False", "FALSE"};
-
-    if (v->kind == Y_SCALAR && v->plain) {
-        for (size_t i = 0; i < ARRAY_LEN(yes); i++) {
-            if (strcmp(v->text, yes[i]) == 0) {
-                *out = true;
-                return 0;
-            }
-            if (strcmp(v->text, no[i]) == 0) {
-                *out = false;
-                return 0;
-            }
-        }
-    }
-    return fail(c, v, "'%s' must be true or false", what);
+    if (!yaml_bool(v, out))
+        return fail(c, v, "'%s' must be true or false", what);
+    return 0;
 }
 
 /* Checks one entry of a list; `what` names the list. 0 or a failure. */
-typedef int item_check_cb(struct actx *c, const struct ynode *item, const char *what);
+typedef int item_check_cb(struct actx *c, const struct yaml_node *item, const char *what);
 
 /*
  * A list of non-empty strings (a null value is an empty list), each passed
  * to check if not NULL, copied into *out / *n (which must be empty).
  */
 static int
-get_list(struct actx *c, const struct ynode *v, const char *what, item_check_cb *check, char ***out,
-         size_t *n)
+get_list(struct actx *c, const struct yaml_node *v, const char *what, item_check_cb *check,
+         char ***out, size_t *n)
 {
     char **items;
     int rc;
 
-    if (is_null(v))
+    if (yaml_is_null(v))
         return 0;
-    if (v->kind != Y_SEQUENCE)
-        return fail(c, v, "'%s' must be a list of strings, not %s", what, kind_name(v));
+    if (v->kind != YAML_SEQUENCE)
+        return fail(c, v, "'%s' must be a list of strings, not %s", what, yaml_kind_name(v));
     for (size_t i = 0; i < v->n_kids; i++) {
-        const struct ynode *item = v->kids[i];
+        const struct yaml_node *item = v->kids[i];
 
-        if (item->kind != Y_SCALAR)
+        if (item->kind != YAML_SCALAR)
             return fail(c, item, "'%s' must be a list of strings, not of %ss", what,
-                        item->kind == Y_MAPPING ? "mapping" : "list");
-        if (is_null(item) || item->len == 0)
+                        item->kind == YAML_MAPPING ? "mapping" : "list");
+        if (yaml_is_null(item) || item->len == 0)
             return fail(c, item, "empty entry in '%s'", what);
         if (check != NULL) {
             rc = check(c, item, what);
@@ -636,70 +197,71 @@ has_space_or_control(const char *s)
 }
 
 static int
-check_email(struct actx *c, const struct ynode *item, const char *what)
+check_email(struct actx *c, const struct yaml_node *item, const char *what)
 {
     const char *at = strrchr(item->text, '@');
-    char b[SHOW_BUF];
+    char b[YAML_SHOW_BUF];
 
     if (at == NULL || at == item->text || at[1] == '\0' || has_space_or_control(item->text))
-        return fail(c, item, "'%s' in '%s' is not an email address", show(item->text, b), what);
+        return fail(c, item, "'%s' in '%s' is not an email address", yaml_show(item->text, b),
+                    what);
     return 0;
 }
 
 static int
-check_domain(struct actx *c, const struct ynode *item, const char *what)
+check_domain(struct actx *c, const struct yaml_node *item, const char *what)
 {
-    char b[SHOW_BUF];
+    char b[YAML_SHOW_BUF];
 
     if (strchr(item->text, '@') != NULL || has_space_or_control(item->text))
         return fail(c, item, "'%s' in '%s' is not a domain such as example.com",
-                    show(item->text, b), what);
+                    yaml_show(item->text, b), what);
     return 0;
 }
 
 static int
-check_org(struct actx *c, const struct ynode *item, const char *what)
+check_org(struct actx *c, const struct yaml_node *item, const char *what)
 {
-    char b[SHOW_BUF];
+    char b[YAML_SHOW_BUF];
 
     if (strchr(item->text, '/') != NULL || has_space_or_control(item->text))
         return fail(c, item, "'%s' in '%s' is not an organisation login such as acme",
-                    show(item->text, b), what);
+                    yaml_show(item->text, b), what);
     return 0;
 }
 
 static int
-check_team(struct actx *c, const struct ynode *item, const char *what)
+check_team(struct actx *c, const struct yaml_node *item, const char *what)
 {
     const char *slash = strchr(item->text, '/');
-    char b[SHOW_BUF];
+    char b[YAML_SHOW_BUF];
 
     if (slash == NULL || slash == item->text || slash[1] == '\0' || strchr(slash + 1, '/') ||
         has_space_or_control(item->text))
-        return fail(c, item, "'%s' in '%s' is not org/team such as acme/dev", show(item->text, b),
-                    what);
+        return fail(c, item, "'%s' in '%s' is not org/team such as acme/dev",
+                    yaml_show(item->text, b), what);
     return 0;
 }
 
 /* An event pattern: an action, or a prefix and one final '*'. */
 static int
-check_pattern(struct actx *c, const struct ynode *item, const char *what)
+check_pattern(struct actx *c, const struct yaml_node *item, const char *what)
 {
     const char *star = strchr(item->text, '*');
-    char b[SHOW_BUF];
+    char b[YAML_SHOW_BUF];
 
     if ((star != NULL && star[1] != '\0') || has_space_or_control(item->text))
         return fail(c, item,
                     "invalid event pattern '%s' in '%s', expected an action such as env.create "
                     "or a prefix and a final '*' such as env.*",
-                    show(item->text, b), what);
+                    yaml_show(item->text, b), what);
     return 0;
 }
 
 /* An http:// or https:// URL with a host part, copied into *out. The value
  * is never quoted in a message: it may carry a secret. */
 static int
-get_url(struct actx *c, const struct ynode *v, const char *what, char **out)
+get_url(struct actx *c, const struct yaml_node *v, const char *what, char **out)
 {
     int rc = get_string(c, v, what, out);
     size_t skip;
@@ -798,19 +360,20 @@ out:
 
 /* A secret from key `what_file`'s file into *out. */
 static int
-get_secret_file(struct actx *c, const struct ynode *v, const char *what_file, char **out)
+get_secret_file(struct actx *c, const struct yaml_node *v, const char *what_file, char **out)
 {
     char *path = NULL;
-    char b[SHOW_BUF];
+    char b[YAML_SHOW_BUF];
     int rc = get_string(c, v, what_file, &path);
 
     if (rc == 0) {
         rc = read_first_line(path, out);
         if (rc == EPH_EINVAL)
             rc = fail(c, v, "%s '%s' is not a regular file with the secret on its first line",
-                      what_file, show(path, b));
+                      what_file, yaml_show(path, b));
         else if (rc < 0)
-            rc = fail(c, v, "cannot read %s '%s': %s", what_file, show(path, b), eph_strerror(rc));
+            rc = fail(c, v, "cannot read %s '%s': %s", what_file, yaml_show(path, b),
+                      eph_strerror(rc));
     }
     free(path);
     return rc;
@@ -846,11 +409,11 @@ static const char *const provider_keys[] = {
 #define PK_GITHUB (PK_COMMON | BIT(PK_WEB_URL) | BIT(PK_API_URL) | BIT(PK_ORGS) | BIT(PK_TEAMS))
 
 /* The value of key `key` in mapping m (scalar keys only), or NULL. */
-static const struct ynode *
-lookup(const struct ynode *m, const char *key)
+static const struct yaml_node *
+lookup(const struct yaml_node *m, const char *key)
 {
     for (size_t i = 0; i + 1 < m->n_kids; i += 2) {
-        if (m->kids[i]->kind == Y_SCALAR && strcmp(m->kids[i]->text, key) == 0)
+        if (m->kids[i]->kind == YAML_SCALAR && strcmp(m->kids[i]->text, key) == 0)
             return m->kids[i + 1];
     }
     return NULL;
@@ -859,11 +422,11 @@ lookup(const struct ynode *m, const char *key)
 /* The name of an item of `providers` or `notify` (`what`), checked to be a
  * DNS label; the callers check that it is not taken. */
 static int
-get_item_name(struct actx *c, const struct ynode *item, const char *what, char **out,
-              const struct ynode **at)
+get_item_name(struct actx *c, const struct yaml_node *item, const char *what, char **out,
+              const struct yaml_node **at)
 {
-    const struct ynode *v = lookup(item, "name");
-    char b[SHOW_BUF];
+    const struct yaml_node *v = lookup(item, "name");
+    char b[YAML_SHOW_BUF];
     int rc;
 
     if (v == NULL)
@@ -874,47 +437,47 @@ get_item_name(struct actx *c, const struct ynode *item, const char *what, char *
         rc = fail(c, v,
                   "invalid %s name '%s', expected lower-case letters, digits and '-' "
                   "(at most %d)",
-                  what, show(*out, b), NAME_MAX_LEN);
+                  what, yaml_show(*out, b), NAME_MAX_LEN);
     return rc;
 }
 
 /* The `type` of an item: the index of its text in `names`, or a failure. */
 static int
-get_item_type(struct actx *c, const struct ynode *item, const char *what, const char *name,
+get_item_type(struct actx *c, const struct yaml_node *item, const char *what, const char *name,
               const char *const names[2], int *out)
 {
-    const struct ynode *v = lookup(item, "type");
-    char b[SHOW_BUF];
+    const struct yaml_node *v = lookup(item, "type");
+    char b[YAML_SHOW_BUF];
 
     if (v == NULL)
         return fail(c, item, "%s '%s' needs a 'type': %s or %s", what, name, names[0], names[1]);
-    if (v->kind != Y_SCALAR)
-        return fail(c, v, "'type' must be a string, not %s", kind_name(v));
+    if (v->kind != YAML_SCALAR)
+        return fail(c, v, "'type' must be a string, not %s", yaml_kind_name(v));
     for (int i = 0; i < 2; i++) {
         if (strcmp(v->text, names[i]) == 0) {
             *out = i;
             return 0;
         }
     }
-    return fail(c, v, "unknown type '%s' of %s '%s', expected %s or %s", show(v->text, b), what,
-                name, names[0], names[1]);
+    return fail(c, v, "unknown type '%s' of %s '%s', expected %s or %s", yaml_show(v->text, b),
+                what, name, names[0], names[1]);
 }
 
 static int
-parse_provider(struct actx *c, const struct ynode *item, struct auth_provider_cfg *p)
+parse_provider(struct actx *c, const struct yaml_node *item, struct auth_provider_cfg *p)
 {
     struct auth_config *ac = c->ac;
     static const char *const types[2] = {"oidc", "github"};
-    const struct ynode *name, *secret = NULL, *secret_file = NULL;
+    const struct yaml_node *name, *secret = NULL, *secret_file = NULL;
     uint32_t seen = 0, allowed;
     char where[128];
     int type, rc;
 
-    if (item->kind != Y_MAPPING)
+    if (item->kind != YAML_MAPPING)
         return fail(c, item,
                     "a provider must be a mapping with name, type, client_id ..., "
                     "not %s",
-                    kind_name(item));
+                    yaml_kind_name(item));
     /* name and type first: messages about the other keys name them. */
     rc = get_item_name(c, item, "provider", &p->name, &name);
     if (rc < 0)
@@ -930,7 +493,7 @@ parse_provider(struct actx *c, const struct ynode *item, struct auth_provider_cf
     allowed = type == 0 ? PK_OIDC : PK_GITHUB;
     snprintf(where, sizeof(where), "provider '%s'", p->name);
     for (size_t i = 0; i + 1 < item->n_kids; i += 2) {
-        const struct ynode *k = item->kids[i], *v = item->kids[i + 1];
+        const struct yaml_node *k = item->kids[i], *v = item->kids[i + 1];
         int ki;
 
         rc = key_index(c, k, provider_keys, &seen, &ki);
@@ -1001,15 +564,15 @@ parse_provider(struct actx *c, const struct ynode *item, struct auth_provider_cf
 }
 
 static int
-parse_providers(struct actx *c, const struct ynode *v)
+parse_providers(struct actx *c, const struct yaml_node *v)
 {
     struct auth_config *ac = c->ac;
     int rc;
 
-    if (is_null(v))
+    if (yaml_is_null(v))
         return 0;
-    if (v->kind != Y_SEQUENCE)
-        return fail(c, v, "'providers' must be a list of providers, not %s", kind_name(v));
+    if (v->kind != YAML_SEQUENCE)
+        return fail(c, v, "'providers' must be a list of providers, not %s", yaml_kind_name(v));
     ac->providers = xcalloc(v->n_kids ? v->n_kids : 1, sizeof(*ac->providers));
     c->provider_nodes = xcalloc(v->n_kids ? v->n_kids : 1, sizeof(*c->provider_nodes));
     for (size_t i = 0; i < v->n_kids; i++) {
@@ -1042,21 +605,21 @@ static const char *const auth_keys[] = {
 };
 
 static int
-parse_auth(struct actx *c, const struct ynode *m)
+parse_auth(struct actx *c, const struct yaml_node *m)
 {
     struct auth_config *ac = c->ac;
     uint32_t seen = 0;
     int rc;
 
-    if (is_null(m))
+    if (yaml_is_null(m))
         return 0;
-    if (m->kind != Y_MAPPING)
+    if (m->kind != YAML_MAPPING)
         return fail(c, m,
                     "'auth' must be a mapping (local, default_role, admins, ...) or on/off, "
                     "not %s",
-                    kind_name(m));
+                    yaml_kind_name(m));
     for (size_t i = 0; i + 1 < m->n_kids; i += 2) {
-        const struct ynode *k = m->kids[i], *v = m->kids[i + 1];
+        const struct yaml_node *k = m->kids[i], *v = m->kids[i + 1];
         int ki;
 
         rc = key_index(c, k, auth_keys, &seen, &ki);
@@ -1065,7 +628,7 @@ parse_auth(struct actx *c, const struct ynode *m)
         switch (ki) {
         case AK_LOCAL: rc = get_bool(c, v, "local", &ac->local); break;
         case AK_DEFAULT_ROLE:
-            if (v->kind != Y_SCALAR || role_parse(v->text, &ac->default_role) < 0)
+            if (v->kind != YAML_SCALAR || role_parse(v->text, &ac->default_role) < 0)
                 rc = fail(c, v, "'default_role' must be viewer, member or admin");
             break;
         case AK_ADMINS:
@@ -1118,18 +681,18 @@ static const char *const sink_keys[] = {
 #define SK_WEBHOOK (SK_SLACK | BIT(SK_SECRET) | BIT(SK_SECRET_FILE))
 
 static int
-parse_sink(struct actx *c, const struct ynode *item, struct notify_sink_cfg *s)
+parse_sink(struct actx *c, const struct yaml_node *item, struct notify_sink_cfg *s)
 {
     struct auth_config *ac = c->ac;
     static const char *const types[2] = {"slack", "webhook"};
-    const struct ynode *name, *secret = NULL, *secret_file = NULL, *events = NULL;
+    const struct yaml_node *name, *secret = NULL, *secret_file = NULL, *events = NULL;
     uint32_t seen = 0, allowed;
     char where[128];
     int type, rc;
 
-    if (item->kind != Y_MAPPING)
+    if (item->kind != YAML_MAPPING)
         return fail(c, item, "a sink must be a mapping with name, type and url, not %s",
-                    kind_name(item));
+                    yaml_kind_name(item));
     rc = get_item_name(c, item, "sink", &s->name, &name);
     if (rc < 0)
         return rc;
@@ -1145,7 +708,7 @@ parse_sink(struct actx *c, const struct ynode *item, struct notify_sink_cfg *s)
     allowed = type == 0 ? SK_SLACK : SK_WEBHOOK;
     snprintf(where, sizeof(where), "sink '%s'", s->name);
     for (size_t i = 0; i + 1 < item->n_kids; i += 2) {
-        const struct ynode *k = item->kids[i], *v = item->kids[i + 1];
+        const struct yaml_node *k = item->kids[i], *v = item->kids[i + 1];
         int ki;
 
         rc = key_index(c, k, sink_keys, &seen, &ki);
@@ -1198,15 +761,15 @@ parse_sink(struct actx *c, const struct ynode *item, struct notify_sink_cfg *s)
 }
 
 static int
-parse_notify(struct actx *c, const struct ynode *v)
+parse_notify(struct actx *c, const struct yaml_node *v)
 {
     struct auth_config *ac = c->ac;
     int rc;
 
-    if (is_null(v))
+    if (yaml_is_null(v))
         return 0;
-    if (v->kind != Y_SEQUENCE)
-        return fail(c, v, "'notify' must be a list of sinks, not %s", kind_name(v));
+    if (v->kind != YAML_SEQUENCE)
+        return fail(c, v, "'notify' must be a list of sinks, not %s", yaml_kind_name(v));
     ac->sinks = xcalloc(v->n_kids ? v->n_kids : 1, sizeof(*ac->sinks));
     for (size_t i = 0; i < v->n_kids; i++) {
         /* Counted before parsing, so that release frees a half-read one. */
@@ -1222,18 +785,18 @@ parse_notify(struct actx *c, const struct ynode *v)
 /* The root mapping: `auth` (unless a scalar: the flat setting) and
  * `notify`; every other key is config_load_file()'s. */
 static int
-parse_root(struct actx *c, const struct ynode *root)
+parse_root(struct actx *c, const struct yaml_node *root)
 {
-    const struct ynode *auth = NULL, *notify = NULL;
+    const struct yaml_node *auth = NULL, *notify = NULL;
     int rc;
 
-    if (root->kind != Y_MAPPING)
+    if (root->kind != YAML_MAPPING)
         return fail(c, root, "the config must be a mapping of settings");
     for (size_t i = 0; i + 1 < root->n_kids; i += 2) {
-        const struct ynode *k = root->kids[i], *v = root->kids[i + 1];
-        const struct ynode **slot;
+        const struct yaml_node *k = root->kids[i], *v = root->kids[i + 1];
+        const struct yaml_node **slot;
 
-        if (k->kind != Y_SCALAR)
+        if (k->kind != YAML_SCALAR)
             continue;
         if (strcmp(k->text, "auth") == 0)
             slot = &auth;
@@ -1246,7 +809,7 @@ parse_root(struct actx *c, const struct ynode *root)
         *slot = v;
     }
     /* `auth: on` is the flat setting, `auth:` alone (null) too. */
-    if (auth != NULL && auth->kind != Y_SCALAR) {
+    if (auth != NULL && auth->kind != YAML_SCALAR) {
         rc = parse_auth(c, auth);
         if (rc < 0)
             return rc;
@@ -1316,33 +879,19 @@ int
 auth_config_load_text(struct auth_config *ac, const char *name, const char *text, size_t len,
                       struct eph_err *err)
 {
-    struct actx c = {
-        .file = name ? name : "config", .text = text, .len = len, .err = err, .ac = ac};
-    struct ynode *root = NULL;
-    size_t bad;
-    int line, col, rc;
+    struct actx c = {.file = name ? name : "config", .err = err, .ac = ac};
+    struct yaml_parse_opts yopts = {.file = c.file, .max_depth = AC_MAX_DEPTH};
+    struct yaml_node *root = NULL;
+    int rc;
 
     if (len > AC_MAX_FILE_BYTES)
         return eph_err_set(err, EPH_ETOOBIG, "%s: the config is larger than %d bytes", c.file,
                            AC_MAX_FILE_BYTES);
-    bad = first_bad_byte((const unsigned char *)text, len);
-    if (bad < len) {
-        position_of(text, bad, &line, &col);
-        return fail_at(&c, line, col, EPH_EPARSE,
-                       text[bad] == '\0' ? "invalid YAML: NUL byte in the file"
-                                         : "invalid YAML: not UTF-8 text");
-    }
-    bad = first_explicit_key(text, len);
-    if (bad < len) {
-        position_of(text, bad, &line, &col);
-        return fail_at(&c, line, col, EPH_EINVAL,
-                       "explicit keys ('? ') are not supported, write 'key: value'");
-    }
-    rc = tree_build(&c, &root);
+    rc = yaml_parse_tree(text, len, &yopts, &root, err);
     if (rc == 0 && root != NULL)
         rc = parse_root(&c, root);
     free(c.provider_nodes);
-    ynode_free(root);
+    yaml_node_free(root);
     return rc;
 }
 

@@ -2,10 +2,9 @@
  * core/spec.c - the environment template: ephemera.yaml (version 1) -> struct spec.
  *
  * Parsing goes in three steps, and the first error stops it:
- *  1. libfyaml's event parser turns the bytes into a small tree of our own
- *     (struct ynode) that keeps a 1-based position on every node, collections
- *     included: libfyaml 0.7 has no public call for the position of a
- *     document node, only for events and tokens.
+ *  1. yaml_parse_tree() (core/yaml_util.h) turns the bytes into a small
+ *     tree of our own that keeps a 1-based position on every node; the
+ *     first repeated key in it is refused.
  *  2. The tree is checked section by section and copied into struct spec;
  *     scalars that may hold ${...} references and depends_on entries are
  *     remembered with their nodes.
@@ -22,11 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <libfyaml.h>
-
 #include "core/schedule.h"
 #include "core/tz.h"
 #include "core/units.h"
+#include "core/yaml_util.h"
 #include "util/buf.h"
 #include "util/fs.h"
 #include "util/time.h"
@@ -35,67 +33,25 @@
 /* Deeper YAML is a mistake in a template (the deepest part of a valid one,
  * live_update.on, is 5 levels down); the limit also bounds every recursion
  * over the tree. */
-#define YAML_MAX_DEPTH 64
-
-/* How much of a value a message quotes; the rest becomes "...". */
-#define SHOW_MAX 60
+#define SPEC_MAX_DEPTH 64
 
 /* ------------------------------------------------------------- the tree */
 
-enum ynode_kind {
-    YNODE_SCALAR,
-    YNODE_MAPPING,
-    YNODE_SEQUENCE,
-};
-
-struct ynode {
-    enum ynode_kind kind;
-    int line; /* 1-based position of the node's first character */
-    int col;
-    char *text;          /* scalar: unescaped text, NUL-terminated, no NUL inside */
-    size_t len;          /* scalar: strlen(text) */
-    bool plain;          /* scalar: unquoted, so it may mean null, true, false */
-    struct ynode **kids; /* mapping: key, value, key, value...; sequence: items */
-    size_t n_kids;
-    size_t cap_kids;
-};
-
-static void
-ynode_free(struct ynode *n)
-{
-    if (n == NULL)
-        return;
-    for (size_t i = 0; i < n->n_kids; i++)
-        ynode_free(n->kids[i]);
-    free(n->kids);
-    free(n->text);
-    free(n);
-}
-
-static void
-ynode_add(struct ynode *parent, struct ynode *kid)
-{
-    if (parent->n_kids == parent->cap_kids) {
-        parent->cap_kids = parent->cap_kids ? parent->cap_kids * 2 : 4;
-        parent->kids = xrealloc(parent->kids, parent->cap_kids * sizeof(*parent->kids));
-    }
-    parent->kids[parent->n_kids++] = kid;
-}
-
+/* yaml_parse_tree() builds it (core/yaml_util.h); a mapping's kids are pairs. */
 static size_t
-n_pairs(const struct ynode *map)
+n_pairs(const struct yaml_node *map)
 {
     return map->n_kids / 2;
 }
 
-static const struct ynode *
-pair_key(const struct ynode *map, size_t i)
+static const struct yaml_node *
+pair_key(const struct yaml_node *map, size_t i)
 {
     return map->kids[2 * i];
 }
 
-static const struct ynode *
-pair_value(const struct ynode *map, size_t i)
+static const struct yaml_node *
+pair_value(const struct yaml_node *map, size_t i)
 {
     return map->kids[2 * i + 1];
 }
@@ -104,14 +60,12 @@ pair_value(const struct ynode *map, size_t i)
 
 struct pctx {
     const char *file; /* the name used in messages */
-    const char *yaml; /* the bytes being parsed, yaml_len of them */
-    size_t yaml_len;
     struct eph_err *err;
     struct spec *s; /* being filled; spec_free() copes with a partial one */
     /* depends_on entries, parallel to each service's depends_on, for positions. */
-    const struct ynode **dep_nodes[SPEC_MAX_SERVICES];
+    const struct yaml_node **dep_nodes[SPEC_MAX_SERVICES];
     /* Scalars that may hold ${...}, in file order, checked once all names are known. */
-    const struct ynode **refs;
+    const struct yaml_node **refs;
     size_t n_refs;
     size_t cap_refs;
 };
@@ -122,421 +76,35 @@ static int fail_at(struct pctx *c, int line, int col, int code, const char *fmt,
 static int
 fail_at(struct pctx *c, int line, int col, int code, const char *fmt, ...)
 {
-    char msg[EPH_ERR_MSG_MAX];
     va_list ap;
+    int rc;
 
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    rc = yaml_verr_at(c->err, c->file, line, col, code, fmt, ap);
     va_end(ap);
-    return eph_err_set(c->err, code, "%s:%d:%d: %s", c->file, line, col, msg);
+    return rc;
 }
 
-static int fail(struct pctx *c, const struct ynode *n, const char *fmt, ...)
+static int fail(struct pctx *c, const struct yaml_node *n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Fails with EPH_EINVAL at the position of node n. */
 static int
-fail(struct pctx *c, const struct ynode *n, const char *fmt, ...)
+fail(struct pctx *c, const struct yaml_node *n, const char *fmt, ...)
 {
-    char msg[EPH_ERR_MSG_MAX];
     va_list ap;
+    int rc;
 
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    rc = yaml_verr_at(c->err, c->file, n->line, n->col, EPH_EINVAL, fmt, ap);
     va_end(ap);
-    return eph_err_set(c->err, EPH_EINVAL, "%s:%d:%d: %s", c->file, n->line, n->col, msg);
-}
-
-/*
- * Text as a message quotes it: at most SHOW_MAX bytes (cut at a character
- * boundary, then "..."), control characters as '?'. Returns buf.
- */
-static const char *
-show_n(const char *text, size_t len, char *buf, size_t size)
-{
-    size_t max = size - 4; /* room for "..." and the NUL */
-    size_t n = len;
-    bool cut = false;
-
-    if (max > SHOW_MAX)
-        max = SHOW_MAX;
-    if (n > max) {
-        n = max;
-        while (n > 0 && ((unsigned char)text[n] & 0xC0) == 0x80)
-            n--; /* do not split a UTF-8 sequence */
-        cut = true;
-    }
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)text[i];
-
-        buf[i] = (ch < 0x20 || ch == 0x7F) ? '?' : (char)ch;
-    }
-    if (cut) {
-        memcpy(buf + n, "...", 3);
-        n += 3;
-    }
-    buf[n] = '\0';
-    return buf;
-}
-
-#define SHOW_BUF (SHOW_MAX + 4)
-
-static const char *
-show(const char *text, char *buf)
-{
-    return show_n(text, strlen(text), buf, SHOW_BUF);
-}
-
-static const char *
-kind_name(const struct ynode *n)
-{
-    switch (n->kind) {
-    case YNODE_MAPPING: return "a mapping";
-    case YNODE_SEQUENCE: return "a list";
-    case YNODE_SCALAR: break;
-    }
-    return "a string";
-}
-
-/* --------------------------------------------------- step 1: YAML -> tree */
-
-/* libfyaml's diagnostics would go to stderr; they are collected instead. */
-static void
-on_diag_output(struct fy_diag *diag, void *user, const char *buf, size_t len)
-{
-}
-
-/* Line and column of the byte at `off`, 1-based; columns count characters, as libfyaml's do. */
-static void
-position_of(const char *text, size_t off, int *line, int *col)
-{
-    *line = 1;
-    *col = 1;
-    for (size_t i = 0; i < off; i++) {
-        if (text[i] == '\n') {
-            (*line)++;
-            *col = 1;
-        } else if (((unsigned char)text[i] & 0xC0) != 0x80) {
-            (*col)++;
-        }
-    }
-}
-
-/*
- * The offset of the first byte that is not part of well-formed UTF-8 (no
- * overlong forms, no surrogates, nothing above U+10FFFF) or is NUL, or len
- * when there is none. YAML text is UTF-8 (we take no UTF-16), and libfyaml
- * 0.7.12 loops forever on some invalid bytes ("%a\x8e") and lets others
- * through into strings.
- */
-static size_t
-first_bad_byte(const unsigned char *p, size_t len)
-{
-    size_t i = 0;
-
-    while (i < len) {
-        unsigned char b = p[i];
-        size_t need;
-        unsigned lo = 0x80, hi = 0xBF; /* bounds of the second byte */
-
-        if (b == 0)
-            return i;
-        if (b < 0x80) {
-            i++;
-            continue;
-        }
-        if (b >= 0xC2 && b <= 0xDF) {
-            need = 1;
-        } else if (b >= 0xE0 && b <= 0xEF) {
-            need = 2;
-            if (b == 0xE0)
-                lo = 0xA0; /* overlong */
-            else if (b == 0xED)
-                hi = 0x9F; /* surrogates */
-        } else if (b >= 0xF0 && b <= 0xF4) {
-            need = 3;
-            if (b == 0xF0)
-                lo = 0x90; /* overlong */
-            else if (b == 0xF4)
-                hi = 0x8F; /* above U+10FFFF */
-        } else {
-            return i;
-        }
-        if (len - i <= need || p[i + 1] < lo || p[i + 1] > hi)
-            return i;
-        for (size_t k = 2; k <= need; k++) {
-            if ((p[i + k] & 0xC0) != 0x80)
-                return i;
-        }
-        i += need + 1;
-    }
-    return len;
-}
-
-static bool
-is_blank_or_end(const char *p, size_t len, size_t i)
-{
-    return i >= len || p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r';
-}
-
-/*
- * The offset of the first explicit key ("? " where a line's node starts:
- * after indentation, "- " entries or "--- "), or len when there is none.
- * A template has no use for them, and libfyaml 0.7.12 crashes in
- * fy_parser_destroy() after some malformed ones ("? a:\t: "), so they are
- * refused before it sees them. Conservative: "? " opening a line of a
- * block scalar is refused too.
- */
-static size_t
-find_explicit_key(const char *p, size_t len)
-{
-    size_t i = 0;
-
-    if (len >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0)
-        i = 3; /* byte order mark */
-    while (i < len) {
-        for (;;) {
-            while (i < len && (p[i] == ' ' || p[i] == '\t'))
-                i++;
-            if (i < len && p[i] == '-' && is_blank_or_end(p, len, i + 1))
-                i++;
-            else if (len - i >= 3 && memcmp(p + i, "---", 3) == 0 && is_blank_or_end(p, len, i + 3))
-                i += 3;
-            else
-                break;
-        }
-        if (i < len && p[i] == '?' && is_blank_or_end(p, len, i + 1))
-            return i;
-        while (i < len && p[i] != '\n' && p[i] != '\r')
-            i++;
-        i++;
-    }
-    return len;
-}
-
-/* The first error libfyaml collected, as our message. */
-static int
-yaml_error(struct pctx *c, struct fy_diag *diag)
-{
-    void *it = NULL;
-
-    for (;;) {
-        struct fy_diag_error *e = fy_diag_errors_iterate(diag, &it);
-
-        if (e == NULL)
-            break;
-        if (e->type != FYET_ERROR)
-            continue;
-        /* libfyaml's collected positions are already 1-based. */
-        return fail_at(c, e->line > 0 ? e->line : 1, e->column > 0 ? e->column : 1, EPH_EPARSE,
-                       "invalid YAML: %s", e->msg ? e->msg : "syntax error");
-    }
-    return fail_at(c, 1, 1, EPH_EPARSE, "invalid YAML");
-}
-
-/*
- * libfyaml 0.7.12 misreads two '' escapes in a row in a single-quoted string
- * ('x''''y' comes out as x'''y, cut to a wrong length, and leaks). True when
- * the single-quoted string whose text starts at byte `pos` has them.
- */
-static bool
-has_escapes_in_a_row(const char *yaml, size_t len, size_t pos)
-{
-    bool after_escape = false;
-
-    while (pos < len) {
-        if (yaml[pos] != '\'') {
-            after_escape = false;
-            pos++;
-        } else if (pos + 1 < len && yaml[pos + 1] == '\'') {
-            if (after_escape)
-                return true;
-            after_escape = true;
-            pos += 2;
-        } else {
-            return false; /* the closing quote */
-        }
-    }
-    return false;
-}
-
-/* One event into the tree; `stack` holds the open collections. */
-static int
-tree_add_event(struct pctx *c, struct fy_event *ev, const struct fy_mark *m, int line, int col,
-               struct ynode **stack, size_t *depth, struct ynode **root, int *docs)
-{
-    struct ynode *n;
-    const char *text;
-    size_t len = 0;
-    char buf[SHOW_BUF];
-
-    switch (ev->type) {
-    case FYET_DOCUMENT_START:
-        if (++*docs > 1)
-            return fail_at(c, line, col, EPH_EPARSE,
-                           "more than one YAML document, expected a single template");
-        return 0;
-    case FYET_ALIAS:
-        text = fy_token_get_text(ev->alias.anchor, &len);
-        return fail_at(c, line, col, EPH_EINVAL,
-                       "unsupported alias '*%s', templates cannot use anchors and aliases",
-                       show_n(text ? text : "", text ? len : 0, buf, sizeof(buf)));
-    case FYET_MAPPING_END:
-    case FYET_SEQUENCE_END:
-        if (*depth == 0)
-            return fail_at(c, line, col, EPH_EPARSE, "invalid YAML");
-        n = stack[--*depth];
-        if (n->kind == YNODE_MAPPING && n->n_kids % 2 != 0)
-            return fail_at(c, line, col, EPH_EPARSE, "invalid YAML: key without value");
-        return 0;
-    case FYET_SCALAR:
-    case FYET_MAPPING_START:
-    case FYET_SEQUENCE_START: break;
-    default: return 0;
-    }
-
-    if (ev->type == FYET_SCALAR && m != NULL &&
-        fy_token_scalar_style(ev->scalar.value) == FYSS_SINGLE_QUOTED && m->input_pos > 0 &&
-        m->input_pos <= c->yaml_len && c->yaml[m->input_pos - 1] == '\'' &&
-        has_escapes_in_a_row(c->yaml, c->yaml_len, m->input_pos))
-        return fail_at(c, line, col, EPH_EPARSE,
-                       "cannot read two '' escapes in a row in a single-quoted string, "
-                       "use a double-quoted string");
-
-    n = xcalloc(1, sizeof(*n));
-    n->line = line;
-    n->col = col;
-    if (ev->type == FYET_SCALAR) {
-        text = fy_token_get_text(ev->scalar.value, &len);
-        if (text == NULL) {
-            /* Never silently "": the library failed to decode it. */
-            ynode_free(n);
-            return fail_at(c, line, col, EPH_EPARSE, "invalid YAML: cannot read this string");
-        }
-        n->kind = YNODE_SCALAR;
-        n->plain = fy_token_scalar_style(ev->scalar.value) == FYSS_PLAIN;
-        n->text = xstrndup(text, len);
-        n->len = len;
-        if (memchr(text, '\0', len) != NULL) {
-            ynode_free(n);
-            return fail_at(c, line, col, EPH_EINVAL, "NUL character in string");
-        }
-    } else {
-        n->kind = ev->type == FYET_MAPPING_START ? YNODE_MAPPING : YNODE_SEQUENCE;
-        if (*depth == YAML_MAX_DEPTH) {
-            ynode_free(n);
-            return fail_at(c, line, col, EPH_EINVAL, "nested deeper than %d levels",
-                           YAML_MAX_DEPTH);
-        }
-    }
-    if (*depth > 0) {
-        ynode_add(stack[*depth - 1], n);
-    } else if (*root == NULL) {
-        *root = n;
-    } else {
-        ynode_free(n); /* a parser bug: two roots in one document */
-        return fail_at(c, line, col, EPH_EPARSE, "invalid YAML");
-    }
-    if (n->kind != YNODE_SCALAR)
-        stack[(*depth)++] = n;
-    return 0;
-}
-
-/*
- * The 1-based column a message should point at for the node of event ev.
- * libfyaml marks a quoted scalar at its first character inside the quotes,
- * an alias after its '*', and a block scalar (| or >) at the start of its
- * first line; messages point at the quote, the '*' and the first character
- * of the text, as editors do. The bytes are checked, so a libfyaml that
- * marks the token itself changes nothing.
- */
-static int
-node_column(struct fy_event *ev, const struct fy_mark *m, const char *yaml, size_t len)
-{
-    int col = m->column + 1;
-    char before;
-
-    if (m->input_pos > len || (ev->type != FYET_ALIAS && ev->type != FYET_SCALAR))
-        return col;
-    before = m->input_pos > 0 && m->column > 0 ? yaml[m->input_pos - 1] : '\n';
-    if (ev->type == FYET_ALIAS)
-        return before == '*' ? col - 1 : col;
-    switch (fy_token_scalar_style(ev->scalar.value)) {
-    case FYSS_SINGLE_QUOTED: return before == '\'' ? col - 1 : col;
-    case FYSS_DOUBLE_QUOTED: return before == '"' ? col - 1 : col;
-    case FYSS_LITERAL:
-    case FYSS_FOLDED:
-        for (size_t i = m->input_pos; m->column == 0 && i < len && yaml[i] == ' '; i++)
-            col++;
-        return col;
-    default: return col;
-    }
-}
-
-/* Parses the YAML into *root_out (NULL for an empty document). */
-static int
-tree_build(struct pctx *c, const char *yaml, size_t len, struct ynode **root_out)
-{
-    struct fy_diag_cfg dcfg;
-    struct fy_parse_cfg pcfg = {.flags = FYPCF_QUIET};
-    struct fy_diag *diag = NULL;
-    struct fy_parser *parser = NULL;
-    struct fy_event *ev;
-    struct ynode *stack[YAML_MAX_DEPTH];
-    struct ynode *root = NULL;
-    size_t depth = 0;
-    int docs = 0, line = 1, col = 1;
-    int rc = 0;
-
-    *root_out = NULL;
-    fy_diag_cfg_default(&dcfg);
-    dcfg.fp = NULL;
-    dcfg.output_fn = on_diag_output;
-    dcfg.colorize = false;
-    diag = fy_diag_create(&dcfg);
-    if (diag == NULL)
-        return eph_err_set(c->err, -ENOMEM, "%s: cannot create the YAML parser", c->file);
-    fy_diag_set_collect_errors(diag, true);
-    pcfg.diag = diag;
-    parser = fy_parser_create(&pcfg);
-    if (parser == NULL || fy_parser_set_string(parser, yaml, len) != 0) {
-        rc = eph_err_set(c->err, -ENOMEM, "%s: cannot create the YAML parser", c->file);
-        goto out;
-    }
-    while (rc == 0) {
-        const struct fy_mark *m;
-
-        ev = fy_parser_parse(parser);
-        if (ev == NULL)
-            break; /* the end, or an error: see below */
-        m = fy_event_start_mark(ev);
-
-        /* Events without a mark (an empty value) take the previous position,
-         * which is their key's. */
-        if (m != NULL) {
-            line = m->line + 1;
-            col = node_column(ev, m, yaml, len);
-        }
-        rc = tree_add_event(c, ev, m, line, col, stack, &depth, &root, &docs);
-        fy_parser_event_free(parser, ev);
-    }
-    if (rc == 0 && (fy_parser_get_stream_error(parser) || fy_diag_got_error(diag)))
-        rc = yaml_error(c, diag);
-    if (rc == 0 && depth != 0)
-        rc = fail_at(c, line, col, EPH_EPARSE, "invalid YAML: unexpected end of input");
-    if (rc == 0) {
-        *root_out = root;
-        root = NULL;
-    }
-out:
-    ynode_free(root);
-    fy_parser_destroy(parser);
-    fy_diag_destroy(diag); /* unlike fy_diag_unref(), frees the collected errors */
     return rc;
 }
 
+/* ------------------------------------------------- step 1: duplicate keys */
+
 struct key_at {
-    const struct ynode *key;
+    const struct yaml_node *key;
     size_t index; /* position in the mapping */
 };
 
@@ -555,13 +123,13 @@ cmp_key_at(const void *a, const void *b)
 }
 
 static bool
-same_text(const struct ynode *a, const struct ynode *b)
+same_text(const struct yaml_node *a, const struct yaml_node *b)
 {
     return a->len == b->len && memcmp(a->text, b->text, a->len) == 0;
 }
 
 static bool
-before(const struct ynode *a, const struct ynode *b)
+before(const struct yaml_node *a, const struct yaml_node *b)
 {
     return a->line < b->line || (a->line == b->line && a->col < b->col);
 }
@@ -572,20 +140,20 @@ before(const struct ynode *a, const struct ynode *b)
  * (which the size limit allows) from costing seconds.
  */
 static void
-find_duplicate(const struct ynode *n, const struct ynode **best)
+find_duplicate(const struct yaml_node *n, const struct yaml_node **best)
 {
     struct key_at *keys;
     size_t count = 0;
 
-    if (n->kind == YNODE_SCALAR)
+    if (n->kind == YAML_SCALAR)
         return;
     for (size_t i = 0; i < n->n_kids; i++)
         find_duplicate(n->kids[i], best);
-    if (n->kind != YNODE_MAPPING || n_pairs(n) < 2)
+    if (n->kind != YAML_MAPPING || n_pairs(n) < 2)
         return;
     keys = xcalloc(n_pairs(n), sizeof(*keys));
     for (size_t i = 0; i < n_pairs(n); i++) {
-        if (pair_key(n, i)->kind == YNODE_SCALAR) {
+        if (pair_key(n, i)->kind == YAML_SCALAR) {
             keys[count].key = pair_key(n, i);
             keys[count].index = i;
             count++;
@@ -603,33 +171,6 @@ find_duplicate(const struct ynode *n, const struct ynode **best)
 }
 
 /* ------------------------------------------------- step 2: tree -> spec */
-
-static bool
-is_null(const struct ynode *n)
-{
-    return n->kind == YNODE_SCALAR && n->plain &&
-           (n->len == 0 || strcmp(n->text, "~") == 0 || strcmp(n->text, "null") == 0 ||
-            strcmp(n->text, "Null") == 0 || strcmp(n->text, "NULL") == 0);
-}
-
-/* YAML 1.2 core schema booleans; quoted "true" is a string. */
-static bool
-get_bool(const struct ynode *n, bool *out)
-{
-    if (n->kind != YNODE_SCALAR || !n->plain)
-        return false;
-    if (strcmp(n->text, "true") == 0 || strcmp(n->text, "True") == 0 ||
-        strcmp(n->text, "TRUE") == 0) {
-        *out = true;
-        return true;
-    }
-    if (strcmp(n->text, "false") == 0 || strcmp(n->text, "False") == 0 ||
-        strcmp(n->text, "FALSE") == 0) {
-        *out = false;
-        return true;
-    }
-    return false;
-}
 
 static bool
 is_lower_or_digit(char ch)
@@ -678,29 +219,29 @@ is_shell_name(const char *s)
 
 /* A mapping key must be a string (YAML allows lists and mappings as keys). */
 static int
-check_key(struct pctx *c, const struct ynode *k)
+check_key(struct pctx *c, const struct yaml_node *k)
 {
-    if (k->kind != YNODE_SCALAR)
-        return fail(c, k, "a key must be a string, not %s", kind_name(k));
+    if (k->kind != YAML_SCALAR)
+        return fail(c, k, "a key must be a string, not %s", yaml_kind_name(k));
     return 0;
 }
 
 static int
-unknown_key(struct pctx *c, const struct ynode *k, const char *where, const char *expected)
+unknown_key(struct pctx *c, const struct yaml_node *k, const char *where, const char *expected)
 {
-    char b[SHOW_BUF];
+    char b[YAML_SHOW_BUF];
 
-    return fail(c, k, "unknown key '%s' in %s, expected one of: %s", show(k->text, b), where,
+    return fail(c, k, "unknown key '%s' in %s, expected one of: %s", yaml_show(k->text, b), where,
                 expected);
 }
 
 /* A non-empty string value of key `what`, copied into *out. */
 static int
-get_string(struct pctx *c, const struct ynode *v, const char *what, char **out)
+get_string(struct pctx *c, const struct yaml_node *v, const char *what, char **out)
 {
-    if (v->kind != YNODE_SCALAR)
-        return fail(c, v, "'%s' must be a string, not %s", what, kind_name(v));
-    if (is_null(v) || v->len == 0)
+    if (v->kind != YAML_SCALAR)
+        return fail(c, v, "'%s' must be a string, not %s", what, yaml_kind_name(v));
+    if (yaml_is_null(v) || v->len == 0)
         return fail(c, v, "'%s' must not be empty", what);
     free(*out);
     *out = xstrdup(v->text);
@@ -708,7 +249,7 @@ get_string(struct pctx *c, const struct ynode *v, const char *what, char **out)
 }
 
 static void
-remember_refs(struct pctx *c, const struct ynode *n)
+remember_refs(struct pctx *c, const struct yaml_node *n)
 {
     if (c->n_refs == c->cap_refs) {
         c->cap_refs = c->cap_refs ? c->cap_refs * 2 : 16;
@@ -719,12 +260,12 @@ remember_refs(struct pctx *c, const struct ynode *n)
 
 /* A duration in seconds, greater than zero. */
 static int
-get_duration(struct pctx *c, const struct ynode *v, const char *what, int64_t *out_s)
+get_duration(struct pctx *c, const struct yaml_node *v, const char *what, int64_t *out_s)
 {
     struct eph_err derr = {0};
     int64_t sec;
 
-    if (v->kind != YNODE_SCALAR || is_null(v))
+    if (v->kind != YAML_SCALAR || yaml_is_null(v))
         return fail(c, v, "'%s' must be a duration, e.g. 30m, 2h or 1h30m", what);
     if (duration_parse(v->text, &sec, &derr) < 0)
         return fail(c, v, "%s", derr.msg);
@@ -763,44 +304,45 @@ param_allows(const struct spec_param *p, const char *value)
 }
 
 static int
-parse_param(struct pctx *c, const struct ynode *key, const struct ynode *v, struct spec_param *p)
+parse_param(struct pctx *c, const struct yaml_node *key, const struct yaml_node *v,
+            struct spec_param *p)
 {
-    const struct ynode *def = NULL;
-    char b[SHOW_BUF];
+    const struct yaml_node *def = NULL;
+    char b[YAML_SHOW_BUF];
     int rc;
 
     if (!is_param_name(key->text))
         return fail(c, key, "invalid param name '%s', expected lower-case letters, digits and '_'",
-                    show(key->text, b));
-    if (is_null(v))
+                    yaml_show(key->text, b));
+    if (yaml_is_null(v))
         return 0; /* "name:" alone: required, any value */
-    if (v->kind != YNODE_MAPPING)
+    if (v->kind != YAML_MAPPING)
         return fail(c, v, "param '%s' must be a mapping, e.g. { default: a, allowed: [a, b] }",
                     p->name);
     for (size_t i = 0; i < n_pairs(v); i++) {
-        const struct ynode *k = pair_key(v, i), *val = pair_value(v, i);
+        const struct yaml_node *k = pair_key(v, i), *val = pair_value(v, i);
 
         rc = check_key(c, k);
         if (rc < 0)
             return rc;
         if (strcmp(k->text, "default") == 0) {
-            if (val->kind != YNODE_SCALAR)
+            if (val->kind != YAML_SCALAR)
                 return fail(c, val, "'default' of param '%s' must be a string, not %s", p->name,
-                            kind_name(val));
-            if (is_null(val))
+                            yaml_kind_name(val));
+            if (yaml_is_null(val))
                 return fail(c, val,
                             "'default' of param '%s' is empty, write \"\" for an empty value",
                             p->name);
             p->default_value = xstrdup(val->text);
             def = val;
         } else if (strcmp(k->text, "allowed") == 0) {
-            if (val->kind != YNODE_SEQUENCE)
+            if (val->kind != YAML_SEQUENCE)
                 return fail(c, val, "'allowed' of param '%s' must be a list of strings", p->name);
             p->allowed = xcalloc(val->n_kids ? val->n_kids : 1, sizeof(*p->allowed));
             for (size_t j = 0; j < val->n_kids; j++) {
-                const struct ynode *item = val->kids[j];
+                const struct yaml_node *item = val->kids[j];
 
-                if (item->kind != YNODE_SCALAR || is_null(item))
+                if (item->kind != YAML_SCALAR || yaml_is_null(item))
                     return fail(c, item, "'allowed' of param '%s' must be a list of strings",
                                 p->name);
                 p->allowed[p->n_allowed++] = xstrdup(item->text);
@@ -817,20 +359,20 @@ parse_param(struct pctx *c, const struct ynode *key, const struct ynode *v, stru
 
         join_allowed(p, list, sizeof(list));
         return fail(c, def, "default '%s' of param '%s' must be one of: %s",
-                    show(p->default_value, b), p->name, list);
+                    yaml_show(p->default_value, b), p->name, list);
     }
     return 0;
 }
 
 static int
-parse_params(struct pctx *c, const struct ynode *v)
+parse_params(struct pctx *c, const struct yaml_node *v)
 {
     struct spec *s = c->s;
     int rc;
 
-    if (is_null(v))
+    if (yaml_is_null(v))
         return 0;
-    if (v->kind != YNODE_MAPPING)
+    if (v->kind != YAML_MAPPING)
         return fail(c, v, "'params' must be a mapping");
     if (n_pairs(v) > SPEC_MAX_PARAMS)
         return fail(c, pair_key(v, SPEC_MAX_PARAMS), "too many params, at most %d",
@@ -854,23 +396,23 @@ parse_params(struct pctx *c, const struct ynode *v)
 /* defaults.schedule: { awake: "Mon-Fri 08:00-20:00", timezone: Europe/Madrid,
  * wake_outside_hours: false } */
 static int
-parse_schedule(struct pctx *c, const struct ynode *v)
+parse_schedule(struct pctx *c, const struct yaml_node *v)
 {
-    const struct ynode *awake = NULL, *zone = NULL;
+    const struct yaml_node *awake = NULL, *zone = NULL;
     struct eph_err serr = {0};
     struct schedule *sched = NULL;
     struct tz *tz = NULL;
     bool on;
     int rc = 0;
 
-    if (is_null(v))
+    if (yaml_is_null(v))
         return 0;
-    if (v->kind != YNODE_MAPPING)
+    if (v->kind != YAML_MAPPING)
         return fail(c, v,
                     "'schedule' must be a mapping, e.g. { awake: \"Mon-Fri 08:00-20:00\", "
                     "timezone: Europe/Madrid }");
     for (size_t i = 0; i < n_pairs(v) && rc == 0; i++) {
-        const struct ynode *k = pair_key(v, i), *val = pair_value(v, i);
+        const struct yaml_node *k = pair_key(v, i), *val = pair_value(v, i);
 
         rc = check_key(c, k);
         if (rc < 0)
@@ -882,7 +424,7 @@ parse_schedule(struct pctx *c, const struct ynode *v)
             zone = val;
             rc = get_string(c, val, "timezone", &c->s->default_schedule_tz);
         } else if (strcmp(k->text, "wake_outside_hours") == 0) {
-            if (!get_bool(val, &on))
+            if (!yaml_bool(val, &on))
                 rc = fail(c, val, "'wake_outside_hours' must be true or false");
             else
                 c->s->default_wake_outside_hours = on ? 1 : 0;
@@ -914,20 +456,20 @@ parse_schedule(struct pctx *c, const struct ynode *v)
 
 /* defaults.limits: { memory: 512Mi, cpu: 1.0, pids: 512 } */
 static int
-parse_limits(struct pctx *c, const struct ynode *v)
+parse_limits(struct pctx *c, const struct yaml_node *v)
 {
     enum { PIDS_MAX = 4194304 }; /* the kernel's largest pid_max */
     struct spec *s = c->s;
-    char b[SHOW_BUF];
+    char b[YAML_SHOW_BUF];
 
-    if (is_null(v))
+    if (yaml_is_null(v))
         return 0;
-    if (v->kind != YNODE_MAPPING)
+    if (v->kind != YAML_MAPPING)
         return fail(c, v,
                     "'limits' must be a mapping, e.g. { memory: 512Mi, cpu: 1.0, pids: 512 }");
     for (size_t i = 0; i < n_pairs(v); i++) {
-        const struct ynode *k = pair_key(v, i), *val = pair_value(v, i);
-        const char *text = val->kind == YNODE_SCALAR && !is_null(val) ? val->text : NULL;
+        const struct yaml_node *k = pair_key(v, i), *val = pair_value(v, i);
+        const char *text = val->kind == YAML_SCALAR && !yaml_is_null(val) ? val->text : NULL;
         int rc = check_key(c, k);
 
         if (rc < 0)
@@ -937,7 +479,7 @@ parse_limits(struct pctx *c, const struct ynode *v)
                 return fail(c, val, "'memory' must be a size such as 512Mi or 2Gi");
             if (parse_size_bytes(text, &s->default_limit_memory_bytes) < 0)
                 return fail(c, val, "'memory' must be a size such as 512Mi or 2Gi, got '%s'",
-                            show(text, b));
+                            yaml_show(text, b));
             if (s->default_limit_memory_bytes == 0)
                 return fail(c, val, "'memory' must be greater than zero");
         } else if (strcmp(k->text, "cpu") == 0) {
@@ -946,7 +488,7 @@ parse_limits(struct pctx *c, const struct ynode *v)
             if (parse_cpu_millis(text, &s->default_limit_cpu_millis) < 0)
                 return fail(c, val,
                             "'cpu' must be a number of cores such as 1.0, 0.5 or 250m, got '%s'",
-                            show(text, b));
+                            yaml_show(text, b));
             if (s->default_limit_cpu_millis == 0)
                 return fail(c, val, "'cpu' must be greater than zero");
         } else if (strcmp(k->text, "pids") == 0) {
@@ -968,16 +510,16 @@ parse_limits(struct pctx *c, const struct ynode *v)
 }
 
 static int
-parse_defaults(struct pctx *c, const struct ynode *v)
+parse_defaults(struct pctx *c, const struct yaml_node *v)
 {
     int rc;
 
-    if (is_null(v))
+    if (yaml_is_null(v))
         return 0;
-    if (v->kind != YNODE_MAPPING)
+    if (v->kind != YAML_MAPPING)
         return fail(c, v, "'defaults' must be a mapping");
     for (size_t i = 0; i < n_pairs(v); i++) {
-        const struct ynode *k = pair_key(v, i), *val = pair_value(v, i);
+        const struct yaml_node *k = pair_key(v, i), *val = pair_value(v, i);
 
         rc = check_key(c, k);
         if (rc < 0)
@@ -985,7 +527,7 @@ parse_defaults(struct pctx *c, const struct ynode *v)
         if (strcmp(k->text, "ttl") == 0) {
             rc = get_duration(c, val, "ttl", &c->s->default_ttl_s);
         } else if (strcmp(k->text, "sleep_after") == 0) {
-            if (val->kind == YNODE_SCALAR && strcmp(val->text, "never") == 0)
+            if (val->kind == YAML_SCALAR && strcmp(val->text, "never") == 0)
                 c->s->default_sleep_after_s = -1;
             else
                 rc = get_duration(c, val, "sleep_after", &c->s->default_sleep_after_s);
@@ -1004,15 +546,15 @@ parse_defaults(struct pctx *c, const struct ynode *v)
 
 /* "http://HOST:PORT" with an optional trailing '/'; only the prefix once ${...} is in it. */
 static int
-check_upstream(struct pctx *c, const struct ynode *v)
+check_upstream(struct pctx *c, const struct yaml_node *v)
 {
     const char *t = v->text, *auth, *end, *colon;
-    char b[SHOW_BUF];
+    char b[YAML_SHOW_BUF];
     size_t port_len;
     long port;
 
     if (strncmp(t, "http://", 7) != 0)
-        return fail(c, v, "'upstream' must start with http://, got '%s'", show(t, b));
+        return fail(c, v, "'upstream' must start with http://, got '%s'", yaml_show(t, b));
     if (strstr(t, "${") != NULL)
         return 0; /* HOST or PORT comes from a reference: checked when expanded */
     auth = t + 7;
@@ -1055,15 +597,15 @@ check_upstream(struct pctx *c, const struct ynode *v)
         goto bad;
     return 0;
 bad:
-    return fail(c, v, "'upstream' must look like http://HOST:PORT, got '%s'", show(t, b));
+    return fail(c, v, "'upstream' must look like http://HOST:PORT, got '%s'", yaml_show(t, b));
 }
 
 /* Relative, and no ".." component: a service stays inside its checkout. */
 static int
-check_dir(struct pctx *c, const struct ynode *v)
+check_dir(struct pctx *c, const struct yaml_node *v)
 {
     const char *p = v->text;
-    char b[SHOW_BUF];
+    char b[YAML_SHOW_BUF];
 
     if (p[0] == '/')
         goto bad;
@@ -1079,22 +621,22 @@ check_dir(struct pctx *c, const struct ynode *v)
     return 0;
 bad:
     return fail(c, v, "'dir' must be a relative path inside the checkout, got '%s'",
-                show(v->text, b));
+                yaml_show(v->text, b));
 }
 
 static int
-parse_env(struct pctx *c, const struct ynode *v, struct spec_service *svc)
+parse_env(struct pctx *c, const struct yaml_node *v, struct spec_service *svc)
 {
-    char b[SHOW_BUF];
+    char b[YAML_SHOW_BUF];
     int rc;
 
-    if (is_null(v))
+    if (yaml_is_null(v))
         return 0;
-    if (v->kind != YNODE_MAPPING)
+    if (v->kind != YAML_MAPPING)
         return fail(c, v, "'env' must be a mapping");
     svc->env = xcalloc(n_pairs(v) ? n_pairs(v) : 1, sizeof(*svc->env));
     for (size_t i = 0; i < n_pairs(v); i++) {
-        const struct ynode *k = pair_key(v, i), *val = pair_value(v, i);
+        const struct yaml_node *k = pair_key(v, i), *val = pair_value(v, i);
         struct spec_kv *kv = &svc->env[svc->n_env];
 
         rc = check_key(c, k);
@@ -1104,12 +646,12 @@ parse_env(struct pctx *c, const struct ynode *v, struct spec_service *svc)
             return fail(c, k,
                         "invalid env name '%s', expected letters, digits and '_', "
                         "not starting with a digit",
-                        show(k->text, b));
-        if (val->kind != YNODE_SCALAR)
+                        yaml_show(k->text, b));
+        if (val->kind != YAML_SCALAR)
             return fail(c, val, "value of env '%s' must be a string, not %s", k->text,
-                        kind_name(val));
+                        yaml_kind_name(val));
         kv->key = xstrdup(k->text);
-        kv->value = xstrdup(is_null(val) ? "" : val->text);
+        kv->value = xstrdup(yaml_is_null(val) ? "" : val->text);
         svc->n_env++;
         remember_refs(c, val);
     }
@@ -1117,11 +659,11 @@ parse_env(struct pctx *c, const struct ynode *v, struct spec_service *svc)
 }
 
 static int
-parse_depends_on(struct pctx *c, const struct ynode *v, struct spec_service *svc, size_t idx)
+parse_depends_on(struct pctx *c, const struct yaml_node *v, struct spec_service *svc, size_t idx)
 {
-    if (is_null(v))
+    if (yaml_is_null(v))
         return 0;
-    if (v->kind != YNODE_SEQUENCE)
+    if (v->kind != YAML_SEQUENCE)
         return fail(c, v, "'depends_on' must be a list of service names");
     /* More entries than services can only hold a repetition or a typo. */
     if (v->n_kids > SPEC_MAX_SERVICES)
@@ -1130,9 +672,9 @@ parse_depends_on(struct pctx *c, const struct ynode *v, struct spec_service *svc
     svc->depends_on = xcalloc(v->n_kids ? v->n_kids : 1, sizeof(*svc->depends_on));
     c->dep_nodes[idx] = xcalloc(v->n_kids ? v->n_kids : 1, sizeof(*c->dep_nodes[idx]));
     for (size_t i = 0; i < v->n_kids; i++) {
-        const struct ynode *item = v->kids[i];
+        const struct yaml_node *item = v->kids[i];
 
-        if (item->kind != YNODE_SCALAR || is_null(item))
+        if (item->kind != YAML_SCALAR || yaml_is_null(item))
             return fail(c, item, "'depends_on' must be a list of service names");
         c->dep_nodes[idx][svc->n_depends_on] = item;
         svc->depends_on[svc->n_depends_on++] = xstrdup(item->text);
@@ -1141,18 +683,18 @@ parse_depends_on(struct pctx *c, const struct ynode *v, struct spec_service *svc
 }
 
 static int
-parse_health(struct pctx *c, const struct ynode *v, struct spec_service *svc)
+parse_health(struct pctx *c, const struct yaml_node *v, struct spec_service *svc)
 {
-    char b[SHOW_BUF];
+    char b[YAML_SHOW_BUF];
     int kinds = 0;
     int rc;
 
-    if (is_null(v))
+    if (yaml_is_null(v))
         return 0;
-    if (v->kind != YNODE_MAPPING)
+    if (v->kind != YAML_MAPPING)
         return fail(c, v, "'health' must be a mapping, e.g. { http: /healthz } or { tcp: true }");
     for (size_t i = 0; i < n_pairs(v); i++) {
-        const struct ynode *k = pair_key(v, i), *val = pair_value(v, i);
+        const struct yaml_node *k = pair_key(v, i), *val = pair_value(v, i);
         int64_t sec;
         bool on;
 
@@ -1165,12 +707,12 @@ parse_health(struct pctx *c, const struct ynode *v, struct spec_service *svc)
                 return rc;
             if (svc->health_path[0] != '/')
                 return fail(c, val, "'http' must be a path starting with '/', got '%s'",
-                            show(val->text, b));
+                            yaml_show(val->text, b));
             svc->health_kind = SPEC_HEALTH_HTTP;
             remember_refs(c, val);
             kinds++;
         } else if (strcmp(k->text, "tcp") == 0) {
-            if (!get_bool(val, &on) || !on)
+            if (!yaml_bool(val, &on) || !on)
                 return fail(c, val, "'tcp' must be true");
             svc->health_kind = SPEC_HEALTH_TCP;
             kinds++;
@@ -1190,21 +732,22 @@ parse_health(struct pctx *c, const struct ynode *v, struct spec_service *svc)
 
 /* Accepted and checked for shape only: the local driver does not use it yet. */
 static int
-parse_live_update(struct pctx *c, const struct ynode *v)
+parse_live_update(struct pctx *c, const struct yaml_node *v)
 {
     int rc;
 
-    if (is_null(v))
+    if (yaml_is_null(v))
         return 0;
-    if (v->kind != YNODE_SEQUENCE)
+    if (v->kind != YAML_SEQUENCE)
         return fail(c, v, "'live_update' must be a list of rules");
     for (size_t i = 0; i < v->n_kids; i++) {
-        const struct ynode *rule = v->kids[i];
+        const struct yaml_node *rule = v->kids[i];
 
-        if (rule->kind != YNODE_MAPPING)
-            return fail(c, rule, "a 'live_update' rule must be a mapping, not %s", kind_name(rule));
+        if (rule->kind != YAML_MAPPING)
+            return fail(c, rule, "a 'live_update' rule must be a mapping, not %s",
+                        yaml_kind_name(rule));
         for (size_t j = 0; j < n_pairs(rule); j++) {
-            const struct ynode *k = pair_key(rule, j);
+            const struct yaml_node *k = pair_key(rule, j);
 
             rc = check_key(c, k);
             if (rc < 0)
@@ -1218,20 +761,20 @@ parse_live_update(struct pctx *c, const struct ynode *v)
 }
 
 static int
-parse_service(struct pctx *c, const struct ynode *key, const struct ynode *v, size_t idx)
+parse_service(struct pctx *c, const struct yaml_node *key, const struct yaml_node *v, size_t idx)
 {
     struct spec_service *svc = &c->s->services[idx];
-    const struct ynode *run_k = NULL, *upstream_k = NULL, *local_k = NULL;
+    const struct yaml_node *run_k = NULL, *upstream_k = NULL, *local_k = NULL;
     int rc = 0;
 
     svc->health_timeout_ms = SPEC_DEFAULT_HEALTH_TIMEOUT_MS;
     svc->expose = true;
-    if (is_null(v))
+    if (yaml_is_null(v))
         return fail(c, key, "service '%s' needs 'run' or 'upstream'", svc->name);
-    if (v->kind != YNODE_MAPPING)
+    if (v->kind != YAML_MAPPING)
         return fail(c, v, "service '%s' must be a mapping", svc->name);
     for (size_t i = 0; i < n_pairs(v) && rc == 0; i++) {
-        const struct ynode *k = pair_key(v, i), *val = pair_value(v, i);
+        const struct yaml_node *k = pair_key(v, i), *val = pair_value(v, i);
         const char *name = k->text;
 
         rc = check_key(c, k);
@@ -1269,7 +812,7 @@ parse_service(struct pctx *c, const struct ynode *key, const struct ynode *v, si
         } else if (strcmp(name, "health") == 0) {
             rc = parse_health(c, val, svc);
         } else if (strcmp(name, "expose") == 0) {
-            if (!get_bool(val, &svc->expose))
+            if (!yaml_bool(val, &svc->expose))
                 rc = fail(c, val, "'expose' must be true or false");
         } else if (strcmp(name, "live_update") == 0) {
             rc = parse_live_update(c, val);
@@ -1297,22 +840,22 @@ parse_service(struct pctx *c, const struct ynode *key, const struct ynode *v, si
 }
 
 static int
-parse_services(struct pctx *c, const struct ynode *v)
+parse_services(struct pctx *c, const struct yaml_node *v)
 {
     struct spec *s = c->s;
-    char b[SHOW_BUF];
+    char b[YAML_SHOW_BUF];
     int rc;
 
-    if (!is_null(v) && v->kind != YNODE_MAPPING)
+    if (!yaml_is_null(v) && v->kind != YAML_MAPPING)
         return fail(c, v, "'services' must be a mapping");
-    if (is_null(v) || n_pairs(v) == 0)
+    if (yaml_is_null(v) || n_pairs(v) == 0)
         return fail(c, v, "'services' is empty, expected at least one service");
     if (n_pairs(v) > SPEC_MAX_SERVICES)
         return fail(c, pair_key(v, SPEC_MAX_SERVICES), "too many services, at most %d",
                     SPEC_MAX_SERVICES);
     s->services = xcalloc(n_pairs(v), sizeof(*s->services));
     for (size_t i = 0; i < n_pairs(v); i++) {
-        const struct ynode *k = pair_key(v, i);
+        const struct yaml_node *k = pair_key(v, i);
 
         rc = check_key(c, k);
         if (rc < 0)
@@ -1321,7 +864,7 @@ parse_services(struct pctx *c, const struct ynode *v)
             return fail(c, k,
                         "invalid service name '%s', expected at most 30 lower-case letters, "
                         "digits and '-', not starting or ending with '-'",
-                        show(k->text, b));
+                        yaml_show(k->text, b));
         /* ${params.x} and ${env.name} would be ambiguous. */
         if (strcmp(k->text, "params") == 0 || strcmp(k->text, "env") == 0)
             return fail(c, k, "service name '%s' is reserved", k->text);
@@ -1335,21 +878,21 @@ parse_services(struct pctx *c, const struct ynode *v)
 }
 
 static int
-parse_version(struct pctx *c, const struct ynode *root)
+parse_version(struct pctx *c, const struct yaml_node *root)
 {
-    const struct ynode *v = NULL;
-    char b[SHOW_BUF];
+    const struct yaml_node *v = NULL;
+    char b[YAML_SHOW_BUF];
     bool numeric = true;
 
     for (size_t i = 0; i < n_pairs(root) && v == NULL; i++) {
-        const struct ynode *k = pair_key(root, i);
+        const struct yaml_node *k = pair_key(root, i);
 
-        if (k->kind == YNODE_SCALAR && strcmp(k->text, "version") == 0)
+        if (k->kind == YAML_SCALAR && strcmp(k->text, "version") == 0)
             v = pair_value(root, i);
     }
     if (v == NULL)
         return fail(c, root, "missing 'version', expected 'version: 1'");
-    if (v->kind != YNODE_SCALAR || is_null(v))
+    if (v->kind != YAML_SCALAR || yaml_is_null(v))
         return fail(c, v, "'version' must be a number, expected 'version: 1'");
     if (strcmp(v->text, "1") == 0)
         return 0;
@@ -1359,7 +902,7 @@ parse_version(struct pctx *c, const struct ynode *root)
     }
     if (numeric && v->len <= 10)
         return fail(c, v, "unsupported version %s, expected 1", v->text);
-    return fail(c, v, "unsupported version '%s', expected 1", show(v->text, b));
+    return fail(c, v, "unsupported version '%s', expected 1", yaml_show(v->text, b));
 }
 
 /* ------------------------------------------------------------ references */
@@ -1470,10 +1013,10 @@ static int
 ref_lookup(const struct spec *s, const char *text, const struct ref *r, enum ref_kind *kind,
            size_t *index, struct eph_err *err)
 {
-    char whole[SHOW_BUF], part[SHOW_BUF];
+    char whole[YAML_SHOW_BUF], part[YAML_SHOW_BUF];
 
-    show_n(text + r->start, r->end - r->start, whole, sizeof(whole));
-    show_n(r->name, r->name_len, part, sizeof(part));
+    yaml_show_n(text + r->start, r->end - r->start, whole, sizeof(whole));
+    yaml_show_n(r->name, r->name_len, part, sizeof(part));
     if (span_is(r->scope, r->scope_len, "params")) {
         for (size_t i = 0; i < s->n_params; i++) {
             if (span_is(r->name, r->name_len, s->params[i].name)) {
@@ -1508,14 +1051,14 @@ ref_lookup(const struct spec *s, const char *text, const struct ref *r, enum ref
         *index = i;
         return 0;
     }
-    show_n(r->scope, r->scope_len, part, sizeof(part));
+    yaml_show_n(r->scope, r->scope_len, part, sizeof(part));
     return eph_err_set(err, EPH_EINVAL, "unknown service '%s' in '%s'", part, whole);
 }
 
 /* ------------------------------------------------- step 3: cross checks */
 
 static int
-check_refs(struct pctx *c, const struct ynode *n)
+check_refs(struct pctx *c, const struct yaml_node *n)
 {
     struct eph_err rerr = {0};
     struct ref r;
@@ -1539,18 +1082,18 @@ static int
 check_depends_on(struct pctx *c)
 {
     const struct spec *s = c->s;
-    char b[SHOW_BUF];
+    char b[YAML_SHOW_BUF];
 
     for (size_t i = 0; i < s->n_services; i++) {
         const struct spec_service *svc = &s->services[i];
 
         for (size_t j = 0; j < svc->n_depends_on; j++) {
             const char *dep = svc->depends_on[j];
-            const struct ynode *n = c->dep_nodes[i][j];
+            const struct yaml_node *n = c->dep_nodes[i][j];
             int k = spec_service_index(s, dep);
 
             if (k < 0)
-                return fail(c, n, "unknown service '%s' in depends_on", show(dep, b));
+                return fail(c, n, "unknown service '%s' in depends_on", yaml_show(dep, b));
             if ((size_t)k == i)
                 return fail(c, n, "service '%s' depends on itself", dep);
             for (size_t m = 0; m < j; m++) {
@@ -1671,21 +1214,21 @@ check_cycles(struct pctx *c)
 /* ------------------------------------------------------------ the parse */
 
 static int
-parse_root(struct pctx *c, const struct ynode *root)
+parse_root(struct pctx *c, const struct yaml_node *root)
 {
-    const struct ynode *services = NULL;
+    const struct yaml_node *services = NULL;
     int rc;
 
     if (root == NULL)
         return fail_at(c, 1, 1, EPH_EINVAL, "empty template, expected 'version: 1' and 'services'");
-    if (root->kind != YNODE_MAPPING)
+    if (root->kind != YAML_MAPPING)
         return fail(c, root, "template must be a mapping, expected 'version: 1' and 'services'");
     rc = parse_version(c, root);
     if (rc < 0)
         return rc;
     c->s->version = 1;
     for (size_t i = 0; i < n_pairs(root); i++) {
-        const struct ynode *k = pair_key(root, i), *v = pair_value(root, i);
+        const struct yaml_node *k = pair_key(root, i), *v = pair_value(root, i);
 
         rc = check_key(c, k);
         if (rc < 0)
@@ -1701,7 +1244,7 @@ parse_root(struct pctx *c, const struct ynode *root)
             rc = parse_services(c, v);
         } else if (strcmp(k->text, "kubernetes") == 0) {
             /* The kubernetes driver's: only its shape is ours to check. */
-            if (!is_null(v) && v->kind != YNODE_MAPPING)
+            if (!yaml_is_null(v) && v->kind != YAML_MAPPING)
                 rc = fail(c, v, "'kubernetes' must be a mapping");
         } else {
             rc = unknown_key(c, k, "template", "version, params, defaults, services, kubernetes");
@@ -1725,42 +1268,26 @@ parse_root(struct pctx *c, const struct ynode *root)
 int
 spec_parse(const char *yaml, size_t len, const char *file, struct spec **out, struct eph_err *err)
 {
-    struct pctx c = {.file = file ? file : "template", .yaml = yaml, .yaml_len = len, .err = err};
-    struct ynode *root = NULL;
-    const struct ynode *dup = NULL;
-    size_t bad;
+    struct pctx c = {.file = file ? file : "template", .err = err};
+    struct yaml_node *root = NULL;
+    const struct yaml_node *dup = NULL;
+    struct yaml_parse_opts yopts = {
+        .file = c.file, .max_depth = SPEC_MAX_DEPTH, .doc_noun = "template"};
     int rc;
 
     *out = NULL;
     if (len > SPEC_MAX_BYTES)
         return eph_err_set(err, EPH_ETOOBIG, "%s: template is larger than %d bytes", c.file,
                            SPEC_MAX_BYTES);
-    bad = first_bad_byte((const unsigned char *)yaml, len);
-    if (bad < len) {
-        int line, col;
-
-        position_of(yaml, bad, &line, &col);
-        if (yaml[bad] == '\0')
-            return fail_at(&c, line, col, EPH_EPARSE, "invalid YAML: NUL byte in the file");
-        return fail_at(&c, line, col, EPH_EPARSE, "invalid YAML: not UTF-8 text");
-    }
-    bad = find_explicit_key(yaml, len);
-    if (bad < len) {
-        int line, col;
-
-        position_of(yaml, bad, &line, &col);
-        return fail_at(&c, line, col, EPH_EINVAL,
-                       "explicit keys ('? ') are not supported, write 'key: value'");
-    }
-    rc = tree_build(&c, yaml, len, &root);
+    rc = yaml_parse_tree(yaml, len, &yopts, &root, err);
     if (rc < 0)
         return rc;
     if (root != NULL)
         find_duplicate(root, &dup);
     if (dup != NULL) {
-        char b[SHOW_BUF];
+        char b[YAML_SHOW_BUF];
 
-        rc = fail(&c, dup, "duplicate key '%s'", show(dup->text, b));
+        rc = fail(&c, dup, "duplicate key '%s'", yaml_show(dup->text, b));
         goto out;
     }
     c.s = xcalloc(1, sizeof(*c.s));
@@ -1776,7 +1303,7 @@ out:
     for (size_t i = 0; i < SPEC_MAX_SERVICES; i++)
         free(c.dep_nodes[i]);
     free(c.refs);
-    ynode_free(root);
+    yaml_node_free(root);
     return rc;
 }
 
@@ -1886,7 +1413,7 @@ spec_resolve_params(const struct spec *s, const struct spec_kv *given, size_t n_
                     char ***values_out, struct eph_err *err)
 {
     char **v = xcalloc(s->n_params ? s->n_params : 1, sizeof(*v));
-    char b[SHOW_BUF], list[EPH_ERR_MSG_MAX];
+    char b[YAML_SHOW_BUF], list[EPH_ERR_MSG_MAX];
     int rc = 0;
 
     *values_out = NULL;
@@ -1897,7 +1424,7 @@ spec_resolve_params(const struct spec *s, const struct spec_kv *given, size_t n_
         if (name == NULL)
             rc = eph_err_set(err, EPH_EINVAL, "param without a name");
         else if (j < 0)
-            rc = eph_err_set(err, EPH_EINVAL, "unknown param '%s'", show(name, b));
+            rc = eph_err_set(err, EPH_EINVAL, "unknown param '%s'", yaml_show(name, b));
         else if (v[j] != NULL)
             rc = eph_err_set(err, EPH_EINVAL, "param '%s' is given twice", name);
         else if (value == NULL)
@@ -1930,7 +1457,7 @@ expand_ref(const struct spec *s, const struct spec_vars *vars, const char *text,
            const struct ref *r, struct buf *b, struct eph_err *err)
 {
     const char *value = NULL;
-    char port[16], whole[SHOW_BUF];
+    char port[16], whole[YAML_SHOW_BUF];
     enum ref_kind kind;
     size_t i;
     int rc;
@@ -1952,7 +1479,7 @@ expand_ref(const struct spec *s, const struct spec_vars *vars, const char *text,
     }
     if (value == NULL)
         return eph_err_set(err, EPH_EINVAL, "no value for '%s'",
-                           show_n(text + r->start, r->end - r->start, whole, sizeof(whole)));
+                           yaml_show_n(text + r->start, r->end - r->start, whole, sizeof(whole)));
     if (buf_puts(b, value) < 0)
         return eph_err_set(err, EPH_ETOOBIG, "expanded text is longer than %d bytes",
                            SPEC_MAX_EXPANDED_BYTES);
