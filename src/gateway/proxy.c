@@ -1117,8 +1117,8 @@ get_upstream(struct gw_client *c, bool fresh)
  * false after answering (a redirect to sign in, 401, 404, a ticket exchange).
  */
 static bool
-guard_passes(struct gw_client *c, const char *host, size_t host_len, const char *env,
-             size_t env_len)
+guard_passes(struct gw_client *c, const char *host, size_t host_len,
+             const struct gw_route_env *env)
 {
     struct gw_worker *w = c->w;
     char host_norm[AUTH_HOST_MAX];
@@ -1139,7 +1139,7 @@ guard_passes(struct gw_client *c, const char *host, size_t host_len, const char 
     gr.host_norm = host_norm;
     gr.target = gw__reqp_target(&c->rp, &gr.target_len);
     gr.path = gw__reqp_path(&c->rp, &gr.path_len);
-    gr.env = gw_routes_find_env(c->routes, env, env_len);
+    gr.env = env;
     gr.pr = &pr;
     gr.safe_method = c->rp.method == HTTP_GET || c->rp.method == HTTP_HEAD;
     gr.secure = strncmp(w->cfg->signin_base, "https://", 8) == 0;
@@ -1354,11 +1354,15 @@ on_request_head(struct gw_client *c)
     kind = host ? gw_host_classify(w->pattern, host, host_len, &svc, &svc_len, &env, &env_len)
                 : GW_HOST_UNKNOWN;
     c->to_service = kind == GW_HOST_SERVICE;
-    if (kind == GW_HOST_SERVICE && w->cfg->auth_ix && !guard_passes(c, host, host_len, env, env_len))
-        return;
     if (kind == GW_HOST_SERVICE) {
         const struct gw_route_service *r = gw_routes_find(c->routes, svc, svc_len, env, env_len);
 
+        /* The service's environment, or (no such service) the environment
+         * looked up by name: the guard decides who may learn which. */
+        if (w->cfg->auth_ix &&
+            !guard_passes(c, host, host_len,
+                          r ? r->env : gw_routes_find_env(c->routes, env, env_len)))
+            return;
         if (r == NULL) {
             bool keep = can_keep_after_page(c);
 
