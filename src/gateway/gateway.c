@@ -313,6 +313,7 @@ worker_main(void *arg)
 
     uv_run(&w->loop, UV_RUN_DEFAULT);
     gw__worker_release_buffers(w);
+    gw__guard_release(w);
     gw__pool_release(&w->pool);
     rc = uv_loop_close(&w->loop);
     if (rc != 0)

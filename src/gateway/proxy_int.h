@@ -469,12 +469,16 @@ struct gw_worker {
     size_t n_free_blocks;
     struct gw_wreq *free_wreqs;
     size_t n_free_wreqs;
+    struct gw_cookie_memo *cookie_memo; /* host cookies verified here (guard.c); lazily made */
     uv_mutex_t metrics_lock; /* taken only by this loop and by scrapes */
     struct gw_wmetrics metrics;
     int64_t log_sec; /* wall second of log_ts */
     char log_ts[32]; /* "2026-11-22T10:04:05" */
     char log_line[2048];
 };
+
+/* Frees what the guard keeps per worker (its memo of verified cookies). */
+void gw__guard_release(struct gw_worker *w);
 
 /* ---- gateway.c ---- */
 struct sockaddr;
