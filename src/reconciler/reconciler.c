@@ -888,8 +888,16 @@ sleep_rules(struct reconciler *rec, struct env *env, struct rec_plan *p)
     char reason[256], dur[32];
     int rc = 0;
 
-    if (env->keep || env->desired == ENV_WANT_DELETED || env->phase == ENV_PHASE_DELETING)
+    if (env->desired == ENV_WANT_DELETED || env->phase == ENV_PHASE_DELETING)
         return;
+    if (env->keep) {
+        /* Kept from now on: asleep because idle or outside its hours, it
+         * wakes; put to sleep by hand, it stays so. */
+        if (env->desired == ENV_WANT_ASLEEP && env->sleep_cause &&
+            (strcmp(env->sleep_cause, "idle") == 0 || strcmp(env->sleep_cause, "schedule") == 0))
+            rc = wake_up(rec, env, p, "kept awake", &system_actor, &err);
+        goto out;
+    }
     if (p->sched)
         schedule_eval(p->sched, rec->sched_now_ms, &ss);
     if (env->desired == ENV_WANT_RUNNING) {
@@ -922,6 +930,7 @@ sleep_rules(struct reconciler *rec, struct env *env, struct rec_plan *p)
             env->desired = ENV_WANT_DELETED;
         }
     }
+out:
     if (rc < 0)
         log_error("cannot record sleep or wake", "env=%s error=%s", env->name, log_q(err.msg));
 }

@@ -921,6 +921,30 @@ Test(reconciler, schedules_sleep_outside_hours_keep_a_manual_wake_and_wake_when_
     cr_expect_eq(phase_of(id), ENV_PHASE_READY);
 }
 
+Test(reconciler, keeping_an_environment_asleep_outside_its_hours_wakes_it)
+{
+    int64_t id;
+    struct store_actor alice = {.name = "alice", .source = "127.0.0.1"};
+    struct eph_err err = {0};
+
+    set_clock(SAT_2030_01_05_MS - 12 * HOUR_MS); /* Friday noon */
+    reconfigure((const char *const[]){"schedule_awake", "Mon-Fri 08:00-20:00", NULL});
+    id = create_env("fx", template_two, time_wall_ms() + 3 * DAY_MS);
+    all_healthy();
+    tick();
+    tick();
+    set_clock(SAT_2030_01_05_MS + 12 * HOUR_MS);
+    tick();
+    tick();
+    cr_assert_eq(desired_of(id), ENV_WANT_ASLEEP, "outside hours: asleep");
+    cr_assert_eq(store_env_set_keep(fx.st, id, true, &alice, &err), 0, "%s", err.msg);
+    tick();
+    cr_expect_eq(desired_of(id), ENV_WANT_RUNNING, "kept: awake again");
+    expect_last_event("env.wake", "system", "kept awake");
+    tick();
+    cr_expect_eq(phase_of(id), ENV_PHASE_READY);
+}
+
 Test(reconciler, a_kept_environment_ignores_the_schedule_and_may_be_woken_by_a_request)
 {
     int64_t id;
