@@ -82,12 +82,6 @@ void gw__request_release(struct gw_request *req);
 /* A header's value by case-insensitive name (the first of that name), or NULL. */
 const char *gw__request_header(const struct gw_request *req, const char *name);
 
-/*
- * Decodes %XX escapes of s[0..len) into a new string (free()); with `plus`,
- * '+' becomes a space (query strings). NULL for a bad escape or a %00.
- */
-char *gw__url_decode(const char *s, size_t len, bool plus);
-
 /* The decoded value of parameter `name` in a raw query string (free()), or NULL. */
 char *gw__query_param(const char *query, const char *name);
 

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "util/err.h"
+#include "util/url.h"
 #include "util/xmalloc.h"
 
 /* Which callback appended the last bytes to r->head. */
@@ -138,7 +139,7 @@ parse_target(struct gw_req *r)
     if (r->url_len == 0 || r->parser.method == HTTP_CONNECT ||
         http_parser_parse_url(url, r->url_len, 0, &u) != 0 || !(u.field_set & (1 << UF_PATH)))
         return refuse(r, 400, "bad request target");
-    r->path = gw__url_decode(url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len, false);
+    r->path = url_decode(url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len, false);
     if (r->path == NULL || r->path[0] != '/')
         return refuse(r, 400, "bad request path");
     if (u.field_set & (1 << UF_QUERY))
@@ -310,48 +311,6 @@ gw__request_header(const struct gw_request *req, const char *name)
     return find_header(req->head, req->headers, req->n_headers, name);
 }
 
-static int
-hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-char *
-gw__url_decode(const char *s, size_t len, bool plus)
-{
-    char *out = xmalloc(len + 1);
-    size_t o = 0;
-
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] == '%') {
-            int hi = i + 2 < len ? hex_value(s[i + 1]) : -1;
-            int lo = i + 2 < len ? hex_value(s[i + 2]) : -1;
-
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-                free(out);
-                return NULL;
-            }
-            out[o++] = (char)(hi * 16 + lo);
-            i += 2;
-        } else if (s[i] == '+' && plus) {
-            out[o++] = ' ';
-        } else if (s[i] == '\0') {
-            free(out);
-            return NULL;
-        } else {
-            out[o++] = s[i];
-        }
-    }
-    out[o] = '\0';
-    return out;
-}
-
 char *
 gw__query_param(const char *query, const char *name)
 {
@@ -364,12 +323,12 @@ gw__query_param(const char *query, const char *name)
         char *key;
 
         eq = memchr(p, '=', len);
-        key = gw__url_decode(p, eq ? (size_t)(eq - p) : len, true);
+        key = url_decode(p, eq ? (size_t)(eq - p) : len, true);
         if (key && strcmp(key, name) == 0) {
             free(key);
             if (eq == NULL)
                 return xstrdup("");
-            return gw__url_decode(eq + 1, len - (size_t)(eq + 1 - p), true);
+            return url_decode(eq + 1, len - (size_t)(eq + 1 - p), true);
         }
         free(key);
         p = end ? end + 1 : NULL;
