@@ -873,6 +873,13 @@ wake_up(struct reconciler *rec, struct env *env, struct rec_plan *p, const char 
     return 0;
 }
 
+/* Deleted, or on its way. */
+static bool
+being_deleted(const struct env *env)
+{
+    return env->desired == ENV_WANT_DELETED || env->phase == ENV_PHASE_DELETING;
+}
+
 /*
  * The automatic rules, for an environment that is neither kept nor being
  * deleted: (1) ready outside office hours, the hours having ended after its
@@ -888,7 +895,7 @@ sleep_rules(struct reconciler *rec, struct env *env, struct rec_plan *p)
     char reason[256], dur[32];
     int rc = 0;
 
-    if (env->desired == ENV_WANT_DELETED || env->phase == ENV_PHASE_DELETING)
+    if (being_deleted(env))
         return;
     if (env->keep) {
         /* Kept from now on: asleep because idle or outside its hours, it
@@ -947,12 +954,6 @@ load_live(struct reconciler *rec, int64_t env_id, struct env **out, struct eph_e
         rc = eph_err_set(err, EPH_ENOTFOUND, "environment %" PRId64 " not found", env_id);
     }
     return rc;
-}
-
-static bool
-being_deleted(const struct env *env)
-{
-    return env->desired == ENV_WANT_DELETED || env->phase == ENV_PHASE_DELETING;
 }
 
 int
@@ -1131,7 +1132,7 @@ notify_observer(struct reconciler *rec, struct env **envs, size_t n)
     views = xcalloc(n + 1, sizeof(*views));
     for (size_t i = 0; i < n; i++) {
         const struct env *env = envs[i];
-        bool deleting = env->desired == ENV_WANT_DELETED || env->phase == ENV_PHASE_DELETING;
+        bool deleting = being_deleted(env);
         struct rec_plan *p = deleting ? NULL : plan_find(rec, env->id);
         struct rec_env_view *v;
         struct rec_svc_view *svcs;

@@ -1288,10 +1288,13 @@ out:
     return rc;
 }
 
-int
-store_env_count_live(struct store *st, const char *owner, int64_t *n, struct eph_err *err)
+/* Counts live environments with statement `all` or, for one owner, `mine`
+ * (both bind the deleting phase, the deleted desire, then the owner). */
+static int
+count_live(struct store *st, enum stmt_id all, enum stmt_id mine, const char *owner,
+           const char *what, int64_t *n, struct eph_err *err)
 {
-    sqlite3_stmt *s = stmt(st, owner ? ST_ENV_COUNT_LIVE_OWNER : ST_ENV_COUNT_LIVE, err);
+    sqlite3_stmt *s = stmt(st, owner ? mine : all, err);
     int rc = 0;
 
     *n = 0;
@@ -1300,7 +1303,7 @@ store_env_count_live(struct store *st, const char *owner, int64_t *n, struct eph
     if (store__bind_str(s, 1, env_phase_name(ENV_PHASE_DELETING)) ||
         store__bind_str(s, 2, env_desired_name(ENV_WANT_DELETED)) ||
         (owner && store__bind_str(s, 3, owner)) || sqlite3_step(s) != SQLITE_ROW)
-        rc = store__db_error(st, "count environments", err);
+        rc = store__db_error(st, what, err);
     else
         *n = sqlite3_column_int64(s, 0);
     store__release(s);
@@ -1308,22 +1311,17 @@ store_env_count_live(struct store *st, const char *owner, int64_t *n, struct eph
 }
 
 int
+store_env_count_live(struct store *st, const char *owner, int64_t *n, struct eph_err *err)
+{
+    return count_live(st, ST_ENV_COUNT_LIVE, ST_ENV_COUNT_LIVE_OWNER, owner,
+                      "count environments", n, err);
+}
+
+int
 store_env_count_kept(struct store *st, const char *owner, int64_t *n, struct eph_err *err)
 {
-    sqlite3_stmt *s = stmt(st, owner ? ST_ENV_COUNT_KEPT_OWNER : ST_ENV_COUNT_KEPT, err);
-    int rc = 0;
-
-    *n = 0;
-    if (s == NULL)
-        return EPH_ESTORE;
-    if (store__bind_str(s, 1, env_phase_name(ENV_PHASE_DELETING)) ||
-        store__bind_str(s, 2, env_desired_name(ENV_WANT_DELETED)) ||
-        (owner && store__bind_str(s, 3, owner)) || sqlite3_step(s) != SQLITE_ROW)
-        rc = store__db_error(st, "count kept environments", err);
-    else
-        *n = sqlite3_column_int64(s, 0);
-    store__release(s);
-    return rc;
+    return count_live(st, ST_ENV_COUNT_KEPT, ST_ENV_COUNT_KEPT_OWNER, owner,
+                      "count kept environments", n, err);
 }
 
 int
