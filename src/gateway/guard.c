@@ -38,6 +38,7 @@
 #include "auth/index.h"
 #include "auth/signed.h"
 #include "core/access.h"
+#include "util/url.h"
 
 #define EPH_PATH_AUTH "/_eph/auth"
 #define EPH_PATH_LINK "/_eph/link"
@@ -135,26 +136,6 @@ find_cookie(const struct gw_head *h, const char *name, size_t *len)
         }
     }
     return NULL;
-}
-
-/* Appends s percent-encoded for a query value. */
-static void
-put_encoded(struct buf *b, const char *s, size_t len)
-{
-    static const char hex[] = "0123456789ABCDEF";
-
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-            c == '-' || c == '.' || c == '_' || c == '~') {
-            buf_append(b, (const char *)&s[i], 1);
-        } else {
-            char e[3] = {'%', hex[c >> 4], hex[c & 15]};
-
-            buf_append(b, e, 3);
-        }
-    }
 }
 
 /* A redirect of our own, with an optional Set-Cookie. */
@@ -357,12 +338,12 @@ ask_to_sign_in(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *p
         struct buf loc;
 
         buf_init(&loc, 16 * 1024);
-        buf_puts(&loc, w->cfg->signin_base);
-        buf_puts(&loc, "/auth/ticket?rd=");
-        put_encoded(&loc, gr->secure ? "https://" : "http://", gr->secure ? 8 : 7);
-        put_encoded(&loc, gr->host, gr->host_len);
-        put_encoded(&loc, gr->target, gr->target_len);
-        if (loc.len < loc.max_bytes) {
+        /* A URL too long for the buffer is not cut short: 401 instead. */
+        if (buf_puts(&loc, w->cfg->signin_base) == 0 &&
+            buf_puts(&loc, "/auth/ticket?rd=") == 0 &&
+            url_encode(&loc, gr->secure ? "https://" : "http://", gr->secure ? 8 : 7) == 0 &&
+            url_encode(&loc, gr->host, gr->host_len) == 0 &&
+            url_encode(&loc, gr->target, gr->target_len) == 0) {
             page_redirect(page, gr->pr, loc.data, loc.len, NULL);
             buf_release(&loc);
             *status = 302;
