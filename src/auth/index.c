@@ -29,6 +29,7 @@
 #define NONCE_LEN 32          /* hex digits of a ticket nonce */
 #define NONCES_MAX 100000     /* claimed nonces kept at most: tickets live seconds */
 #define BEARER_MAX 256        /* longer bearer values are not our tokens: not hashed */
+#define AUTH_RECHECK_MAX_MS 1000 /* auth_index_recheck_ms at most */
 #define HTAB_MIN_SLOTS 16
 
 /* ------------------------------------------------------------- hash tables */
@@ -188,6 +189,9 @@ struct nonce {
 
 struct auth_index {
     pthread_rwlock_t lock; /* users, sessions, tokens */
+    /* Moves on at the end of every change under the write lock (see
+     * auth_index_version). */
+    _Atomic uint64_t version;
     int64_t idle_ms;       /* <= 0: no idle limit */
     struct htab users;
     struct htab sessions;
@@ -257,6 +261,14 @@ touch(_Atomic int64_t *at, int64_t now_ms)
     while (cur < now_ms && !atomic_compare_exchange_weak_explicit(
                                at, &cur, now_ms, memory_order_relaxed, memory_order_relaxed)) {
     }
+}
+
+/* Ends a change: the version moves on before the write lock is let go. */
+static void
+write_unlock(struct auth_index *ix)
+{
+    atomic_fetch_add_explicit(&ix->version, 1, memory_order_release);
+    pthread_rwlock_unlock(&ix->lock);
 }
 
 static struct user *
@@ -381,7 +393,7 @@ auth_index_put_user(struct auth_index *ix, const struct auth_user_rec *u)
         *nu = fresh;
         htab_add(&ix->users, &nu->node, nu->name);
     }
-    pthread_rwlock_unlock(&ix->lock);
+    write_unlock(ix);
 }
 
 void
@@ -407,7 +419,7 @@ auth_index_remove_user(struct auth_index *ix, const char *name)
         htab_unlink(&ix->users, &u->node);
         free(u);
     }
-    pthread_rwlock_unlock(&ix->lock);
+    write_unlock(ix);
 }
 
 void
@@ -436,7 +448,7 @@ auth_index_put_session(struct auth_index *ix, const struct auth_session_rec *s)
 
     pthread_rwlock_wrlock(&ix->lock);
     if (find_user(ix, ns->user) == NULL) {
-        pthread_rwlock_unlock(&ix->lock);
+        write_unlock(ix);
         log_warn("session not indexed", "session=%s user=%s reason=%s", ns->id, log_q(ns->user),
                  "unknown user");
         free(ns);
@@ -446,7 +458,7 @@ auth_index_put_session(struct auth_index *ix, const struct auth_session_rec *s)
     if (old != NULL)
         drop_session(ix, old);
     htab_add(&ix->sessions, &ns->node, ns->id);
-    pthread_rwlock_unlock(&ix->lock);
+    write_unlock(ix);
 }
 
 void
@@ -460,7 +472,7 @@ auth_index_remove_session(struct auth_index *ix, const char *id)
     s = find_session(ix, id);
     if (s != NULL)
         drop_session(ix, s);
-    pthread_rwlock_unlock(&ix->lock);
+    write_unlock(ix);
 }
 
 void
@@ -491,7 +503,7 @@ auth_index_put_token(struct auth_index *ix, const struct auth_token_rec *t)
 
     pthread_rwlock_wrlock(&ix->lock);
     if (find_user(ix, nt->user) == NULL) {
-        pthread_rwlock_unlock(&ix->lock);
+        write_unlock(ix);
         log_warn("token not indexed", "token_id=%" PRId64 " user=%s reason=%s", nt->id,
                  log_q(nt->user), "unknown user");
         free(nt);
@@ -505,7 +517,7 @@ auth_index_put_token(struct auth_index *ix, const struct auth_token_rec *t)
     if (same_hash != NULL)
         drop_token(ix, TOKEN_OF(same_hash));
     htab_add(&ix->tokens, &nt->node, nt->hash);
-    pthread_rwlock_unlock(&ix->lock);
+    write_unlock(ix);
 }
 
 void
@@ -517,7 +529,7 @@ auth_index_remove_token(struct auth_index *ix, int64_t id)
     t = find_token_by_id(ix, id);
     if (t != NULL)
         drop_token(ix, t);
-    pthread_rwlock_unlock(&ix->lock);
+    write_unlock(ix);
 }
 
 /* ------------------------------------------------------------- checks */
@@ -602,6 +614,20 @@ auth_index_check_session_cookie(struct auth_index *ix, const char *value, size_t
     ok = check_session(ix, id, hash, now_ms, out);
     OPENSSL_cleanse(hash, sizeof(hash));
     return ok;
+}
+
+uint64_t
+auth_index_version(struct auth_index *ix)
+{
+    return atomic_load_explicit(&ix->version, memory_order_acquire);
+}
+
+int64_t
+auth_index_recheck_ms(const struct auth_index *ix)
+{
+    if (ix->idle_ms > 0 && ix->idle_ms / 4 < AUTH_RECHECK_MAX_MS)
+        return ix->idle_ms / 4;
+    return AUTH_RECHECK_MAX_MS;
 }
 
 bool
@@ -801,7 +827,7 @@ auth_index_expire(struct auth_index *ix, int64_t now_ms, auth_expired_fn *fn, vo
             drop_session(ix, s);
         }
     }
-    pthread_rwlock_unlock(&ix->lock);
+    write_unlock(ix);
 
     pthread_mutex_lock(&ix->nonce_mu);
     drop_expired_nonces(ix, now_ms);

@@ -94,6 +94,18 @@ struct auth_who {
  * marks it used at now_ms. */
 bool auth_index_check_session_cookie(struct auth_index *ix, const char *value, size_t len,
                                      int64_t now_ms, struct auth_who *out);
+/*
+ * A number that moves on at the end of every change to the users, sessions
+ * and tokens (put, removed, expired). A caller that read it before a check
+ * that found a session live may take the session as still live, without the
+ * lock, while the number stays the same and for at most
+ * auth_index_recheck_ms: a sign-out, a removed user or a changed role moves
+ * it on, so they apply from the next request.
+ */
+uint64_t auth_index_version(struct auth_index *ix);
+/* How long a remembered session check may stand in for a lookup: a second,
+ * or a quarter of the idle limit if that is shorter (0: always look up). */
+int64_t auth_index_recheck_ms(const struct auth_index *ix);
 /* A session by id alone, for a host cookie whose signature was checked:
  * true and *out if live; marks it used at now_ms. */
 bool auth_index_check_session_id(struct auth_index *ix, const char *id, int64_t now_ms,

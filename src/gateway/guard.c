@@ -26,8 +26,6 @@
 #include "gateway/proxy_int.h"
 
 #include <inttypes.h>
-#include <openssl/crypto.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +36,7 @@
 #include "auth/index.h"
 #include "auth/signed.h"
 #include "core/access.h"
+#include "gateway/cookie_memo.h"
 #include "util/url.h"
 
 #define EPH_PATH_AUTH "/_eph/auth"
@@ -236,88 +235,59 @@ exchange_link(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *pa
     return grant_and_redirect(w, gr->pr, &g, gr->host_norm, "/", gr->secure, page, status);
 }
 
-/*
- * The memo of host cookies this worker has verified: a browser sends the
- * same cookie with every request, and checking its signature again each
- * time was most of what sign-in cost a request. An entry holds the cookie
- * and the Host it came with, byte for byte, and the grant they proved; a
- * hit still checks the grant's expiry, and a session grant is still looked
- * up in the index on every request (sign-out and removed users take effect
- * at once). A slot is chosen by a keyed hash (the key random per worker),
- * so nobody can aim at one; entries are compared in constant time.
- */
-#define MEMO_SLOTS 1024 /* a power of two */
-#define MEMO_VALUE_MAX 256
-#define MEMO_HOST_MAX 128
-
-struct gw_cookie_memo {
-    uint64_t seed;      /* in slot 0 only: the hash key */
-    uint64_t tag;       /* 0: empty */
-    uint16_t value_len, host_len;
-    char value[MEMO_VALUE_MAX];
-    char host[MEMO_HOST_MAX];
-    struct auth_grant grant;
-};
-
-static uint64_t
-memo_hash(uint64_t seed, const char *a, size_t a_len, const char *b, size_t b_len)
-{
-    uint64_t h = seed ^ 0xcbf29ce484222325ull;
-
-    for (size_t i = 0; i < a_len; i++)
-        h = (h ^ (unsigned char)a[i]) * 0x100000001b3ull;
-    h = (h ^ 0xff) * 0x100000001b3ull;
-    for (size_t i = 0; i < b_len; i++)
-        h = (h ^ (unsigned char)b[i]) * 0x100000001b3ull;
-    h ^= h >> 29;
-    return h | 1;
-}
-
-/* The memo's slot for a cookie and host; NULL if they are too long to keep
- * or the memo cannot be made. */
-static struct gw_cookie_memo *
-memo_slot(struct gw_worker *w, const char *value, size_t len, const char *host, size_t host_len,
-          uint64_t *tag)
-{
-    if (len > MEMO_VALUE_MAX || host_len > MEMO_HOST_MAX)
-        return NULL;
-    if (w->cookie_memo == NULL) {
-        w->cookie_memo = calloc(MEMO_SLOTS, sizeof(*w->cookie_memo));
-        if (w->cookie_memo == NULL ||
-            RAND_bytes((unsigned char *)&w->cookie_memo[0].seed, sizeof(uint64_t)) != 1) {
-            free(w->cookie_memo);
-            w->cookie_memo = NULL;
-            return NULL;
-        }
-    }
-    *tag = memo_hash(w->cookie_memo[0].seed, value, len, host, host_len);
-    return &w->cookie_memo[*tag & (MEMO_SLOTS - 1)];
-}
-
-/* auth_host_cookie_verify, with the memo in front. */
+/* The grant of a host cookie for this Host: from the worker's memo, or
+ * checked now (and then remembered). *entry: its memo entry, or NULL. */
 static bool
-verify_host_cookie(struct gw_worker *w, const char *value, size_t len, const char *host,
-                   size_t host_len, int64_t now, struct auth_grant *out)
+host_cookie_grant(struct gw_worker *w, const char *value, size_t len, const char *host,
+                  size_t host_len, int64_t now, struct auth_grant *out,
+                  struct gw_memo_entry **entry)
 {
-    uint64_t tag = 0;
-    struct gw_cookie_memo *m = memo_slot(w, value, len, host, host_len, &tag);
+    struct gw_memo_entry *e = NULL;
 
-    if (m != NULL && m->tag == tag && m->value_len == len && m->host_len == host_len &&
-        CRYPTO_memcmp(m->value, value, len) == 0 && CRYPTO_memcmp(m->host, host, host_len) == 0) {
-        if (m->grant.expires_ms <= now)
-            return false;
-        *out = m->grant;
-        return true;
+    if (w->cookie_memo == NULL)
+        w->cookie_memo = gw_cookie_memo_new();
+    if (w->cookie_memo != NULL)
+        e = gw_cookie_memo_find(w->cookie_memo, value, len, host, host_len);
+    if (e != NULL) {
+        *entry = e;
+        *out = e->grant;
+        return e->grant.expires_ms > now;
     }
+    *entry = NULL;
     if (!auth_host_cookie_verify(key_of(w), value, len, host, host_len, now, out))
         return false;
-    if (m != NULL) {
-        m->tag = tag;
-        m->value_len = (uint16_t)len;
-        m->host_len = (uint16_t)host_len;
-        memcpy(m->value, value, len);
-        memcpy(m->host, host, host_len);
-        m->grant = *out;
+    if (w->cookie_memo != NULL)
+        *entry = gw_cookie_memo_put(w->cookie_memo, value, len, host, host_len, out);
+    return true;
+}
+
+/*
+ * The session of a host cookie's grant, if still live: who it is into *who.
+ * The index is asked once per auth_index_recheck_ms per memo entry; between,
+ * the entry's answer stands while the index's version has not moved (any
+ * sign-out, removed user or changed role moves it).
+ */
+static bool
+session_of_grant(struct gw_worker *w, const struct auth_grant *g, struct gw_memo_entry *e,
+                 int64_t now, struct auth_who *who)
+{
+    struct auth_index *ix = w->cfg->auth_ix;
+    uint64_t version = auth_index_version(ix);
+
+    if (e != NULL && e->checked_ms > 0 && e->ix_version == version && now >= e->checked_ms &&
+        now - e->checked_ms < auth_index_recheck_ms(ix) && e->who.session_expires_ms > now) {
+        *who = e->who;
+        return true;
+    }
+    if (!auth_index_check_session_id(ix, g->subject, now, who)) {
+        if (e != NULL)
+            e->checked_ms = 0;
+        return false;
+    }
+    if (e != NULL) {
+        e->who = *who;
+        e->ix_version = version;
+        e->checked_ms = now;
     }
     return true;
 }
@@ -325,7 +295,7 @@ verify_host_cookie(struct gw_worker *w, const char *value, size_t len, const cha
 void
 gw__guard_release(struct gw_worker *w)
 {
-    free(w->cookie_memo);
+    gw_cookie_memo_free(w->cookie_memo);
     w->cookie_memo = NULL;
 }
 
@@ -396,11 +366,12 @@ gw__guard(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page, 
         out->principal.role = out->who.role;
     } else if ((cookie = find_cookie(gr->head, GW_HOST_COOKIE, &cookie_len)) != NULL) {
         struct auth_grant g;
+        struct gw_memo_entry *memo;
 
-        if (!verify_host_cookie(w, cookie, cookie_len, gr->host, gr->host_len, now, &g))
+        if (!host_cookie_grant(w, cookie, cookie_len, gr->host, gr->host_len, now, &g, &memo))
             return ask_to_sign_in(w, gr, page, status);
         if (g.kind == AUTH_GRANT_SESSION) {
-            if (!auth_index_check_session_id(ix, g.subject, now, &out->who))
+            if (!session_of_grant(w, &g, memo, now, &out->who))
                 return ask_to_sign_in(w, gr, page, status);
             out->principal.kind = PRINCIPAL_USER;
             out->principal.user = out->who.user;

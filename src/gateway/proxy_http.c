@@ -856,11 +856,18 @@ put_identity(struct hw *w, const char *name, const char *value)
     put(w, name, strlen(name));
     PUTS(w, ": ");
     /* Our own values: user names and roles are plain; an email from a provider
-     * could hold anything, so control characters are never written. */
-    for (const char *c = value; *c; c++) {
-        char ch = (unsigned char)*c < 0x20 || *c == 0x7f ? '?' : *c;
+     * could hold anything, so control characters are never written. Runs of
+     * plain characters go in one copy. */
+    for (const char *c = value; *c;) {
+        const char *run = c;
 
-        put(w, &ch, 1);
+        while (*c && (unsigned char)*c >= 0x20 && *c != 0x7f)
+            c++;
+        put(w, run, (size_t)(c - run));
+        if (*c) {
+            PUTS(w, "?");
+            c++;
+        }
     }
     PUTS(w, "\r\n");
 }

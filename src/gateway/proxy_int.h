@@ -469,7 +469,7 @@ struct gw_worker {
     size_t n_free_blocks;
     struct gw_wreq *free_wreqs;
     size_t n_free_wreqs;
-    struct gw_cookie_memo *cookie_memo; /* host cookies verified here (guard.c); lazily made */
+    struct gw_cookie_memo *cookie_memo; /* host cookies verified here (cookie_memo.h); lazily made */
     uv_mutex_t metrics_lock; /* taken only by this loop and by scrapes */
     struct gw_wmetrics metrics;
     int64_t log_sec; /* wall second of log_ts */

@@ -672,6 +672,15 @@ def test_10_06_what_a_service_receives(echo):
     assert got.get("x-ephemera-email", []) != ["mallory@evil.example"], got
     assert got.get("cookie") == ["a=b"], got
 
+    # A changed role is what the service hears from the next request on, on
+    # every worker, though the gateway remembers the cookie it checked.
+    r = server.api("POST", "users/alice/role", json={"role": "viewer"})
+    assert r.status_code == 200, (r.status_code, r.text)
+    for _ in range(4):
+        got = echoed(b.get(web1, accept=JSON, cookies={"eph_host": host_cookie},
+                           headers={"Connection": "close"}))
+        assert got.get("x-ephemera-role") == ["viewer"], got
+
 
 def test_10_07_bearer_tokens_on_environment_urls(echo):
     server = echo

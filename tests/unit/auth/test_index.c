@@ -223,6 +223,53 @@ Test(index, session_id_alone_is_checked_for_liveness)
     cr_expect_eq(auth_index_sessions(ix), 0);
 }
 
+/* The version lets the gateway remember a session check: every change
+ * moves it on, a check does not. */
+Test(index, version_moves_on_with_every_change_and_not_with_checks)
+{
+    struct auth_who who;
+    uint64_t v = auth_index_version(ix);
+
+    put_session(SID, SECRET, "alice", NOW + 24 * HOUR);
+    cr_assert_neq(auth_index_version(ix), v);
+    v = auth_index_version(ix);
+    cr_assert(auth_index_check_session_id(ix, SID, NOW, &who));
+    cr_assert(check_cookie(COOKIE, NOW, &who));
+    cr_expect_not(auth_index_check_session_id(ix, "0123456789abcdef0123456789abcdee", NOW, &who));
+    cr_expect_eq(auth_index_version(ix), v, "a check changed the version");
+
+    put_user("alice", ROLE_VIEWER); /* a role change */
+    cr_assert_neq(auth_index_version(ix), v);
+    v = auth_index_version(ix);
+    put_token(7, "eph_alice", "alice", ROLE_ADMIN, 0);
+    cr_assert_neq(auth_index_version(ix), v);
+    v = auth_index_version(ix);
+    auth_index_remove_token(ix, 7);
+    cr_assert_neq(auth_index_version(ix), v);
+    v = auth_index_version(ix);
+    auth_index_remove_session(ix, SID); /* a sign-out */
+    cr_assert_neq(auth_index_version(ix), v);
+    v = auth_index_version(ix);
+    auth_index_remove_user(ix, "alice");
+    cr_assert_neq(auth_index_version(ix), v);
+}
+
+Test(index, recheck_interval_is_a_second_or_a_quarter_of_the_idle_limit)
+{
+    struct auth_index *other;
+
+    cr_expect_eq(auth_index_recheck_ms(ix), 1000); /* idle 2 h */
+    other = auth_index_new(0);
+    cr_expect_eq(auth_index_recheck_ms(other), 1000);
+    auth_index_free(other);
+    other = auth_index_new(2000);
+    cr_expect_eq(auth_index_recheck_ms(other), 500);
+    auth_index_free(other);
+    other = auth_index_new(3);
+    cr_expect_eq(auth_index_recheck_ms(other), 0);
+    auth_index_free(other);
+}
+
 Test(index, putting_a_session_again_replaces_it)
 {
     struct auth_who who;
