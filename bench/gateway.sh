@@ -34,7 +34,12 @@
 # host's cookie eph_host is fetched through /auth/ticket -> /_eph/auth.
 # wrk then sends each request with the Host's port and
 # "Cookie: theme=dark; eph_host=<that host's cookie>" to three proxies, in
-# turn, RUNS times:
+# turn, AUTH_RUNS times (EPH_BENCH_AUTH_RUNS, default 15) for
+# AUTH_DURATION each (EPH_BENCH_AUTH_DURATION, default 3s): on this small a
+# machine one 10 s run's rate moves by 10% with whatever else runs, and the
+# effect measured here is smaller than that, so many short pairs (eph off
+# and eph on one after the other, in turns which goes first) are compared
+# instead of a few long runs:
 #   nginx+ar  nginx (1 worker) with `auth_request /_auth` in every server
 #             block: a sub-request, over keep-alive, to an "authcheck" server
 #             block in the backend nginx that answers 204 when the Cookie
@@ -45,7 +50,9 @@
 #   eph on    the sign-in server: every request's cookie is verified
 #             (HMAC, session lookup, visibility) before it is proxied.
 # Ratio rows: eph on / eph off (the goal: >= 0.95x requests/s) and
-# eph on / nginx+ar. EPH_BENCH_PERF=DIR adds, after the measured runs, one
+# eph on / nginx+ar, each of the medians; then the ratio on/off of each
+# pair, sorted, to show the spread. EPH_BENCH_PERF=DIR adds, after the
+# measured runs, one
 # run each of eph off and eph on at 256 connections under `perf record`
 # (DIR/eph-off.data, DIR/eph-on.data); those runs are not in the table.
 #
@@ -76,6 +83,8 @@ export EPH_BENCH_DURATION=${EPH_BENCH_DURATION:-10s}
 export EPH_BENCH_HOSTS=${EPH_BENCH_HOSTS:-1000}
 export EPH_BENCH_KEEPALIVE=${EPH_BENCH_KEEPALIVE:-256}
 export EPH_BENCH_RUNS=${EPH_BENCH_RUNS:-3}
+export EPH_BENCH_AUTH_RUNS=${EPH_BENCH_AUTH_RUNS:-15}
+export EPH_BENCH_AUTH_DURATION=${EPH_BENCH_AUTH_DURATION:-3s}
 export EPH_BENCH_AUTH=${EPH_BENCH_AUTH:-1}
 export EPH_BENCH_BLOCKS=${EPH_BENCH_BLOCKS:-1,auth,default}
 export EPH_BENCH_PERF=${EPH_BENCH_PERF:-}
@@ -95,6 +104,8 @@ N_HOSTS = int(os.environ["EPH_BENCH_HOSTS"])
 N_PROJECTS = 10                 # service svcX lives in project pX
 KEEPALIVE = int(os.environ["EPH_BENCH_KEEPALIVE"])
 RUNS = int(os.environ["EPH_BENCH_RUNS"])
+AUTH_RUNS = int(os.environ["EPH_BENCH_AUTH_RUNS"])
+AUTH_DURATION = os.environ["EPH_BENCH_AUTH_DURATION"]
 AUTH = os.environ["EPH_BENCH_AUTH"] not in ("0", "", "no", "off")
 PERF_DIR = os.environ["EPH_BENCH_PERF"]
 BLOCKS = set(os.environ["EPH_BENCH_BLOCKS"].split(","))
@@ -685,8 +696,9 @@ try:
         "upstr.con", "cpu us/rq")
     print("gateway bench %s: %d hosts, wrk -t%d -d%s keep-alive, random Host; %d cores; "
           "backends: nginx with 2 workers on 2 ports; upstream keepalive %d; median of %d "
-          "alternating runs; eph --auth off except 'eph on'" %
-          (today, N_HOSTS, WRK_THREADS, DURATION, cpu, KEEPALIVE, RUNS), flush=True)
+          "alternating runs (auth block: %d runs of %s); eph --auth off except 'eph on'" %
+          (today, N_HOSTS, WRK_THREADS, DURATION, cpu, KEEPALIVE, RUNS, AUTH_RUNS,
+           AUTH_DURATION), flush=True)
     print(header, flush=True)
 
     def check_nginx(port, cookie=None):
@@ -734,18 +746,22 @@ try:
             verdicts = []
             for conns in CONNECTIONS:
                 ns, offs, ons = [], [], []
-                for _ in range(RUNS):       # alternating, the three in turn
-                    ns.append(wrk(nginx_port, conns, ngx_pids, auth_hosts_file, True))
-                    offs.append(wrk(eph.port, conns, lambda: [eph.proc.pid],
-                                    auth_hosts_file, True))
-                    ons.append(wrk(eph_on.port, conns, lambda: [eph_on.proc.pid],
-                                   auth_hosts_file, True))
+                for i in range(AUTH_RUNS):  # alternating, the three in turn
+                    ns.append(wrk(nginx_port, conns, ngx_pids, auth_hosts_file, True,
+                                  duration=AUTH_DURATION))
+                    pair = [(offs, eph), (ons, eph_on)]
+                    for results, srv in (pair if i % 2 == 0 else reversed(pair)):
+                        results.append(wrk(srv.port, conns, lambda: [srv.proc.pid],
+                                           auth_hosts_file, True, duration=AUTH_DURATION))
                 n, off, on = median_of(ns), median_of(offs), median_of(ons)
                 print(row(label, conns, "nginx+ar", n), flush=True)
                 print(row(label, conns, "eph off", off), flush=True)
                 print(row(label, conns, "eph on", on), flush=True)
                 print(ratio_row(label, conns, on, off, "on/off"), flush=True)
                 print(ratio_row(label, conns, on, n, "on/nginx"), flush=True)
+                paired = sorted(b["rps"] / a["rps"] for a, b in zip(offs, ons))
+                print("%-8s %5d  on/off of each run, sorted: %s" % (
+                    label, conns, " ".join("%.3f" % x for x in paired)), flush=True)
                 verdicts.append("%d conns %.3fx %s" % (
                     conns, on["rps"] / off["rps"],
                     "met" if on["rps"] >= 0.95 * off["rps"] else "NOT met"))

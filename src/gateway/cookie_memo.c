@@ -15,11 +15,16 @@
 #define MEMO_SETS 1024 /* a power of two */
 #define MEMO_WAYS 4
 
+/* One cache line: the tags rule out most places without touching entries. */
+struct memo_set {
+    _Alignas(64) uint64_t tags[MEMO_WAYS];    /* 0: an empty place */
+    struct gw_memo_entry *entries[MEMO_WAYS]; /* made when first used */
+};
+
 struct gw_cookie_memo {
-    uint64_t seed;                                       /* the hash's key */
-    uint64_t tags[MEMO_SETS][MEMO_WAYS];                 /* 0: an empty place */
-    struct gw_memo_entry *entries[MEMO_SETS][MEMO_WAYS]; /* made when first used */
-    uint8_t next[MEMO_SETS];                             /* the place a full set gives up next */
+    struct memo_set sets[MEMO_SETS];
+    uint64_t seed;           /* the hash's key */
+    uint8_t next[MEMO_SETS]; /* the place a full set gives up next */
 };
 
 static uint64_t
@@ -87,17 +92,19 @@ static bool
 holds(const struct gw_memo_entry *e, const char *value, size_t len, const char *host,
       size_t host_len)
 {
-    return e->value_len == len && e->host_len == host_len && same_bytes(e->value, value, len) &&
-           same_bytes(e->host, host, host_len);
+    return e->value_len == len && e->host_len == host_len && same_bytes(e->text, value, len) &&
+           same_bytes(e->text + len, host, host_len);
 }
 
 struct gw_cookie_memo *
 gw_cookie_memo_new(void)
 {
-    struct gw_cookie_memo *m = calloc(1, sizeof(*m));
+    size_t size = (sizeof(struct gw_cookie_memo) + 63) / 64 * 64;
+    struct gw_cookie_memo *m = aligned_alloc(64, size);
 
     if (m == NULL)
         return NULL;
+    memset(m, 0, size);
     if (RAND_bytes((unsigned char *)&m->seed, sizeof(m->seed)) != 1) {
         free(m);
         return NULL;
@@ -112,9 +119,11 @@ gw_cookie_memo_free(struct gw_cookie_memo *m)
         return;
     for (size_t s = 0; s < MEMO_SETS; s++) {
         for (size_t i = 0; i < MEMO_WAYS; i++) {
-            if (m->entries[s][i] != NULL) {
-                OPENSSL_cleanse(m->entries[s][i], sizeof(*m->entries[s][i]));
-                free(m->entries[s][i]);
+            struct gw_memo_entry *e = m->sets[s].entries[i];
+
+            if (e != NULL) {
+                OPENSSL_cleanse(e, sizeof(*e));
+                free(e);
             }
         }
     }
@@ -127,15 +136,15 @@ gw_cookie_memo_find(struct gw_cookie_memo *m, const char *value, size_t len, con
                     size_t host_len)
 {
     uint64_t tag;
-    size_t set;
+    struct memo_set *set;
 
     if (len > GW_MEMO_VALUE_MAX || host_len > GW_MEMO_HOST_MAX)
         return NULL;
     tag = tag_of(m, value, len, host, host_len);
-    set = (size_t)(tag >> 32) & (MEMO_SETS - 1);
+    set = &m->sets[(tag >> 32) & (MEMO_SETS - 1)];
     for (size_t i = 0; i < MEMO_WAYS; i++) {
-        if (m->tags[set][i] == tag && holds(m->entries[set][i], value, len, host, host_len))
-            return m->entries[set][i];
+        if (set->tags[i] == tag && holds(set->entries[i], value, len, host, host_len))
+            return set->entries[i];
     }
     return NULL;
 }
@@ -145,38 +154,81 @@ gw_cookie_memo_put(struct gw_cookie_memo *m, const char *value, size_t len, cons
                    size_t host_len, const struct auth_grant *g)
 {
     uint64_t tag;
-    size_t set, way = MEMO_WAYS;
+    size_t index, way = MEMO_WAYS;
+    struct memo_set *set;
     struct gw_memo_entry *e;
 
     if (len > GW_MEMO_VALUE_MAX || host_len > GW_MEMO_HOST_MAX)
         return NULL;
     tag = tag_of(m, value, len, host, host_len);
-    set = (size_t)(tag >> 32) & (MEMO_SETS - 1);
+    index = (tag >> 32) & (MEMO_SETS - 1);
+    set = &m->sets[index];
     /* The place of the same cookie if it is here, else an empty one. */
     for (size_t i = 0; i < MEMO_WAYS; i++) {
-        if (m->tags[set][i] == tag && holds(m->entries[set][i], value, len, host, host_len)) {
+        if (set->tags[i] == tag && holds(set->entries[i], value, len, host, host_len)) {
             way = i;
             break;
         }
-        if (m->tags[set][i] == 0 && way == MEMO_WAYS)
+        if (set->tags[i] == 0 && way == MEMO_WAYS)
             way = i;
     }
     if (way == MEMO_WAYS) {
-        way = m->next[set];
-        m->next[set] = (uint8_t)((way + 1) % MEMO_WAYS);
+        way = m->next[index];
+        m->next[index] = (uint8_t)((way + 1) % MEMO_WAYS);
     }
-    if (m->entries[set][way] == NULL) {
-        m->entries[set][way] = malloc(sizeof(struct gw_memo_entry));
-        if (m->entries[set][way] == NULL)
+    if (set->entries[way] == NULL) {
+        set->entries[way] = malloc(sizeof(struct gw_memo_entry));
+        if (set->entries[way] == NULL)
             return NULL;
     }
-    e = m->entries[set][way];
-    m->tags[set][way] = tag;
-    memset(e, 0, offsetof(struct gw_memo_entry, value));
+    e = set->entries[way];
+    set->tags[way] = tag;
+    memset(e, 0, offsetof(struct gw_memo_entry, text));
     e->grant = *g;
     e->value_len = (uint16_t)len;
     e->host_len = (uint16_t)host_len;
-    memcpy(e->value, value, len);
-    memcpy(e->host, host, host_len);
+    memcpy(e->text, value, len);
+    memcpy(e->text + len, host, host_len);
+    e->text[len + host_len] = '\0';     /* no user name yet */
+    e->text[len + host_len + 1] = '\0'; /* nor email */
     return e;
+}
+
+/* Copies s, cut to max - 1 bytes, with its NUL to *at; moves *at past it. */
+static void
+put_name(char **at, const char *s, size_t max)
+{
+    size_t n = strnlen(s, max - 1);
+
+    memcpy(*at, s, n);
+    (*at)[n] = '\0';
+    *at += n + 1;
+}
+
+void
+gw_memo_note_session(struct gw_memo_entry *e, uint64_t version, int64_t now_ms, const char *user,
+                     const char *email, enum role role, int64_t expires_ms)
+{
+    char *at = e->text + e->value_len + e->host_len;
+
+    put_name(&at, user, AUTH_USER_MAX);
+    put_name(&at, email, AUTH_EMAIL_MAX);
+    e->session_role = role;
+    e->session_expires_ms = expires_ms;
+    e->ix_version = version;
+    e->checked_ms = now_ms;
+}
+
+const char *
+gw_memo_user(const struct gw_memo_entry *e)
+{
+    return e->text + e->value_len + e->host_len;
+}
+
+const char *
+gw_memo_email(const struct gw_memo_entry *e)
+{
+    const char *user = gw_memo_user(e);
+
+    return user + strlen(user) + 1;
 }

@@ -1,7 +1,7 @@
 /*
  * gateway/cookie_memo.h - a gateway worker's memo of the host cookies it has
  * verified, so that a browser's cookie, sent again with every request, is
- * not checked again each time (docs/auth.md, "What sign-in costs").
+ * not checked again each time (docs/auth.md, "What sign-in costs a request").
  *
  * An entry holds a cookie and the Host it came with, byte for byte, the
  * grant they proved, and, for a session's grant, what the auth index said
@@ -20,21 +20,26 @@
 
 #include "auth/index.h"
 #include "auth/signed.h"
+#include "core/access.h"
 
 #define GW_MEMO_VALUE_MAX 256 /* longer cookies are checked each time */
 #define GW_MEMO_HOST_MAX 128  /* so are cookies for longer hosts */
 
+/*
+ * Laid out so that a hit reads few cache lines: the fixed fields it needs
+ * first, then the cookie, the Host, the user name and the email one after
+ * the other in `text`, each read only as far as its length.
+ */
 struct gw_memo_entry {
-    struct auth_grant grant; /* what the cookie proved */
-    /* A session grant's last lookup in the auth index (guard.c): who it
-     * was, the index's version before the lookup, and when (0: not yet). */
-    struct auth_who who;
+    uint16_t value_len, host_len;
+    /* A session grant's last lookup in the auth index (guard.c): the
+     * index's version before it, when (0: not yet), and what it said. */
+    enum role session_role;
     uint64_t ix_version;
     int64_t checked_ms;
-    /* The key, the memo's own. */
-    uint16_t value_len, host_len;
-    char value[GW_MEMO_VALUE_MAX];
-    char host[GW_MEMO_HOST_MAX];
+    int64_t session_expires_ms;
+    struct auth_grant grant; /* what the cookie proved */
+    char text[GW_MEMO_VALUE_MAX + GW_MEMO_HOST_MAX + AUTH_USER_MAX + AUTH_EMAIL_MAX];
 };
 
 struct gw_cookie_memo;
@@ -54,5 +59,13 @@ struct gw_memo_entry *gw_cookie_memo_find(struct gw_cookie_memo *m, const char *
 struct gw_memo_entry *gw_cookie_memo_put(struct gw_cookie_memo *m, const char *value, size_t len,
                                          const char *host, size_t host_len,
                                          const struct auth_grant *g);
+
+/* Records in e what a session lookup at now_ms, made when the index was at
+ * `version`, said (names too long are cut, as the index never makes). */
+void gw_memo_note_session(struct gw_memo_entry *e, uint64_t version, int64_t now_ms,
+                          const char *user, const char *email, enum role role, int64_t expires_ms);
+/* The user name and email of e's last session lookup ("" before one). */
+const char *gw_memo_user(const struct gw_memo_entry *e);
+const char *gw_memo_email(const struct gw_memo_entry *e);
 
 #endif

@@ -30,7 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/time.h>
+#include <time.h>
 
 #include "auth/auth.h"
 #include "auth/index.h"
@@ -42,13 +42,15 @@
 #define EPH_PATH_AUTH "/_eph/auth"
 #define EPH_PATH_LINK "/_eph/link"
 
+/* The wall clock to a few milliseconds (a tick): the coarse clock costs a
+ * fraction of the precise one, and is read on every request. */
 static int64_t
 wall_ms(void)
 {
-    struct timeval tv;
+    struct timespec ts;
 
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static const struct auth_key *
@@ -72,8 +74,7 @@ query_param(const char *target, size_t len, const char *name, char *out, size_t 
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *stop = amp ? amp : end;
 
-        if ((size_t)(stop - p) > name_len && memcmp(p, name, name_len) == 0 &&
-            p[name_len] == '=') {
+        if ((size_t)(stop - p) > name_len && memcmp(p, name, name_len) == 0 && p[name_len] == '=') {
             size_t n = 0;
 
             for (const char *v = p + name_len + 1; v < stop; v++) {
@@ -156,31 +157,37 @@ page_redirect(struct buf *out, const struct gw_page_req *pr, const char *locatio
     buf_puts(out, "\r\n");
 }
 
-/* Sets the host cookie for grant g on `host` and sends the browser to rd. */
+/* Sets the host cookie for grant g on the request's host and sends the
+ * browser to rd. */
 static enum gw_guard_step
-grant_and_redirect(struct gw_worker *w, const struct gw_page_req *pr, const struct auth_grant *g,
-                   const char *host, const char *rd, bool secure, struct buf *page, int *status)
+grant_and_redirect(struct gw_worker *w, const struct gw_guard_req *gr, const struct auth_grant *g,
+                   const char *rd, struct buf *page, int *status)
 {
+    char host[AUTH_HOST_MAX];
     char value[AUTH_SIGNED_MAX];
     char cookie[AUTH_SIGNED_MAX + 160];
     int64_t max_age = (g->expires_ms - wall_ms()) / 1000;
 
+    if (!auth_host_normalize(gr->host, gr->host_len, host)) {
+        gw__page_error(page, gr->pr, 400, "bad Host header");
+        *status = 400;
+        return GW_GUARD_ANSWERED;
+    }
     if (auth_host_cookie_make(key_of(w), g, host, value) < 0 || max_age <= 0) {
-        gw__page_error(page, pr, 403, "this sign-in link cannot be used here");
+        gw__page_error(page, gr->pr, 403, "this sign-in link cannot be used here");
         *status = 403;
         return GW_GUARD_ANSWERED;
     }
     snprintf(cookie, sizeof(cookie), "%s=%s; Path=/; Max-Age=%" PRId64 "; HttpOnly; SameSite=Lax%s",
-             GW_HOST_COOKIE, value, max_age, secure ? "; Secure" : "");
-    page_redirect(page, pr, rd, strlen(rd), cookie);
+             GW_HOST_COOKIE, value, max_age, gr->secure ? "; Secure" : "");
+    page_redirect(page, gr->pr, rd, strlen(rd), cookie);
     *status = 302;
     return GW_GUARD_ANSWERED;
 }
 
 /* /_eph/auth?ticket=T: the control host vouches for a session on this host. */
 static enum gw_guard_step
-exchange_ticket(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page,
-                int *status)
+exchange_ticket(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page, int *status)
 {
     char value[AUTH_SIGNED_MAX];
     struct auth_ticket t;
@@ -200,7 +207,7 @@ exchange_ticket(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *
     }
     snprintf(g.subject, sizeof(g.subject), "%s", t.session_id);
     g.expires_ms = who.session_expires_ms;
-    return grant_and_redirect(w, gr->pr, &g, gr->host_norm, t.rd, gr->secure, page, status);
+    return grant_and_redirect(w, gr, &g, t.rd, page, status);
 }
 
 /* A share link made at `issued_ms` was withdrawn from environment e: its
@@ -232,14 +239,15 @@ exchange_link(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *pa
     snprintf(g.subject, sizeof(g.subject), "%" PRId64, l.env_id);
     g.expires_ms = l.expires_ms;
     g.issued_ms = l.issued_ms; /* the link's time, not the cookie's: withdrawn together */
-    return grant_and_redirect(w, gr->pr, &g, gr->host_norm, "/", gr->secure, page, status);
+    return grant_and_redirect(w, gr, &g, "/", page, status);
 }
 
-/* The grant of a host cookie for this Host: from the worker's memo, or
- * checked now (and then remembered). *entry: its memo entry, or NULL. */
-static bool
+/* The grant of a host cookie for this Host, or NULL: the worker's memo's,
+ * or checked now into *fresh (and then remembered). *entry: its memo entry,
+ * or NULL. */
+static const struct auth_grant *
 host_cookie_grant(struct gw_worker *w, const char *value, size_t len, const char *host,
-                  size_t host_len, int64_t now, struct auth_grant *out,
+                  size_t host_len, int64_t now, struct auth_grant *fresh,
                   struct gw_memo_entry **entry)
 {
     struct gw_memo_entry *e = NULL;
@@ -248,47 +256,68 @@ host_cookie_grant(struct gw_worker *w, const char *value, size_t len, const char
         w->cookie_memo = gw_cookie_memo_new();
     if (w->cookie_memo != NULL)
         e = gw_cookie_memo_find(w->cookie_memo, value, len, host, host_len);
-    if (e != NULL) {
-        *entry = e;
-        *out = e->grant;
-        return e->grant.expires_ms > now;
+    *entry = e;
+    if (e != NULL)
+        return e->grant.expires_ms > now ? &e->grant : NULL;
+    if (!auth_host_cookie_verify(key_of(w), value, len, host, host_len, now, fresh))
+        return NULL;
+    if (w->cookie_memo != NULL) {
+        *entry = gw_cookie_memo_put(w->cookie_memo, value, len, host, host_len, fresh);
+        if (*entry != NULL)
+            return &(*entry)->grant;
     }
-    *entry = NULL;
-    if (!auth_host_cookie_verify(key_of(w), value, len, host, host_len, now, out))
-        return false;
-    if (w->cookie_memo != NULL)
-        *entry = gw_cookie_memo_put(w->cookie_memo, value, len, host, host_len, out);
-    return true;
+    return fresh;
+}
+
+/* Copies the string src (of at most max - 1 bytes) and its NUL. */
+static void
+copy_name(char *dst, const char *src, size_t max)
+{
+    size_t n = strnlen(src, max - 1);
+
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* A user passes: the principal for access checks, names for the service. */
+static void
+pass_user(struct gw_guard_pass *out, const char *user, const char *email, enum role role)
+{
+    copy_name(out->user, user, sizeof(out->user));
+    copy_name(out->email, email, sizeof(out->email));
+    out->principal.kind = PRINCIPAL_USER;
+    out->principal.user = out->user;
+    out->principal.role = role;
 }
 
 /*
- * The session of a host cookie's grant, if still live: who it is into *who.
+ * The session of a host cookie's grant, if still live: its user passes.
  * The index is asked once per auth_index_recheck_ms per memo entry; between,
  * the entry's answer stands while the index's version has not moved (any
  * sign-out, removed user or changed role moves it).
  */
 static bool
-session_of_grant(struct gw_worker *w, const struct auth_grant *g, struct gw_memo_entry *e,
-                 int64_t now, struct auth_who *who)
+session_passes(struct gw_worker *w, const struct auth_grant *g, struct gw_memo_entry *e,
+               int64_t now, struct gw_guard_pass *out)
 {
     struct auth_index *ix = w->cfg->auth_ix;
     uint64_t version = auth_index_version(ix);
+    struct auth_who who;
 
     if (e != NULL && e->checked_ms > 0 && e->ix_version == version && now >= e->checked_ms &&
-        now - e->checked_ms < auth_index_recheck_ms(ix) && e->who.session_expires_ms > now) {
-        *who = e->who;
+        now - e->checked_ms < auth_index_recheck_ms(ix) && e->session_expires_ms > now) {
+        pass_user(out, gw_memo_user(e), gw_memo_email(e), e->session_role);
         return true;
     }
-    if (!auth_index_check_session_id(ix, g->subject, now, who)) {
+    if (!auth_index_check_session_id(ix, g->subject, now, &who)) {
         if (e != NULL)
             e->checked_ms = 0;
         return false;
     }
-    if (e != NULL) {
-        e->who = *who;
-        e->ix_version = version;
-        e->checked_ms = now;
-    }
+    if (e != NULL)
+        gw_memo_note_session(e, version, now, who.user, who.email, who.role,
+                             who.session_expires_ms);
+    pass_user(out, who.user, who.email, who.role);
     return true;
 }
 
@@ -301,16 +330,14 @@ gw__guard_release(struct gw_worker *w)
 
 /* No credentials: a browser goes to sign in, anyone else gets 401. */
 static enum gw_guard_step
-ask_to_sign_in(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page,
-               int *status)
+ask_to_sign_in(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page, int *status)
 {
     if (gr->pr->html && gr->safe_method) {
         struct buf loc;
 
         buf_init(&loc, 16 * 1024);
         /* A URL too long for the buffer is not cut short: 401 instead. */
-        if (buf_puts(&loc, w->cfg->signin_base) == 0 &&
-            buf_puts(&loc, "/auth/ticket?rd=") == 0 &&
+        if (buf_puts(&loc, w->cfg->signin_base) == 0 && buf_puts(&loc, "/auth/ticket?rd=") == 0 &&
             url_encode(&loc, gr->secure ? "https://" : "http://", gr->secure ? 8 : 7) == 0 &&
             url_encode(&loc, gr->host, gr->host_len) == 0 &&
             url_encode(&loc, gr->target, gr->target_len) == 0) {
@@ -332,15 +359,15 @@ enum gw_guard_step
 gw__guard(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page, int *status,
           struct gw_guard_pass *out)
 {
-    struct auth_index *ix = w->cfg->auth_ix;
     int64_t now;
     const char *authz, *cookie;
     size_t authz_len = 0, cookie_len = 0;
     int64_t link_issued_ms = 0; /* a link cookie's: when its link was made */
 
-    memset(out, 0, sizeof(*out));
-    if (gr->path_len >= sizeof(EPH_PATH_AUTH) - 1 &&
-        memcmp(gr->path, "/_eph/", 6) == 0) {
+    out->user[0] = out->email[0] = '\0';
+    out->principal = (struct principal){.kind = PRINCIPAL_USER, .role = ROLE_NONE};
+    out->link = false;
+    if (gr->path_len >= sizeof(EPH_PATH_AUTH) - 1 && memcmp(gr->path, "/_eph/", 6) == 0) {
         if (gr->path_len == sizeof(EPH_PATH_AUTH) - 1 &&
             memcmp(gr->path, EPH_PATH_AUTH, gr->path_len) == 0)
             return exchange_ticket(w, gr, page, status);
@@ -353,35 +380,33 @@ gw__guard(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page, 
     if (authz && authz_len >= 7 && strncasecmp(authz, "bearer", 6) == 0) {
         char token[AUTH_TOKEN_MAX + 16];
         const char *t;
+        struct auth_who who;
 
         if (authz_len >= sizeof(token))
             goto bad_token;
         memcpy(token, authz, authz_len);
         token[authz_len] = '\0';
         t = auth_bearer_token(token);
-        if (t == NULL || !auth_index_check_token(ix, t, now, &out->who))
+        if (t == NULL || !auth_index_check_token(w->cfg->auth_ix, t, now, &who))
             goto bad_token;
-        out->principal.kind = PRINCIPAL_USER;
-        out->principal.user = out->who.user;
-        out->principal.role = out->who.role;
+        pass_user(out, who.user, who.email, who.role);
     } else if ((cookie = find_cookie(gr->head, GW_HOST_COOKIE, &cookie_len)) != NULL) {
-        struct auth_grant g;
+        struct auth_grant fresh;
         struct gw_memo_entry *memo;
+        const struct auth_grant *g =
+            host_cookie_grant(w, cookie, cookie_len, gr->host, gr->host_len, now, &fresh, &memo);
 
-        if (!host_cookie_grant(w, cookie, cookie_len, gr->host, gr->host_len, now, &g, &memo))
+        if (g == NULL)
             return ask_to_sign_in(w, gr, page, status);
-        if (g.kind == AUTH_GRANT_SESSION) {
-            if (!session_of_grant(w, &g, memo, now, &out->who))
+        if (g->kind == AUTH_GRANT_SESSION) {
+            if (!session_passes(w, g, memo, now, out))
                 return ask_to_sign_in(w, gr, page, status);
-            out->principal.kind = PRINCIPAL_USER;
-            out->principal.user = out->who.user;
-            out->principal.role = out->who.role;
         } else {
             out->principal.kind = PRINCIPAL_LINK;
             out->principal.role = ROLE_NONE;
-            out->principal.link_env_id = strtoll(g.subject, NULL, 10);
+            out->principal.link_env_id = strtoll(g->subject, NULL, 10);
             out->link = true;
-            link_issued_ms = g.issued_ms;
+            link_issued_ms = g->issued_ms;
         }
     } else {
         return ask_to_sign_in(w, gr, page, status);

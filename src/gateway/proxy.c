@@ -1121,22 +1121,15 @@ guard_passes(struct gw_client *c, const char *host, size_t host_len,
              const struct gw_route_env *env)
 {
     struct gw_worker *w = c->w;
-    char host_norm[AUTH_HOST_MAX];
     struct gw_guard_req gr = {0};
     struct gw_page_req pr;
     int status = 0;
     bool keep = can_keep_after_page(c);
 
     page_req(c, &pr, keep);
-    if (!auth_host_normalize(host, host_len, host_norm)) {
-        gw__page_error(client_out(c), &pr, 400, "bad Host header");
-        send_page(c, 400, keep);
-        return false;
-    }
     gr.head = &c->rp.head;
     gr.host = host;
     gr.host_len = host_len;
-    gr.host_norm = host_norm;
     gr.target = gw__reqp_target(&c->rp, &gr.target_len);
     gr.path = gw__reqp_path(&c->rp, &gr.path_len);
     gr.env = env;
@@ -1160,9 +1153,9 @@ build_upstream_head(struct gw_client *c)
     if (signed_in && c->pass.link) {
         id.role = "link";
     } else if (signed_in) {
-        id.user = c->pass.who.user;
-        id.email = c->pass.who.email;
-        id.role = role_name(c->pass.who.role);
+        id.user = c->pass.user;
+        id.email = c->pass.email;
+        id.role = role_name(c->pass.principal.role);
     }
     return gw__build_upstream_head(&c->rp, c->remote, c->to_service, signed_in ? &id : NULL,
                                    &c->up_head);

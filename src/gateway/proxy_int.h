@@ -326,7 +326,6 @@ struct gw_guard_req {
     const struct gw_head *head;
     const char *host;      /* as sent, port included */
     size_t host_len;
-    const char *host_norm; /* auth_host_normalize()d */
     const char *target;    /* the request target */
     size_t target_len;
     const char *path;      /* the target without its query */
@@ -337,11 +336,13 @@ struct gw_guard_req {
     bool secure;           /* browsers reach us over https: Secure cookies */
 };
 
-/* Who passed: a user (who, principal) or a share link (link). */
+/* Who passed: a user (principal, whose user is `user`) or a share link
+ * (link); what the service is told of them (X-Ephemera-*). */
 struct gw_guard_pass {
-    struct auth_who who;
     struct principal principal;
     bool link;
+    char user[AUTH_USER_MAX];   /* "" for a link */
+    char email[AUTH_EMAIL_MAX]; /* "" if unknown */
 };
 
 enum gw_guard_step {

@@ -101,6 +101,34 @@ Test(cookie_memo, does_not_keep_values_or_hosts_too_long)
     cr_expect_not_null(find(value, host));
 }
 
+Test(cookie_memo, keeps_what_a_session_lookup_said)
+{
+    struct auth_grant g = grant("0123456789abcdef0123456789abcdef", 5000);
+    struct gw_memo_entry *e = put(COOKIE, HOST, &g);
+    char long_email[AUTH_EMAIL_MAX + 10];
+
+    cr_assert_not_null(e);
+    gw_memo_note_session(e, 3, 1234, "alice", "alice@example.com", ROLE_ADMIN, 9999);
+    e = find(COOKIE, HOST);
+    cr_assert_not_null(e);
+    cr_expect_str_eq(gw_memo_user(e), "alice");
+    cr_expect_str_eq(gw_memo_email(e), "alice@example.com");
+    cr_expect_eq(e->session_role, ROLE_ADMIN);
+    cr_expect_eq(e->session_expires_ms, 9999);
+    cr_expect_eq(e->ix_version, 3);
+    cr_expect_eq(e->checked_ms, 1234);
+    cr_expect_str_eq(e->grant.subject, g.subject, "the cookie's grant is kept");
+
+    /* A later lookup replaces it whole; names never run past their room. */
+    memset(long_email, 'e', sizeof(long_email) - 1);
+    long_email[sizeof(long_email) - 1] = '\0';
+    gw_memo_note_session(e, 4, 2000, "b", long_email, ROLE_VIEWER, 8888);
+    cr_expect_str_eq(gw_memo_user(e), "b");
+    cr_expect_eq(strlen(gw_memo_email(e)), AUTH_EMAIL_MAX - 1);
+    cr_expect_eq(e->session_role, ROLE_VIEWER);
+    cr_assert_eq(find(COOKIE, HOST), e, "the key is untouched");
+}
+
 Test(cookie_memo, putting_the_same_cookie_again_replaces_its_entry)
 {
     struct auth_grant first = grant("first", 5000), second = grant("second", 6000);
@@ -130,9 +158,9 @@ Test(cookie_memo, is_bounded_and_keeps_the_newest)
         e = put(value, HOST, &g);
         cr_assert_not_null(e);
         cr_assert_eq(e->checked_ms, 0, "entry %d reused with an older check", i);
-        cr_assert_eq(e->who.user[0], '\0');
-        e->checked_ms = 1;
-        strcpy(e->who.user, "someone");
+        cr_assert_str_empty(gw_memo_user(e));
+        cr_assert_str_empty(gw_memo_email(e));
+        gw_memo_note_session(e, 7, 1, "someone", "someone@example.com", ROLE_MEMBER, 9);
         cr_assert_eq(find(value, HOST), e, "the newest entry, %d, is not found", i);
     }
     for (int i = 0; i < N; i++) {
