@@ -26,7 +26,11 @@
 # the defaults (eph: one per core; nginx: auto).
 #
 # Between the two, the "auth" block (one worker each; EPH_BENCH_AUTH=0 skips
-# it) measures what sign-in costs. A second eph server, on its own data dir
+# it and "auth-def") measures what sign-in costs; "auth-def", last, does
+# the same with the default worker counts. With one worker the proxy's one
+# thread is what limits the rate, so every microsecond sign-in adds shows
+# in full; with the default count the proxy shares the cores with wrk and
+# the backends, as it would share them with services in use. A second eph server, on its own data dir
 # and port with sign-in on (the default) and the same 1,000 environments,
 # runs beside the first (--auth off), so that the two are measured
 # alternating, in the same minute, without a restart. A local user (role
@@ -63,7 +67,7 @@
 #   EPH_BENCH_DURATION=30s EPH_BENCH_RUNS=1 bench/gateway.sh
 #   EPH_BENCH_KEEPALIVE=64 bench/gateway.sh    (both keep at most 64 idle)
 #   EPH_BENCH_AUTH=0 bench/gateway.sh          (without the auth block)
-#   EPH_BENCH_BLOCKS=auth bench/gateway.sh     (only these blocks of 1,auth,default)
+#   EPH_BENCH_BLOCKS=auth bench/gateway.sh     (only these of 1,auth,default,auth-def)
 #   EPH_BENCH_PERF=/tmp/prof bench/gateway.sh  (profiles of eph off and on)
 #   EPH_BIN=build/debug/eph bench/gateway.sh   (skips the build; ASan is slow)
 #
@@ -86,7 +90,7 @@ export EPH_BENCH_RUNS=${EPH_BENCH_RUNS:-3}
 export EPH_BENCH_AUTH_RUNS=${EPH_BENCH_AUTH_RUNS:-15}
 export EPH_BENCH_AUTH_DURATION=${EPH_BENCH_AUTH_DURATION:-3s}
 export EPH_BENCH_AUTH=${EPH_BENCH_AUTH:-1}
-export EPH_BENCH_BLOCKS=${EPH_BENCH_BLOCKS:-1,auth,default}
+export EPH_BENCH_BLOCKS=${EPH_BENCH_BLOCKS:-1,auth,default,auth-def}
 export EPH_BENCH_PERF=${EPH_BENCH_PERF:-}
 
 exec /usr/bin/python3 - <<'EOF'
@@ -381,6 +385,7 @@ class Eph:
         self.client = os.path.join(tmp, "client-%s.json" % name)
         self.proc = None
         self.token = None
+        self.workers = None     # --gateway-workers of the running server (0: the default)
 
     def run(self, workers, n):
         args = [EPH, "serve", "--data-dir", self.data, "--listen", "127.0.0.1:%d" % self.port,
@@ -389,6 +394,7 @@ class Eph:
                 "--auth", "on" if self.auth else "off"]
         if workers:
             args += ["--gateway-workers", str(workers)]
+        self.workers = workers
         env = {k: v for k, v in GIT_ENV.items() if not k.startswith("EPH_")}
         env["EPH_CONFIG"] = self.client
         log_name = "eph-%s-%d" % (self.name, n)
@@ -711,17 +717,26 @@ try:
     if AUTH:
         blocks.append(("auth", 1, "1"))
     blocks.append(("default", 0, "auto"))
+    if AUTH:
+        blocks.append(("auth-def", 0, "auto"))
     blocks = [b for b in blocks if b[0] in BLOCKS]
+    eph_runs = {eph: 1}
+    if AUTH:
+        eph_runs[eph_on] = 1
     for label, eph_workers, nginx_workers in blocks:
-        if eph_workers == 0:
-            stop(eph.proc)
-            eph.run(0, 2)
-            eph.wait_routed()
+        is_auth = label.startswith("auth")
+        # Each eph serve measured runs with this block's worker count.
+        for srv in ([eph, eph_on] if is_auth else [eph]):
+            if srv.workers != eph_workers:
+                stop(srv.proc)
+                eph_runs[srv] += 1
+                srv.run(eph_workers, eph_runs[srv])
+                srv.wait_routed(cookies if srv is not eph else None)
         nginx_dir = os.path.join(tmp, "nginx-%s" % label)
-        ngx = run_nginx(nginx_proxy(nginx_dir, nginx_port, nginx_workers, auth=label == "auth"),
+        ngx = run_nginx(nginx_proxy(nginx_dir, nginx_port, nginx_workers, auth=is_auth),
                         "nginx-%s" % label, nginx_port)
         ngx_pids = lambda: [ngx.pid] + children(ngx.pid)    # noqa: E731
-        if label != "auth":
+        if not is_auth:
             check_nginx(nginx_port)
             for conns in CONNECTIONS:
                 ns, es = [], []
@@ -765,17 +780,17 @@ try:
                 verdicts.append("%d conns %.3fx %s" % (
                     conns, on["rps"] / off["rps"],
                     "met" if on["rps"] >= 0.95 * off["rps"] else "NOT met"))
-            print("auth goal, eph on / eph off >= 0.95x requests/s: " + "; ".join(verdicts),
-                  flush=True)
+            print("%s goal, eph on / eph off >= 0.95x requests/s: %s" %
+                  (label, "; ".join(verdicts)), flush=True)
             if PERF_DIR:
                 os.makedirs(PERF_DIR, exist_ok=True)
                 for srv in (eph, eph_on):
-                    out = os.path.join(os.path.abspath(PERF_DIR), "eph-%s.data" % srv.name)
+                    out = os.path.join(os.path.abspath(PERF_DIR),
+                                       "eph-%s-%s.data" % (label, srv.name))
                     r = wrk(srv.port, CONNECTIONS[-1], lambda: [srv.proc.pid],
                             auth_hosts_file, True, perf=out)
                     log("perf run, eph %s: %.0f req/s (not in the table), %s" %
                         (srv.name, r["rps"], out))
-            stop(eph_on.proc)
         stop(ngx)
 finally:
     for p in reversed(procs):
