@@ -59,8 +59,9 @@ key_of(const struct gw_worker *w)
     return (const struct auth_key *)w->cfg->auth_key;
 }
 
-/* The value of query parameter `name` of target (percent-decoding %XX),
- * into out; false if absent, empty or too long. */
+/* The value of query parameter `name` of target, percent-decoded (util/url),
+ * into out; false if absent, empty, badly encoded (or holding %00) or too
+ * long. */
 static bool
 query_param(const char *target, size_t len, const char *name, char *out, size_t out_size)
 {
@@ -74,28 +75,17 @@ query_param(const char *target, size_t len, const char *name, char *out, size_t 
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *stop = amp ? amp : end;
 
-        if ((size_t)(stop - p) > name_len && memcmp(p, name, name_len) == 0 && p[name_len] == '=') {
-            size_t n = 0;
+        if ((size_t)(stop - p) > name_len && memcmp(p, name, name_len) == 0 &&
+            p[name_len] == '=') {
+            const char *v = p + name_len + 1;
+            char *value = url_decode(v, (size_t)(stop - v), true);
+            size_t n = value ? strlen(value) : 0;
+            bool ok = n > 0 && n < out_size;
 
-            for (const char *v = p + name_len + 1; v < stop; v++) {
-                char ch = *v;
-
-                if (ch == '%' && stop - v >= 3) {
-                    char hex[3] = {v[1], v[2], 0};
-                    char *bad;
-                    long x = strtol(hex, &bad, 16);
-
-                    if (*bad != '\0')
-                        return false;
-                    ch = (char)x;
-                    v += 2;
-                }
-                if (n + 1 >= out_size)
-                    return false;
-                out[n++] = ch;
-            }
-            out[n] = '\0';
-            return n > 0;
+            if (ok)
+                memcpy(out, value, n + 1);
+            free(value);
+            return ok;
         }
         p = amp ? amp + 1 : end;
     }

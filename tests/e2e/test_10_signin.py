@@ -563,7 +563,8 @@ def test_10_03_host_cookies_are_bound_to_their_host_and_signed(echo):
     r = Browser(server).get(exchange)
     assert r.status_code == 403, (r.status_code, r.text[:300])
     # Neither a made-up nor a missing ticket.
-    for query in ("", "?ticket=", "?ticket=t1.AAAA.BBBB", "?" + flip(ticket_query, 20)):
+    for query in ("", "?ticket=", "?ticket=t1.AAAA.BBBB", "?" + flip(ticket_query, 20),
+                  "?ticket=%00", "?ticket=%+1", "?ticket=%zz", "?ticket=t1%00.AAAA"):
         r = Browser(server).get(service_url(server, "web", "e1", "/_eph/auth" + query))
         assert r.status_code == 403 and not r.set_cookies, (query, r.status_code, r.text[:300])
 
