@@ -75,8 +75,7 @@ query_param(const char *target, size_t len, const char *name, char *out, size_t 
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *stop = amp ? amp : end;
 
-        if ((size_t)(stop - p) > name_len && memcmp(p, name, name_len) == 0 &&
-            p[name_len] == '=') {
+        if ((size_t)(stop - p) > name_len && memcmp(p, name, name_len) == 0 && p[name_len] == '=') {
             const char *v = p + name_len + 1;
             char *value = url_decode(v, (size_t)(stop - v), true);
             size_t n = value ? strlen(value) : 0;
