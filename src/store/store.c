@@ -1187,6 +1187,30 @@ out:
 }
 
 /*
+ * Ends a change to environment `row` begun with store__tx_begin: when rc is
+ * 0 and action is not NULL, appends the event (target "env/<name>"), then
+ * commits, or rolls back after any error; releases row. Returns rc.
+ */
+static int
+end_env_change(struct store *st, struct env_status_row *row, int rc,
+               const struct store_actor *actor, const char *action, const char *detail,
+               struct eph_err *err)
+{
+    if (rc == 0 && action != NULL) {
+        char *target = xasprintf("env/%s", row->name);
+
+        rc = store__event_insert(st, actor, action, target, detail, err);
+        free(target);
+    }
+    if (rc == 0)
+        rc = store__tx_commit(st, err);
+    if (rc < 0)
+        store__tx_rollback(st);
+    status_row_release(row);
+    return rc;
+}
+
+/*
  * One transaction: find environment `id` (for its name), run `which` with ?1
  * bound to id and ?2 to the text or integer value, and append the event.
  */
@@ -1196,7 +1220,6 @@ update_env_with_event(struct store *st, int64_t id, enum stmt_id which, const ch
                       const char *detail, struct eph_err *err)
 {
     struct env_status_row row;
-    char *target = NULL;
     sqlite3_stmt *s = NULL;
     int rc;
 
@@ -1215,17 +1238,7 @@ update_env_with_event(struct store *st, int64_t id, enum stmt_id which, const ch
             rc = store__db_error(st, "update environment", err);
         store__release(s);
     }
-    if (rc == 0) {
-        target = xasprintf("env/%s", row.name);
-        rc = store__event_insert(st, actor, action, target, detail, err);
-    }
-    if (rc == 0)
-        rc = store__tx_commit(st, err);
-    if (rc < 0)
-        store__tx_rollback(st);
-    status_row_release(&row);
-    free(target);
-    return rc;
+    return end_env_change(st, &row, rc, actor, action, detail, err);
 }
 
 int
@@ -1252,7 +1265,6 @@ store_env_set_visibility(struct store *st, int64_t id, enum visibility vis,
     struct env_status_row row;
     enum visibility known;
     sqlite3_stmt *s = NULL;
-    char *target = NULL;
     char *detail = NULL;
     int rc;
 
@@ -1262,8 +1274,8 @@ store_env_set_visibility(struct store *st, int64_t id, enum visibility vis,
     if (rc < 0)
         return rc;
     rc = read_status(st, id, &row, err);
-    if (rc < 0 || row.visibility == vis)
-        goto out; /* unchanged: nothing to record */
+    if (rc < 0 || row.visibility == vis) /* unchanged: nothing to record */
+        return end_env_change(st, &row, rc, actor, NULL, NULL, err);
     s = stmt(st, ST_ENV_SET_VISIBILITY, err);
     if (s == NULL)
         rc = EPH_ESTORE;
@@ -1272,18 +1284,8 @@ store_env_set_visibility(struct store *st, int64_t id, enum visibility vis,
              sqlite3_step(s) != SQLITE_DONE)
         rc = store__db_error(st, "set visibility", err);
     store__release(s);
-    if (rc == 0) {
-        target = xasprintf("env/%s", row.name);
-        detail = xasprintf("%s -> %s", visibility_name(row.visibility), visibility_name(vis));
-        rc = store__event_insert(st, actor, "env.visibility", target, detail, err);
-    }
-out:
-    if (rc == 0)
-        rc = store__tx_commit(st, err);
-    if (rc < 0)
-        store__tx_rollback(st);
-    status_row_release(&row);
-    free(target);
+    detail = xasprintf("%s -> %s", visibility_name(row.visibility), visibility_name(vis));
+    rc = end_env_change(st, &row, rc, actor, "env.visibility", detail, err);
     free(detail);
     return rc;
 }
@@ -1331,7 +1333,6 @@ store_env_set_sleep(struct store *st, int64_t id, bool asleep, const char *cause
     enum env_desired want = asleep ? ENV_WANT_ASLEEP : ENV_WANT_RUNNING;
     struct env_status_row row;
     sqlite3_stmt *s = NULL;
-    char *target = NULL;
     int rc;
 
     rc = store__tx_begin(st, err);
@@ -1352,17 +1353,7 @@ store_env_set_sleep(struct store *st, int64_t id, bool asleep, const char *cause
             rc = store__db_error(st, asleep ? "put environment to sleep" : "wake environment", err);
         store__release(s);
     }
-    if (rc == 0) {
-        target = xasprintf("env/%s", row.name);
-        rc = store__event_insert(st, actor, asleep ? "env.sleep" : "env.wake", target, reason, err);
-    }
-    if (rc == 0)
-        rc = store__tx_commit(st, err);
-    if (rc < 0)
-        store__tx_rollback(st);
-    status_row_release(&row);
-    free(target);
-    return rc;
+    return end_env_change(st, &row, rc, actor, asleep ? "env.sleep" : "env.wake", reason, err);
 }
 
 int
@@ -1371,15 +1362,14 @@ store_env_set_keep(struct store *st, int64_t id, bool keep, const struct store_a
 {
     struct env_status_row row;
     sqlite3_stmt *s = NULL;
-    char *target = NULL;
     int rc;
 
     rc = store__tx_begin(st, err);
     if (rc < 0)
         return rc;
     rc = read_status(st, id, &row, err);
-    if (rc < 0 || row.keep == keep)
-        goto out; /* unchanged: nothing to record */
+    if (rc < 0 || row.keep == keep) /* unchanged: nothing to record */
+        return end_env_change(st, &row, rc, actor, NULL, NULL, err);
     s = stmt(st, ST_ENV_SET_KEEP, err);
     if (s == NULL)
         rc = EPH_ESTORE;
@@ -1387,18 +1377,7 @@ store_env_set_keep(struct store *st, int64_t id, bool keep, const struct store_a
              sqlite3_step(s) != SQLITE_DONE)
         rc = store__db_error(st, "set keep", err);
     store__release(s);
-    if (rc == 0) {
-        target = xasprintf("env/%s", row.name);
-        rc = store__event_insert(st, actor, "env.keep", target, keep ? "keep on" : "keep off", err);
-    }
-out:
-    if (rc == 0)
-        rc = store__tx_commit(st, err);
-    if (rc < 0)
-        store__tx_rollback(st);
-    status_row_release(&row);
-    free(target);
-    return rc;
+    return end_env_change(st, &row, rc, actor, "env.keep", keep ? "keep on" : "keep off", err);
 }
 
 int
