@@ -59,6 +59,14 @@
 # measured runs, one
 # run each of eph off and eph on at 256 connections under `perf record`
 # (DIR/eph-off.data, DIR/eph-on.data); those runs are not in the table.
+# EPH_BENCH_CALLGRIND=DIR adds, last, a count that does not move with the
+# machine's load: each of eph off and eph on restarted under valgrind's
+# callgrind, warmed up, then one 10 s wrk run at 64 connections over 50 of
+# the hosts with only that run counted: the instructions the gateway
+# workers run per request, and the ratio on/off (DIR/eph-LABEL-NAME.callgrind,
+# for callgrind_annotate). Instructions are not time: cache misses and the
+# kernel's share (most of a proxied request) are not in them.
+# EPH_BENCH_AUTH_RUNS=0 skips the timed auth runs.
 #
 # wrk, the backends and the proxy share the machine's cores: on a small
 # machine the numbers move with whatever else runs; compare within one run.
@@ -69,6 +77,8 @@
 #   EPH_BENCH_AUTH=0 bench/gateway.sh          (without the auth block)
 #   EPH_BENCH_BLOCKS=auth bench/gateway.sh     (only these of 1,auth,default,auth-def)
 #   EPH_BENCH_PERF=/tmp/prof bench/gateway.sh  (profiles of eph off and on)
+#   EPH_BENCH_BLOCKS=auth EPH_BENCH_AUTH_RUNS=0 EPH_BENCH_CALLGRIND=/tmp/cg bench/gateway.sh
+#                                              (instructions per request only)
 #   EPH_BIN=build/debug/eph bench/gateway.sh   (skips the build; ASan is slow)
 #
 # Everything listens on 127.0.0.1 ports picked free; every process started
@@ -92,6 +102,7 @@ export EPH_BENCH_AUTH_DURATION=${EPH_BENCH_AUTH_DURATION:-3s}
 export EPH_BENCH_AUTH=${EPH_BENCH_AUTH:-1}
 export EPH_BENCH_BLOCKS=${EPH_BENCH_BLOCKS:-1,auth,default,auth-def}
 export EPH_BENCH_PERF=${EPH_BENCH_PERF:-}
+export EPH_BENCH_CALLGRIND=${EPH_BENCH_CALLGRIND:-}
 
 exec /usr/bin/python3 - <<'EOF'
 import concurrent.futures, datetime, functools, json, os, re, secrets, shutil, signal, socket
@@ -112,6 +123,10 @@ AUTH_RUNS = int(os.environ["EPH_BENCH_AUTH_RUNS"])
 AUTH_DURATION = os.environ["EPH_BENCH_AUTH_DURATION"]
 AUTH = os.environ["EPH_BENCH_AUTH"] not in ("0", "", "no", "off")
 PERF_DIR = os.environ["EPH_BENCH_PERF"]
+CALLGRIND_DIR = os.environ["EPH_BENCH_CALLGRIND"]
+CALLGRIND_CONNS = 64
+CALLGRIND_DURATION = "10s"
+CALLGRIND_HOSTS = 50            # of the 1,000: see instructions_per_request
 BLOCKS = set(os.environ["EPH_BENCH_BLOCKS"].split(","))
 CONNECTIONS = (64, 256)
 WRK_THREADS = 2
@@ -387,8 +402,8 @@ class Eph:
         self.token = None
         self.workers = None     # --gateway-workers of the running server (0: the default)
 
-    def run(self, workers, n):
-        args = [EPH, "serve", "--data-dir", self.data, "--listen", "127.0.0.1:%d" % self.port,
+    def run(self, workers, n, wrapper=()):
+        args = list(wrapper) + [EPH, "serve", "--data-dir", self.data, "--listen", "127.0.0.1:%d" % self.port,
                 "--port-range", "%d-%d" % self.range, "--config", eph_config,
                 "--log-level", "warn", "--upstream-keepalive", str(KEEPALIVE),
                 "--auth", "on" if self.auth else "off"]
@@ -406,7 +421,7 @@ class Eph:
                          (p.returncode, tmp, log_name))
             return request("GET", "http://127.0.0.1:%d/api/v1/healthz" % self.port,
                            timeout=2)[0] == 200
-        wait_for(healthy, 60, "eph serve (%s)" % self.name)
+        wait_for(healthy, 300 if wrapper else 60, "eph serve (%s)" % self.name)
         if self.token is None:
             self.token = self.read_token()
         return p
@@ -611,6 +626,56 @@ def wrk(port, conns, pids_of, hosts_path=None, host_port=False, perf=None, durat
     return r
 
 
+def instructions_per_request(srv, label):
+    """Restarts srv under callgrind and returns its gateway workers'
+    instructions per request over one wrk run of CALLGRIND_CONNS connections
+    with the auth hosts' cookies. Counted only inside the workers' threads
+    (worker_main: not the control loop, whose timers would weigh more per
+    request the slower valgrind makes eph) and only while wrk runs, after a
+    warm-up that fills the memo and the pools; the count does not move with
+    the machine's load. wrk picks from the first CALLGRIND_HOSTS hosts only:
+    valgrind serves some 1,000 requests/s, and with all 1,000 hosts each
+    memo entry would be older than its session's recheck interval (1 s) at
+    nearly every use, which at full speed is once in some 60 uses. The
+    server is left stopped: the next block starts it again as usual."""
+    os.makedirs(CALLGRIND_DIR, exist_ok=True)
+    out = os.path.join(os.path.abspath(CALLGRIND_DIR), "eph-%s-%s.callgrind" % (label, srv.name))
+    workers = srv.workers
+    stop(srv.proc)
+    eph_runs[srv] += 1
+    srv.run(workers, eph_runs[srv], wrapper=[
+        "valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=worker_main",
+        "--callgrind-out-file=" + out])
+    srv.wait_routed(cookies if srv.auth else None)
+    pid = srv.proc.pid
+
+    def control(*args):
+        subprocess.run(["callgrind_control"] + list(args) + [str(pid)],
+                       check=True, stdout=subprocess.DEVNULL, timeout=120)
+    few_hosts = os.path.join(tmp, "hosts-callgrind.txt")
+    with open(auth_hosts_file) as f, open(few_hosts, "w") as g:
+        g.writelines(f.readlines()[:CALLGRIND_HOSTS])
+    wrk(srv.port, CALLGRIND_CONNS, lambda: [pid], few_hosts, True, duration="5s")
+    control("--zero")
+    r = wrk(srv.port, CALLGRIND_CONNS, lambda: [pid], few_hosts, True,
+            duration=CALLGRIND_DURATION)
+    control("--instr=off")
+    stop(srv.proc, 120)
+    srv.workers = None
+    # "totals:", not "summary:": zeroing inside worker_main leaves the
+    # summary's inclusive count below zero.
+    instructions = None
+    with open(out) as f:
+        for line in f:
+            if line.startswith("totals:"):
+                instructions = int(line.split()[1])
+    if instructions is None or r["requests"] == 0 or r["non2xx"] + r["errors"]:
+        sys.exit("bench: callgrind run of eph %s: no count in %s, or wrk saw errors: %r" %
+                 (srv.name, out, r))
+    log("callgrind run, eph %s: %d requests, %s" % (srv.name, r["requests"], out))
+    return instructions / r["requests"]
+
+
 def median_of(results):
     """Each field's median over several runs (upper median for an even count);
     errors are the worst run's."""
@@ -759,7 +824,7 @@ try:
             wrk(eph_on.port, CONNECTIONS[-1], lambda: [eph_on.proc.pid], auth_hosts_file, True,
                 duration="3s")
             verdicts = []
-            for conns in CONNECTIONS:
+            for conns in CONNECTIONS if AUTH_RUNS > 0 else ():
                 ns, offs, ons = [], [], []
                 for i in range(AUTH_RUNS):  # alternating, the three in turn
                     ns.append(wrk(nginx_port, conns, ngx_pids, auth_hosts_file, True,
@@ -780,8 +845,9 @@ try:
                 verdicts.append("%d conns %.3fx %s" % (
                     conns, on["rps"] / off["rps"],
                     "met" if on["rps"] >= 0.95 * off["rps"] else "NOT met"))
-            print("%s goal, eph on / eph off >= 0.95x requests/s: %s" %
-                  (label, "; ".join(verdicts)), flush=True)
+            if verdicts:
+                print("%s goal, eph on / eph off >= 0.95x requests/s: %s" %
+                      (label, "; ".join(verdicts)), flush=True)
             if PERF_DIR:
                 os.makedirs(PERF_DIR, exist_ok=True)
                 for srv in (eph, eph_on):
@@ -791,6 +857,15 @@ try:
                             auth_hosts_file, True, perf=out)
                     log("perf run, eph %s: %.0f req/s (not in the table), %s" %
                         (srv.name, r["rps"], out))
+            if CALLGRIND_DIR:
+                counts = {srv.name: instructions_per_request(srv, label) for srv in (eph, eph_on)}
+                for name, ir in counts.items():
+                    print("%-8s %5d  eph %-4s %10.0f instructions/rq in the gateway workers "
+                          "(callgrind, %d hosts)" % (label, CALLGRIND_CONNS, name, ir,
+                                                      CALLGRIND_HOSTS), flush=True)
+                print("%-8s %5d  on/off   %9.3fx instructions/rq, +%.0f" % (
+                    label, CALLGRIND_CONNS, counts["on"] / counts["off"],
+                    counts["on"] - counts["off"]), flush=True)
         stop(ngx)
 finally:
     for p in reversed(procs):
