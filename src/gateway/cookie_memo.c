@@ -43,48 +43,59 @@ mix(uint64_t h, uint64_t w)
     return h ^ (h >> 29);
 }
 
-/* Eight bytes at a time: a cookie is hashed on every request. */
+/*
+ * The tag of a cookie and host: never 0, which marks an empty place. It is
+ * keyed with the memo's seed and covers the value's last TAIL_BYTES, its
+ * length and the host's length: the cookies memoed end in their MAC, which
+ * differs between any two of them, and the whole cookie and host are
+ * compared before an entry is used. Hashing all of them cost more than the
+ * rest of a hit.
+ */
+#define TAIL_BYTES 16
+
 static uint64_t
-hash_bytes(uint64_t h, const char *p, size_t n)
+tag_of(const struct gw_cookie_memo *m, const char *value, size_t len, size_t host_len)
 {
-    uint64_t tail = 0;
+    uint64_t h = mix(m->seed, (uint64_t)len << 32 | host_len);
 
-    for (; n >= 8; p += 8, n -= 8)
-        h = mix(h, load64(p));
-    memcpy(&tail, p, n);
-    return mix(h, tail ^ ((uint64_t)n << 56));
-}
-
-/* The tag of a cookie and host: never 0, which marks an empty place. */
-static uint64_t
-tag_of(const struct gw_cookie_memo *m, const char *value, size_t len, const char *host,
-       size_t host_len)
-{
-    uint64_t h = hash_bytes(m->seed, value, len);
-
-    h = hash_bytes(mix(h, len), host, host_len);
+    if (len >= TAIL_BYTES) {
+        h = mix(h, load64(value + len - TAIL_BYTES));
+        h = mix(h, load64(value + len - TAIL_BYTES + 8));
+    } else {
+        for (size_t i = 0; i < len; i++)
+            h = mix(h, (unsigned char)value[i]);
+    }
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33;
     return h | 1;
 }
 
-/* a and b (n bytes each) are the same; the time taken depends on n only. */
+/* a and b (n bytes each) are the same; the time taken depends on n only.
+ * Four words at a time with four accumulators: compared on every hit. */
 static bool
 same_bytes(const char *a, const char *b, size_t n)
 {
-    uint64_t diff = 0;
+    uint64_t d0 = 0, d1 = 0, d2 = 0, d3 = 0;
     size_t i = 0;
 
+    for (; i + 32 <= n; i += 32) {
+        d0 |= load64(a + i) ^ load64(b + i);
+        d1 |= load64(a + i + 8) ^ load64(b + i + 8);
+        d2 |= load64(a + i + 16) ^ load64(b + i + 16);
+        d3 |= load64(a + i + 24) ^ load64(b + i + 24);
+        /* no early way out: the compiler cannot see the accumulators */
+        __asm__("" : "+r"(d0), "+r"(d1), "+r"(d2), "+r"(d3));
+    }
     for (; i + 8 <= n; i += 8) {
-        diff |= load64(a + i) ^ load64(b + i);
-        __asm__("" : "+r"(diff)); /* no early way out: the compiler cannot see diff */
+        d0 |= load64(a + i) ^ load64(b + i);
+        __asm__("" : "+r"(d0));
     }
     for (; i < n; i++) {
-        diff |= (uint64_t)((unsigned char)a[i] ^ (unsigned char)b[i]);
-        __asm__("" : "+r"(diff));
+        d1 |= (uint64_t)((unsigned char)a[i] ^ (unsigned char)b[i]);
+        __asm__("" : "+r"(d1));
     }
-    return diff == 0;
+    return (d0 | d1 | d2 | d3) == 0;
 }
 
 /* Entry e holds exactly this cookie and host. */
@@ -140,7 +151,7 @@ gw_cookie_memo_find(struct gw_cookie_memo *m, const char *value, size_t len, con
 
     if (len > GW_MEMO_VALUE_MAX || host_len > GW_MEMO_HOST_MAX)
         return NULL;
-    tag = tag_of(m, value, len, host, host_len);
+    tag = tag_of(m, value, len, host_len);
     set = &m->sets[(tag >> 32) & (MEMO_SETS - 1)];
     for (size_t i = 0; i < MEMO_WAYS; i++) {
         if (set->tags[i] == tag && holds(set->entries[i], value, len, host, host_len))
@@ -160,7 +171,7 @@ gw_cookie_memo_put(struct gw_cookie_memo *m, const char *value, size_t len, cons
 
     if (len > GW_MEMO_VALUE_MAX || host_len > GW_MEMO_HOST_MAX)
         return NULL;
-    tag = tag_of(m, value, len, host, host_len);
+    tag = tag_of(m, value, len, host_len);
     index = (tag >> 32) & (MEMO_SETS - 1);
     set = &m->sets[index];
     /* The place of the same cookie if it is here, else an empty one. */
@@ -194,8 +205,9 @@ gw_cookie_memo_put(struct gw_cookie_memo *m, const char *value, size_t len, cons
     return e;
 }
 
-/* Copies s, cut to max - 1 bytes, with its NUL to *at; moves *at past it. */
-static void
+/* Copies s, cut to max - 1 bytes, with its NUL to *at; moves *at past it.
+ * Returns the length copied. */
+static uint16_t
 put_name(char **at, const char *s, size_t max)
 {
     size_t n = strnlen(s, max - 1);
@@ -203,6 +215,7 @@ put_name(char **at, const char *s, size_t max)
     memcpy(*at, s, n);
     (*at)[n] = '\0';
     *at += n + 1;
+    return (uint16_t)n;
 }
 
 void
@@ -211,8 +224,8 @@ gw_memo_note_session(struct gw_memo_entry *e, uint64_t version, int64_t now_ms, 
 {
     char *at = e->text + e->value_len + e->host_len;
 
-    put_name(&at, user, AUTH_USER_MAX);
-    put_name(&at, email, AUTH_EMAIL_MAX);
+    e->user_len = put_name(&at, user, AUTH_USER_MAX);
+    e->email_len = put_name(&at, email, AUTH_EMAIL_MAX);
     e->session_role = role;
     e->session_expires_ms = expires_ms;
     e->ix_version = version;
@@ -228,7 +241,5 @@ gw_memo_user(const struct gw_memo_entry *e)
 const char *
 gw_memo_email(const struct gw_memo_entry *e)
 {
-    const char *user = gw_memo_user(e);
-
-    return user + strlen(user) + 1;
+    return gw_memo_user(e) + e->user_len + 1;
 }

@@ -7,8 +7,10 @@
  * grant they proved, and, for a session's grant, what the auth index said
  * of the session at its last lookup. Entries are found by a hash keyed with
  * a random number per memo, so nobody can aim at one, and compared in
- * constant time. 4,096 entries at most, in sets of 4: a new entry takes an
- * empty place of its set or the place of the one put there longest ago.
+ * constant time. The hash covers a cookie's last 16 bytes and the lengths
+ * only: the signed cookies memoed end in a MAC, which tells any two apart. 4,096 entries at most,
+ * in sets of 4: a new entry takes an empty place of its set or the place of the one put there
+ * longest ago.
  *
  * One memo per worker loop: no locks.
  */
@@ -32,6 +34,7 @@
  */
 struct gw_memo_entry {
     uint16_t value_len, host_len;
+    uint16_t user_len, email_len; /* of the names in text: gw_memo_user/email */
     /* A session grant's last lookup in the auth index (guard.c): the
      * index's version before it, when (0: not yet), and what it said. */
     enum role session_role;

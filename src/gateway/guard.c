@@ -91,47 +91,105 @@ query_param(const char *target, size_t len, const char *name, char *out, size_t 
     return false;
 }
 
-/* The value of cookie `name` in the request's Cookie headers (borrowed). */
-static const char *
-find_cookie(const struct gw_head *h, const char *name, size_t *len)
+/* Header i of h is named `lower`, a name of lowercase letters only: for
+ * those, setting bit 5 of each byte makes the comparison exact and
+ * case-insensitive. */
+static bool
+header_is(const struct gw_head *h, size_t i, const char *lower, size_t len)
 {
-    size_t name_len = strlen(name);
+    const char *name = h->text.data + h->hdrs[i].name_off;
 
-    for (size_t i = 0; i < h->n_hdrs; i++) {
-        const char *v, *end;
+    if (h->hdrs[i].name_len != len)
+        return false;
+    for (size_t k = 0; k < len; k++) {
+        if ((name[k] | 0x20) != lower[k])
+            return false;
+    }
+    return true;
+}
 
-        if (h->hdrs[i].name_len != 6 ||
-            strncasecmp(h->text.data + h->hdrs[i].name_off, "cookie", 6) != 0)
-            continue;
-        v = h->text.data + h->hdrs[i].value_off;
-        end = v + h->hdrs[i].value_len;
-        while (v < end) {
-            const char *semi = memchr(v, ';', (size_t)(end - v));
-            const char *stop = semi ? semi : end;
+/* The value of cookie GW_HOST_COOKIE in one Cookie header's value, or NULL. */
+static const char *
+host_cookie_in(const char *v, const char *end, size_t *len)
+{
+    const size_t name_len = sizeof(GW_HOST_COOKIE) - 1;
 
-            while (v < stop && (*v == ' ' || *v == '\t'))
-                v++;
-            if ((size_t)(stop - v) > name_len && memcmp(v, name, name_len) == 0 &&
-                v[name_len] == '=') {
-                const char *val = v + name_len + 1;
-                size_t n = (size_t)(stop - val);
+    while (v < end) {
+        const char *semi = memchr(v, ';', (size_t)(end - v));
+        const char *stop = semi ? semi : end;
 
-                while (n > 0 && (val[n - 1] == ' ' || val[n - 1] == '\t'))
-                    n--;
-                *len = n;
-                return val;
-            }
-            v = semi ? semi + 1 : end;
+        while (v < stop && (*v == ' ' || *v == '\t'))
+            v++;
+        if ((size_t)(stop - v) > name_len && memcmp(v, GW_HOST_COOKIE, name_len) == 0 &&
+            v[name_len] == '=') {
+            const char *val = v + name_len + 1;
+            size_t n = (size_t)(stop - val);
+
+            while (n > 0 && (val[n - 1] == ' ' || val[n - 1] == '\t'))
+                n--;
+            *len = n;
+            return val;
         }
+        v = semi ? semi + 1 : end;
     }
     return NULL;
 }
 
-/* A redirect of our own, with an optional Set-Cookie. */
+/* What a request may prove who it is with (borrowed from its head). */
+struct credentials {
+    const char *authz; /* the first Authorization header's value, or NULL */
+    size_t authz_len;
+    const char *cookie; /* the first GW_HOST_COOKIE of its Cookie headers, or NULL */
+    size_t cookie_len;
+};
+
+/* Both credentials, in one pass over the headers. */
 static void
-page_redirect(struct buf *out, const struct gw_page_req *pr, const char *location,
-              size_t location_len, const char *set_cookie)
+find_credentials(const struct gw_head *h, struct credentials *cr)
 {
+    memset(cr, 0, sizeof(*cr));
+    for (size_t i = 0; i < h->n_hdrs; i++) {
+        const char *v = h->text.data + h->hdrs[i].value_off;
+
+        if (cr->cookie == NULL && header_is(h, i, "cookie", 6))
+            cr->cookie = host_cookie_in(v, v + h->hdrs[i].value_len, &cr->cookie_len);
+        else if (cr->authz == NULL && header_is(h, i, "authorization", 13)) {
+            cr->authz = v;
+            cr->authz_len = h->hdrs[i].value_len;
+        }
+    }
+}
+
+/* How a page of ours goes to this client: asked of the proxy only when the
+ * guard answers, which a signed-in request never has it do. */
+static struct gw_page_req
+page_req_of(const struct gw_guard_req *gr)
+{
+    struct gw_page_req pr;
+
+    gr->page_req(gr->page_ctx, &pr);
+    return pr;
+}
+
+/* Answers with an error page of ours. */
+static enum gw_guard_step
+answer_error(const struct gw_guard_req *gr, struct buf *page, int *status, int code,
+             const char *message)
+{
+    struct gw_page_req pr = page_req_of(gr);
+
+    gw__page_error(page, &pr, code, message);
+    *status = code;
+    return GW_GUARD_ANSWERED;
+}
+
+/* Answers with a redirect of our own, with an optional Set-Cookie. */
+static enum gw_guard_step
+answer_redirect(const struct gw_guard_req *gr, struct buf *out, int *status, const char *location,
+                size_t location_len, const char *set_cookie)
+{
+    struct gw_page_req pr = page_req_of(gr);
+
     buf_reset(out);
     buf_puts(out, "HTTP/1.1 302 Found\r\nLocation: ");
     buf_append(out, location, location_len);
@@ -141,9 +199,11 @@ page_redirect(struct buf *out, const struct gw_page_req *pr, const char *locatio
         buf_puts(out, set_cookie);
         buf_puts(out, "\r\n");
     }
-    if (!pr->keep_alive)
+    if (!pr.keep_alive)
         buf_puts(out, "Connection: close\r\n");
     buf_puts(out, "\r\n");
+    *status = 302;
+    return GW_GUARD_ANSWERED;
 }
 
 /* Sets the host cookie for grant g on the request's host and sends the
@@ -158,20 +218,14 @@ grant_and_redirect(struct gw_worker *w, const struct gw_guard_req *gr, const str
     int64_t max_age = (g->expires_ms - wall_ms()) / 1000;
 
     if (!auth_host_normalize(gr->host, gr->host_len, host)) {
-        gw__page_error(page, gr->pr, 400, "bad Host header");
-        *status = 400;
-        return GW_GUARD_ANSWERED;
+        return answer_error(gr, page, status, 400, "bad Host header");
     }
     if (auth_host_cookie_make(key_of(w), g, host, value) < 0 || max_age <= 0) {
-        gw__page_error(page, gr->pr, 403, "this sign-in link cannot be used here");
-        *status = 403;
-        return GW_GUARD_ANSWERED;
+        return answer_error(gr, page, status, 403, "this sign-in link cannot be used here");
     }
     snprintf(cookie, sizeof(cookie), "%s=%s; Path=/; Max-Age=%" PRId64 "; HttpOnly; SameSite=Lax%s",
              GW_HOST_COOKIE, value, max_age, gr->secure ? "; Secure" : "");
-    page_redirect(page, gr->pr, rd, strlen(rd), cookie);
-    *status = 302;
-    return GW_GUARD_ANSWERED;
+    return answer_redirect(gr, page, status, rd, strlen(rd), cookie);
 }
 
 /* /_eph/auth?ticket=T: the control host vouches for a session on this host. */
@@ -188,11 +242,10 @@ exchange_ticket(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *
         !auth_ticket_verify(key_of(w), value, strlen(value), gr->host, gr->host_len, now, &t) ||
         !auth_index_ticket_claim(w->cfg->auth_ix, t.nonce, t.expires_ms, now) ||
         !auth_index_check_session_id(w->cfg->auth_ix, t.session_id, now, &who)) {
-        gw__page_error(page, gr->pr, 403,
-                       "this sign-in link is invalid, has expired or was already used: open the "
-                       "page again to sign in");
-        *status = 403;
-        return GW_GUARD_ANSWERED;
+        return answer_error(
+            gr, page, status, 403,
+            "this sign-in link is invalid, has expired or was already used: open the "
+            "page again to sign in");
     }
     snprintf(g.subject, sizeof(g.subject), "%s", t.session_id);
     g.expires_ms = who.session_expires_ms;
@@ -219,11 +272,9 @@ exchange_link(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *pa
     if (!query_param(gr->target, gr->target_len, "t", value, sizeof(value)) ||
         !auth_link_verify(key_of(w), value, strlen(value), wall_ms(), &l) || e == NULL ||
         l.env_id != e->id || e->visibility != VIS_LINK || link_withdrawn(e, l.issued_ms)) {
-        gw__page_error(page, gr->pr, 403,
-                       "this share link has expired, was withdrawn, or is not for this "
-                       "environment");
-        *status = 403;
-        return GW_GUARD_ANSWERED;
+        return answer_error(gr, page, status, 403,
+                            "this share link has expired, was withdrawn, or is not for this "
+                            "environment");
     }
     snprintf(g.subject, sizeof(g.subject), "%" PRId64, l.env_id);
     g.expires_ms = l.expires_ms;
@@ -258,25 +309,37 @@ host_cookie_grant(struct gw_worker *w, const char *value, size_t len, const char
     return fresh;
 }
 
-/* Copies the string src (of at most max - 1 bytes) and its NUL. */
-static void
-copy_name(char *dst, const char *src, size_t max)
+/* Copies the string src of n bytes (cut to max - 1) and its NUL; returns
+ * the length copied. */
+static size_t
+copy_name(char *dst, const char *src, size_t n, size_t max)
 {
-    size_t n = strnlen(src, max - 1);
-
+    if (n > max - 1)
+        n = max - 1;
     memcpy(dst, src, n);
     dst[n] = '\0';
+    return n;
 }
 
-/* A user passes: the principal for access checks, names for the service. */
+/* A user passes: the principal for access checks, names for the service
+ * (user_len and email_len bytes long). */
 static void
-pass_user(struct gw_guard_pass *out, const char *user, const char *email, enum role role)
+pass_user(struct gw_guard_pass *out, const char *user, size_t user_len, const char *email,
+          size_t email_len, enum role role)
 {
-    copy_name(out->user, user, sizeof(out->user));
-    copy_name(out->email, email, sizeof(out->email));
+    out->user_len = copy_name(out->user, user, user_len, sizeof(out->user));
+    out->email_len = copy_name(out->email, email, email_len, sizeof(out->email));
     out->principal.kind = PRINCIPAL_USER;
     out->principal.user = out->user;
     out->principal.role = role;
+}
+
+/* The same, for the auth index's answer. */
+static void
+pass_who(struct gw_guard_pass *out, const struct auth_who *who)
+{
+    pass_user(out, who->user, strnlen(who->user, sizeof(who->user)), who->email,
+              strnlen(who->email, sizeof(who->email)), who->role);
 }
 
 /*
@@ -295,7 +358,8 @@ session_passes(struct gw_worker *w, const struct auth_grant *g, struct gw_memo_e
 
     if (e != NULL && e->checked_ms > 0 && e->ix_version == version && now >= e->checked_ms &&
         now - e->checked_ms < auth_index_recheck_ms(ix) && e->session_expires_ms > now) {
-        pass_user(out, gw_memo_user(e), gw_memo_email(e), e->session_role);
+        pass_user(out, gw_memo_user(e), e->user_len, gw_memo_email(e), e->email_len,
+                  e->session_role);
         return true;
     }
     if (!auth_index_check_session_id(ix, g->subject, now, &who)) {
@@ -306,7 +370,7 @@ session_passes(struct gw_worker *w, const struct auth_grant *g, struct gw_memo_e
     if (e != NULL)
         gw_memo_note_session(e, version, now, who.user, who.email, who.role,
                              who.session_expires_ms);
-    pass_user(out, who.user, who.email, who.role);
+    pass_who(out, &who);
     return true;
 }
 
@@ -321,7 +385,7 @@ gw__guard_release(struct gw_worker *w)
 static enum gw_guard_step
 ask_to_sign_in(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page, int *status)
 {
-    if (gr->pr->html && gr->safe_method) {
+    if (gr->safe_method && page_req_of(gr).html) {
         struct buf loc;
 
         buf_init(&loc, 16 * 1024);
@@ -330,18 +394,16 @@ ask_to_sign_in(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *p
             url_encode(&loc, gr->secure ? "https://" : "http://", gr->secure ? 8 : 7) == 0 &&
             url_encode(&loc, gr->host, gr->host_len) == 0 &&
             url_encode(&loc, gr->target, gr->target_len) == 0) {
-            page_redirect(page, gr->pr, loc.data, loc.len, NULL);
+            enum gw_guard_step step = answer_redirect(gr, page, status, loc.data, loc.len, NULL);
+
             buf_release(&loc);
-            *status = 302;
-            return GW_GUARD_ANSWERED;
+            return step;
         }
         buf_release(&loc);
     }
-    gw__page_error(page, gr->pr, 401,
-                   "sign in first: open this URL in a browser, or send 'Authorization: Bearer "
-                   "<token>' (eph token create)");
-    *status = 401;
-    return GW_GUARD_ANSWERED;
+    return answer_error(gr, page, status, 401,
+                        "sign in first: open this URL in a browser, or send 'Authorization: Bearer "
+                        "<token>' (eph token create)");
 }
 
 enum gw_guard_step
@@ -349,11 +411,11 @@ gw__guard(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page, 
           struct gw_guard_pass *out)
 {
     int64_t now;
-    const char *authz, *cookie;
-    size_t authz_len = 0, cookie_len = 0;
+    struct credentials cr;
     int64_t link_issued_ms = 0; /* a link cookie's: when its link was made */
 
     out->user[0] = out->email[0] = '\0';
+    out->user_len = out->email_len = 0;
     out->principal = (struct principal){.kind = PRINCIPAL_USER, .role = ROLE_NONE};
     out->link = false;
     if (gr->path_len >= sizeof(EPH_PATH_AUTH) - 1 && memcmp(gr->path, "/_eph/", 6) == 0) {
@@ -365,25 +427,25 @@ gw__guard(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page, 
             return exchange_link(w, gr, page, status);
     }
     now = wall_ms();
-    authz = gw__head_find(gr->head, "authorization", &authz_len);
-    if (authz && authz_len >= 7 && strncasecmp(authz, "bearer", 6) == 0) {
+    find_credentials(gr->head, &cr);
+    if (cr.authz && cr.authz_len >= 7 && strncasecmp(cr.authz, "bearer", 6) == 0) {
         char token[AUTH_TOKEN_MAX + 16];
         const char *t;
         struct auth_who who;
 
-        if (authz_len >= sizeof(token))
+        if (cr.authz_len >= sizeof(token))
             goto bad_token;
-        memcpy(token, authz, authz_len);
-        token[authz_len] = '\0';
+        memcpy(token, cr.authz, cr.authz_len);
+        token[cr.authz_len] = '\0';
         t = auth_bearer_token(token);
         if (t == NULL || !auth_index_check_token(w->cfg->auth_ix, t, now, &who))
             goto bad_token;
-        pass_user(out, who.user, who.email, who.role);
-    } else if ((cookie = find_cookie(gr->head, GW_HOST_COOKIE, &cookie_len)) != NULL) {
+        pass_who(out, &who);
+    } else if (cr.cookie != NULL) {
         struct auth_grant fresh;
         struct gw_memo_entry *memo;
-        const struct auth_grant *g =
-            host_cookie_grant(w, cookie, cookie_len, gr->host, gr->host_len, now, &fresh, &memo);
+        const struct auth_grant *g = host_cookie_grant(w, cr.cookie, cr.cookie_len, gr->host,
+                                                       gr->host_len, now, &fresh, &memo);
 
         if (g == NULL)
             return ask_to_sign_in(w, gr, page, status);
@@ -403,14 +465,10 @@ gw__guard(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page, 
     if (gr->env == NULL ||
         !access_env_visible(&out->principal, gr->env->id, gr->env->owner, gr->env->visibility) ||
         (out->link && link_withdrawn(gr->env, link_issued_ms))) {
-        gw__page_error(page, gr->pr, 404, "no such environment here");
-        *status = 404;
-        return GW_GUARD_ANSWERED;
+        return answer_error(gr, page, status, 404, "no such environment here");
     }
     return GW_GUARD_PASS;
 
 bad_token:
-    gw__page_error(page, gr->pr, 401, "unknown, expired or revoked token");
-    *status = 401;
-    return GW_GUARD_ANSWERED;
+    return answer_error(gr, page, status, 401, "unknown, expired or revoked token");
 }

@@ -135,7 +135,7 @@ struct gw_client {
     struct gw_resp_plan plan;
     struct gw_guard_pass pass; /* who the current request to a service comes from */
     bool to_service;           /* the current request goes to a service host */
-    const char *env_name; /* of the exchange: borrowed from routes, or static */
+    const char *env_name;      /* of the exchange: borrowed from routes, or static */
     const char *svc_name;
     const char *up_key; /* the upstream address, borrowed like the names */
     const char *up_host;
@@ -591,7 +591,7 @@ client_update_reading(struct gw_client *c)
         case CS_HEAD:
         case CS_DISCARD:
         case CS_LINGER: want = true; break;
-        case CS_HOLD: want = false; break; /* TCP holds the rest for us */
+        case CS_HOLD: want = false; break;          /* TCP holds the rest for us */
         case CS_CONNECT: want = c->req_done; break; /* what comes waits in c->in */
         case CS_PROXY:
         case CS_TUNNEL:
@@ -1112,33 +1112,37 @@ get_upstream(struct gw_client *c, bool fresh)
     c->up = gw__upstream_connect(c->w, c->up_key, c->up_host, c->up_port, c);
 }
 
+/* The guard's gw_guard_req.page_req: how its page would go to client c. */
+static void
+guard_page_req(void *c, struct gw_page_req *pr)
+{
+    page_req(c, pr, can_keep_after_page(c));
+}
+
 /*
  * Sign-in on a service host (guard.c): true to go on with c->pass filled;
  * false after answering (a redirect to sign in, 401, 404, a ticket exchange).
  */
 static bool
-guard_passes(struct gw_client *c, const char *host, size_t host_len,
-             const struct gw_route_env *env)
+guard_passes(struct gw_client *c, const char *host, size_t host_len, const struct gw_route_env *env)
 {
     struct gw_worker *w = c->w;
     struct gw_guard_req gr = {0};
-    struct gw_page_req pr;
     int status = 0;
-    bool keep = can_keep_after_page(c);
 
-    page_req(c, &pr, keep);
     gr.head = &c->rp.head;
     gr.host = host;
     gr.host_len = host_len;
     gr.target = gw__reqp_target(&c->rp, &gr.target_len);
     gr.path = gw__reqp_path(&c->rp, &gr.path_len);
     gr.env = env;
-    gr.pr = &pr;
+    gr.page_req = guard_page_req;
+    gr.page_ctx = c;
     gr.safe_method = c->rp.method == HTTP_GET || c->rp.method == HTTP_HEAD;
     gr.secure = strncmp(w->cfg->signin_base, "https://", 8) == 0;
     if (gw__guard(w, &gr, client_out(c), &status, &c->pass) == GW_GUARD_PASS)
         return true;
-    send_page(c, status, keep);
+    send_page(c, status, can_keep_after_page(c)); /* as the page said */
     return false;
 }
 
@@ -1154,9 +1158,12 @@ build_upstream_head(struct gw_client *c)
         id.role = "link";
     } else if (signed_in) {
         id.user = c->pass.user;
+        id.user_len = c->pass.user_len;
         id.email = c->pass.email;
+        id.email_len = c->pass.email_len;
         id.role = role_name(c->pass.principal.role);
     }
+    id.role_len = id.role ? strlen(id.role) : 0;
     return gw__build_upstream_head(&c->rp, c->remote, c->to_service, signed_in ? &id : NULL,
                                    &c->up_head);
 }
@@ -1479,8 +1486,7 @@ hold_recheck(struct gw_client *c)
     }
     leave_hold(c);
     if (c->w->cfg->auth_ix != NULL &&
-        !access_env_visible(&c->pass.principal, r->env->id, r->env->owner,
-                            r->env->visibility)) {
+        !access_env_visible(&c->pass.principal, r->env->id, r->env->owner, r->env->visibility)) {
         /* Made private (or its links withdrawn) while the request waited:
          * the sign-in check of its head no longer holds. */
         page_error(c, 404, "no such environment here");

@@ -848,33 +848,38 @@ platform_bearer(const struct gw_head *h, size_t i)
     return len >= 4 && memcmp(v, "eph_", 4) == 0;
 }
 
+/* One identity header; `head` is its name and ": ". Our own values: user
+ * names and roles are plain, but an email from a provider could hold
+ * anything, so a control character is never written: each becomes '?'. */
 static void
-put_identity(struct hw *w, const char *name, const char *value)
+put_identity(struct hw *w, const char *head, size_t head_len, const char *value, size_t len)
 {
-    if (value == NULL || value[0] == '\0')
-        return;
-    put(w, name, strlen(name));
-    PUTS(w, ": ");
-    /* Our own values: user names and roles are plain; an email from a provider
-     * could hold anything, so control characters are never written. Runs of
-     * plain characters go in one copy. */
-    for (const char *c = value; *c;) {
-        const char *run = c;
+    char *at;
 
-        while (*c && (unsigned char)*c >= 0x20 && *c != 0x7f)
-            c++;
-        put(w, run, (size_t)(c - run));
-        if (*c) {
-            PUTS(w, "?");
-            c++;
-        }
+    if (value == NULL || len == 0)
+        return;
+    if ((size_t)(w->end - w->p) < head_len + len + 2) {
+        w->over = true;
+        return;
     }
-    PUTS(w, "\r\n");
+    memcpy(w->p, head, head_len);
+    at = w->p + head_len;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)value[i];
+
+        at[i] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    }
+    at[len] = '\r';
+    at[len + 1] = '\n';
+    w->p = at + len + 2;
 }
 
+#define PUT_IDENTITY(w, name, value, len)                                                          \
+    put_identity((w), name ": ", sizeof(name ": ") - 1, (value), (len))
+
 int
-gw__build_upstream_head(const struct gw_reqp *p, const char *client_addr,
-                        bool strip_credentials, const struct gw_identity *id, struct buf *out)
+gw__build_upstream_head(const struct gw_reqp *p, const char *client_addr, bool strip_credentials,
+                        const struct gw_identity *id, struct buf *out)
 {
     const struct gw_head *h = &p->head;
     const char *method = http_method_str(p->method);
@@ -918,9 +923,9 @@ gw__build_upstream_head(const struct gw_reqp *p, const char *client_addr,
         put_header(&w, h, i);
     }
     if (id) {
-        put_identity(&w, "X-Ephemera-User", id->user);
-        put_identity(&w, "X-Ephemera-Email", id->email);
-        put_identity(&w, "X-Ephemera-Role", id->role);
+        PUT_IDENTITY(&w, "X-Ephemera-User", id->user, id->user_len);
+        PUT_IDENTITY(&w, "X-Ephemera-Email", id->email, id->email_len);
+        PUT_IDENTITY(&w, "X-Ephemera-Role", id->role, id->role_len);
     }
     /* X-Forwarded-For: what earlier proxies said, then the client. A
      * Connection-named X-Forwarded-For is dropped, not joined. */

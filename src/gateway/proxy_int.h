@@ -59,7 +59,7 @@
 /* A held browser navigation gets the "waking up" page after this long (it
  * reloads itself, so the browser shows progress rather than a spinner). */
 #define GW_HOLD_BROWSER_MS 1000
-#define GW_HOLD_RETELL_MS 1000  /* a held request reminds the control loop this often */
+#define GW_HOLD_RETELL_MS 1000 /* a held request reminds the control loop this often */
 /* cfg->on_wake is called at most this often per environment and worker. */
 #define GW_WAKE_TELL_MS 100
 
@@ -153,9 +153,10 @@ const char *gw__head_find(const struct gw_head *h, const char *name, size_t *len
 
 /* Who a forwarded request comes from, as the service is told. */
 struct gw_identity {
-    const char *user;  /* X-Ephemera-User; NULL: not sent */
+    const char *user;  /* X-Ephemera-User; NULL or "": not sent */
     const char *email; /* X-Ephemera-Email; NULL or "": not sent */
-    const char *role;  /* X-Ephemera-Role; NULL: not sent */
+    const char *role;  /* X-Ephemera-Role; NULL or "": not sent */
+    size_t user_len, email_len, role_len;
 };
 
 /*
@@ -174,8 +175,7 @@ struct gw_identity {
  * 0 or EPH_ETOOBIG.
  */
 int gw__build_upstream_head(const struct gw_reqp *p, const char *client_addr,
-                            bool strip_credentials, const struct gw_identity *id,
-                            struct buf *out);
+                            bool strip_credentials, const struct gw_identity *id, struct buf *out);
 
 /* The parser of one response from an upstream. */
 struct gw_respp {
@@ -280,7 +280,7 @@ struct gw_activity {
     atomic_int open;         /* exchanges with its services open now (incl. tunnels) */
     atomic_int what;         /* (service index + 1) << 1 | 1 if a WebSocket; 0: none */
     int64_t env_id;
-    char **names;            /* control loop: service names by index, append only */
+    char **names; /* control loop: service names by index, append only */
     size_t n_names;
     struct gw_hold_env per_worker[]; /* by worker index */
 };
@@ -324,16 +324,19 @@ gw__activity_touch(struct gw_activity *a, int idx, bool ws, int64_t now_ms)
 /* One request to a service host, as the guard sees it (all borrowed). */
 struct gw_guard_req {
     const struct gw_head *head;
-    const char *host;      /* as sent, port included */
+    const char *host; /* as sent, port included */
     size_t host_len;
-    const char *target;    /* the request target */
+    const char *target; /* the request target */
     size_t target_len;
-    const char *path;      /* the target without its query */
+    const char *path; /* the target without its query */
     size_t path_len;
     const struct gw_route_env *env; /* NULL: no such environment */
-    const struct gw_page_req *pr;
-    bool safe_method;      /* GET or HEAD: a browser may be redirected */
-    bool secure;           /* browsers reach us over https: Secure cookies */
+    /* Fills in how a page of ours is sent to this client: asked only when
+     * the guard answers, which a signed-in request never has it do. */
+    void (*page_req)(void *page_ctx, struct gw_page_req *pr);
+    void *page_ctx;
+    bool safe_method; /* GET or HEAD: a browser may be redirected */
+    bool secure;      /* browsers reach us over https: Secure cookies */
 };
 
 /* Who passed: a user (principal, whose user is `user`) or a share link
@@ -343,6 +346,7 @@ struct gw_guard_pass {
     bool link;
     char user[AUTH_USER_MAX];   /* "" for a link */
     char email[AUTH_EMAIL_MAX]; /* "" if unknown */
+    size_t user_len, email_len;
 };
 
 enum gw_guard_step {
@@ -470,7 +474,8 @@ struct gw_worker {
     size_t n_free_blocks;
     struct gw_wreq *free_wreqs;
     size_t n_free_wreqs;
-    struct gw_cookie_memo *cookie_memo; /* host cookies verified here (cookie_memo.h); lazily made */
+    struct gw_cookie_memo
+        *cookie_memo;        /* host cookies verified here (cookie_memo.h); lazily made */
     uv_mutex_t metrics_lock; /* taken only by this loop and by scrapes */
     struct gw_wmetrics metrics;
     int64_t log_sec; /* wall second of log_ts */

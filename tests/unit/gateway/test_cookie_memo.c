@@ -196,3 +196,25 @@ Test(cookie_memo, memos_are_apart)
     gw_cookie_memo_free(other);
     gw_cookie_memo_free(NULL);
 }
+
+/* The hash sees a cookie's last 16 bytes and the lengths only: cookies that
+ * share those (and a host of the same length) land in one set, and are
+ * still told apart, whole, as are hosts of the same length. */
+Test(cookie_memo, cookies_alike_at_the_end_are_told_apart)
+{
+    const char *tail = ".QUJDREVGR0hJSktMTU5PUFFS";
+    char a[96], b[96];
+    struct auth_grant ga = grant("a", 5000), gb = grant("b", 6000);
+
+    snprintf(a, sizeof(a), "first-payload%s", tail);
+    snprintf(b, sizeof(b), "other-payload%s", tail);
+    cr_assert_eq(strlen(a), strlen(b));
+    cr_assert_not_null(put(a, HOST, &ga));
+    cr_assert_not_null(put(b, HOST, &gb));
+    cr_assert_not_null(find(a, HOST));
+    cr_assert_not_null(find(b, HOST));
+    cr_expect_str_eq(find(a, HOST)->grant.subject, "a");
+    cr_expect_str_eq(find(b, HOST)->grant.subject, "b");
+    cr_expect_null(find(a, "web.fx.localhost:8081"), "a host of the same length");
+    cr_expect_null(find(tail, HOST));
+}
