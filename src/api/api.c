@@ -18,6 +18,7 @@
 
 #include "api/api_int.h"
 #include "auth/auth.h"
+#include "util/cookie.h"
 #include "util/time.h"
 #include "util/xmalloc.h"
 
@@ -270,30 +271,14 @@ bool
 api__cookie(struct http_exchange *x, const char *name, char *out, size_t out_size)
 {
     const char *h = http_header(x, "Cookie");
-    size_t name_len = strlen(name);
+    size_t len = 0;
+    const char *v = h ? cookie_find(h, strlen(h), name, strlen(name), &len) : NULL;
 
-    while (h && *h) {
-        const char *end = strchr(h, ';');
-        const char *stop = end ? end : h + strlen(h);
-
-        while (*h == ' ' || *h == '\t')
-            h++;
-        if ((size_t)(stop - h) > name_len && strncmp(h, name, name_len) == 0 &&
-            h[name_len] == '=') {
-            const char *v = h + name_len + 1;
-            size_t len = (size_t)(stop - v);
-
-            while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
-                len--;
-            if (len >= out_size)
-                return false;
-            memcpy(out, v, len);
-            out[len] = '\0';
-            return true;
-        }
-        h = end ? end + 1 : NULL;
-    }
-    return false;
+    if (v == NULL || len >= out_size)
+        return false;
+    memcpy(out, v, len);
+    out[len] = '\0';
+    return true;
 }
 
 static bool
@@ -328,8 +313,7 @@ authenticate(struct api *api, struct http_exchange *x)
             return NULL;
         }
         if (!method_is_safe(http_method(x)) && http_header(x, API_CSRF_HEADER) == NULL) {
-            api__reply_error(x, 403,
-                             "a browser request that changes something needs the %s header",
+            api__reply_error(x, 403, "a browser request that changes something needs the %s header",
                              API_CSRF_HEADER);
             return NULL;
         }

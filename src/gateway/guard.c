@@ -37,6 +37,7 @@
 #include "auth/signed.h"
 #include "core/access.h"
 #include "gateway/cookie_memo.h"
+#include "util/cookie.h"
 #include "util/url.h"
 
 #define EPH_PATH_AUTH "/_eph/auth"
@@ -108,33 +109,6 @@ header_is(const struct gw_head *h, size_t i, const char *lower, size_t len)
     return true;
 }
 
-/* The value of cookie GW_HOST_COOKIE in one Cookie header's value, or NULL. */
-static const char *
-host_cookie_in(const char *v, const char *end, size_t *len)
-{
-    const size_t name_len = sizeof(GW_HOST_COOKIE) - 1;
-
-    while (v < end) {
-        const char *semi = memchr(v, ';', (size_t)(end - v));
-        const char *stop = semi ? semi : end;
-
-        while (v < stop && (*v == ' ' || *v == '\t'))
-            v++;
-        if ((size_t)(stop - v) > name_len && memcmp(v, GW_HOST_COOKIE, name_len) == 0 &&
-            v[name_len] == '=') {
-            const char *val = v + name_len + 1;
-            size_t n = (size_t)(stop - val);
-
-            while (n > 0 && (val[n - 1] == ' ' || val[n - 1] == '\t'))
-                n--;
-            *len = n;
-            return val;
-        }
-        v = semi ? semi + 1 : end;
-    }
-    return NULL;
-}
-
 /* What a request may prove who it is with (borrowed from its head). */
 struct credentials {
     const char *authz; /* the first Authorization header's value, or NULL */
@@ -152,7 +126,8 @@ find_credentials(const struct gw_head *h, struct credentials *cr)
         const char *v = h->text.data + h->hdrs[i].value_off;
 
         if (cr->cookie == NULL && header_is(h, i, "cookie", 6))
-            cr->cookie = host_cookie_in(v, v + h->hdrs[i].value_len, &cr->cookie_len);
+            cr->cookie = cookie_find(v, h->hdrs[i].value_len, GW_HOST_COOKIE,
+                                     sizeof(GW_HOST_COOKIE) - 1, &cr->cookie_len);
         else if (cr->authz == NULL && header_is(h, i, "authorization", 13)) {
             cr->authz = v;
             cr->authz_len = h->hdrs[i].value_len;
