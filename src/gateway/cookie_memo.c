@@ -91,9 +91,15 @@ same_bytes(const char *a, const char *b, size_t n)
         d0 |= load64(a + i) ^ load64(b + i);
         __asm__("" : "+r"(d0));
     }
-    for (; i < n; i++) {
-        d1 |= (uint64_t)((unsigned char)a[i] ^ (unsigned char)b[i]);
+    if (i < n && n >= 8) {
+        /* the last bytes, in a word that overlaps those compared */
+        d1 |= load64(a + n - 8) ^ load64(b + n - 8);
         __asm__("" : "+r"(d1));
+    } else {
+        for (; i < n; i++) {
+            d1 |= (uint64_t)((unsigned char)a[i] ^ (unsigned char)b[i]);
+            __asm__("" : "+r"(d1));
+        }
     }
     return (d0 | d1 | d2 | d3) == 0;
 }

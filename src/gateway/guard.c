@@ -54,6 +54,14 @@ wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Browsers reach the gateway over HTTPS (the sign-in base URL says so): its
+ * cookies are Secure, and its redirects name https. */
+static bool
+reached_over_https(const struct gw_worker *w)
+{
+    return strncmp(w->cfg->signin_base, "https://", 8) == 0;
+}
+
 static const struct auth_key *
 key_of(const struct gw_worker *w)
 {
@@ -92,21 +100,48 @@ query_param(const char *target, size_t len, const char *name, char *out, size_t 
     return false;
 }
 
-/* Header i of h is named `lower`, a name of lowercase letters only: for
- * those, setting bit 5 of each byte makes the comparison exact and
- * case-insensitive. */
-static bool
-header_is(const struct gw_head *h, size_t i, const char *lower, size_t len)
+static uint64_t
+load64(const char *p)
 {
-    const char *name = h->text.data + h->hdrs[i].name_off;
+    uint64_t w;
 
-    if (h->hdrs[i].name_len != len)
-        return false;
-    for (size_t k = 0; k < len; k++) {
-        if ((name[k] | 0x20) != lower[k])
-            return false;
-    }
-    return true;
+    memcpy(&w, p, sizeof(w));
+    return w;
+}
+
+static uint32_t
+load32(const char *p)
+{
+    uint32_t w;
+
+    memcpy(&w, p, sizeof(w));
+    return w;
+}
+
+/*
+ * Header i of h is Cookie, or Authorization, in any case. Setting bit 5 of
+ * each byte of a name makes a letter lowercase, and for letters only the
+ * same letter in either case gives the one wanted, so comparing a word at
+ * a time (the last one overlapping) is exact: these two names are looked
+ * for in every header of every signed-in request.
+ */
+static bool
+is_cookie_header(const struct gw_head *h, size_t i)
+{
+    const char *n = h->text.data + h->hdrs[i].name_off;
+
+    return h->hdrs[i].name_len == 6 && (load32(n) | 0x20202020u) == load32("cook") &&
+           (load32(n + 2) | 0x20202020u) == load32("okie");
+}
+
+static bool
+is_authorization_header(const struct gw_head *h, size_t i)
+{
+    const char *n = h->text.data + h->hdrs[i].name_off;
+    const uint64_t bit5 = 0x2020202020202020ull;
+
+    return h->hdrs[i].name_len == 13 && (load64(n) | bit5) == load64("authoriz") &&
+           (load64(n + 5) | bit5) == load64("rization");
 }
 
 /* What a request may prove who it is with (borrowed from its head). */
@@ -125,10 +160,10 @@ find_credentials(const struct gw_head *h, struct credentials *cr)
     for (size_t i = 0; i < h->n_hdrs; i++) {
         const char *v = h->text.data + h->hdrs[i].value_off;
 
-        if (cr->cookie == NULL && header_is(h, i, "cookie", 6))
+        if (cr->cookie == NULL && is_cookie_header(h, i))
             cr->cookie = cookie_find(v, h->hdrs[i].value_len, GW_HOST_COOKIE,
                                      sizeof(GW_HOST_COOKIE) - 1, &cr->cookie_len);
-        else if (cr->authz == NULL && header_is(h, i, "authorization", 13)) {
+        else if (cr->authz == NULL && is_authorization_header(h, i)) {
             cr->authz = v;
             cr->authz_len = h->hdrs[i].value_len;
         }
@@ -199,7 +234,7 @@ grant_and_redirect(struct gw_worker *w, const struct gw_guard_req *gr, const str
         return answer_error(gr, page, status, 403, "this sign-in link cannot be used here");
     }
     snprintf(cookie, sizeof(cookie), "%s=%s; Path=/; Max-Age=%" PRId64 "; HttpOnly; SameSite=Lax%s",
-             GW_HOST_COOKIE, value, max_age, gr->secure ? "; Secure" : "");
+             GW_HOST_COOKIE, value, max_age, reached_over_https(w) ? "; Secure" : "");
     return answer_redirect(gr, page, status, rd, strlen(rd), cookie);
 }
 
@@ -296,8 +331,9 @@ copy_name(char *dst, const char *src, size_t n, size_t max)
     return n;
 }
 
-/* A user passes: the principal for access checks, names for the service
- * (user_len and email_len bytes long). */
+/* A user of a memo entry passes: the principal for access checks, names
+ * for the service (user_len and email_len bytes long, as pass_who made
+ * them). */
 static void
 pass_user(struct gw_guard_pass *out, const char *user, size_t user_len, const char *email,
           size_t email_len, enum role role)
@@ -309,12 +345,33 @@ pass_user(struct gw_guard_pass *out, const char *user, size_t user_len, const ch
     out->principal.role = role;
 }
 
-/* The same, for the auth index's answer. */
+/* Copies the index's name src (of room max) to dst (as big), each control
+ * character made '?': names go to the service as header values, and an
+ * email from a provider could hold anything. Returns the length. */
+static size_t
+copy_header_safe(char *dst, const char *src, size_t max)
+{
+    size_t n = strnlen(src, max - 1);
+
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)src[i];
+
+        dst[i] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    }
+    dst[n] = '\0';
+    return n;
+}
+
+/* A user the auth index vouched for passes (once per memo entry and
+ * recheck interval, or for a bearer token). */
 static void
 pass_who(struct gw_guard_pass *out, const struct auth_who *who)
 {
-    pass_user(out, who->user, strnlen(who->user, sizeof(who->user)), who->email,
-              strnlen(who->email, sizeof(who->email)), who->role);
+    out->user_len = copy_header_safe(out->user, who->user, sizeof(out->user));
+    out->email_len = copy_header_safe(out->email, who->email, sizeof(out->email));
+    out->principal.kind = PRINCIPAL_USER;
+    out->principal.user = out->user;
+    out->principal.role = who->role;
 }
 
 /*
@@ -342,10 +399,10 @@ session_passes(struct gw_worker *w, const struct auth_grant *g, struct gw_memo_e
             e->checked_ms = 0;
         return false;
     }
-    if (e != NULL)
-        gw_memo_note_session(e, version, now, who.user, who.email, who.role,
-                             who.session_expires_ms);
     pass_who(out, &who);
+    if (e != NULL)
+        gw_memo_note_session(e, version, now, out->user, out->email, who.role,
+                             who.session_expires_ms);
     return true;
 }
 
@@ -361,12 +418,13 @@ static enum gw_guard_step
 ask_to_sign_in(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page, int *status)
 {
     if (gr->safe_method && page_req_of(gr).html) {
+        bool https = reached_over_https(w);
         struct buf loc;
 
         buf_init(&loc, 16 * 1024);
         /* A URL too long for the buffer is not cut short: 401 instead. */
         if (buf_puts(&loc, w->cfg->signin_base) == 0 && buf_puts(&loc, "/auth/ticket?rd=") == 0 &&
-            url_encode(&loc, gr->secure ? "https://" : "http://", gr->secure ? 8 : 7) == 0 &&
+            url_encode(&loc, https ? "https://" : "http://", https ? 8 : 7) == 0 &&
             url_encode(&loc, gr->host, gr->host_len) == 0 &&
             url_encode(&loc, gr->target, gr->target_len) == 0) {
             enum gw_guard_step step = answer_redirect(gr, page, status, loc.data, loc.len, NULL);

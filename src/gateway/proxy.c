@@ -1134,12 +1134,15 @@ guard_passes(struct gw_client *c, const char *host, size_t host_len, const struc
     gr.host = host;
     gr.host_len = host_len;
     gr.target = gw__reqp_target(&c->rp, &gr.target_len);
-    gr.path = gw__reqp_path(&c->rp, &gr.path_len);
+    if (gr.target_len > 0 && gr.target[0] == '/' &&
+        (gr.target_len < 6 || memcmp(gr.target, "/_eph/", 6) != 0))
+        gr.path = ""; /* an origin-form target not under /_eph/: not the guard's */
+    else
+        gr.path = gw__reqp_path(&c->rp, &gr.path_len);
     gr.env = env;
     gr.page_req = guard_page_req;
     gr.page_ctx = c;
     gr.safe_method = c->rp.method == HTTP_GET || c->rp.method == HTTP_HEAD;
-    gr.secure = strncmp(w->cfg->signin_base, "https://", 8) == 0;
     if (gw__guard(w, &gr, client_out(c), &status, &c->pass) == GW_GUARD_PASS)
         return true;
     send_page(c, status, can_keep_after_page(c)); /* as the page said */

@@ -848,34 +848,16 @@ platform_bearer(const struct gw_head *h, size_t i)
     return len >= 4 && memcmp(v, "eph_", 4) == 0;
 }
 
-/* One identity header; `head` is its name and ": ". Our own values: user
- * names and roles are plain, but an email from a provider could hold
- * anything, so a control character is never written: each becomes '?'. */
-static void
-put_identity(struct hw *w, const char *head, size_t head_len, const char *value, size_t len)
-{
-    char *at;
-
-    if (value == NULL || len == 0)
-        return;
-    if ((size_t)(w->end - w->p) < head_len + len + 2) {
-        w->over = true;
-        return;
-    }
-    memcpy(w->p, head, head_len);
-    at = w->p + head_len;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)value[i];
-
-        at[i] = c < 0x20 || c == 0x7f ? '?' : (char)c;
-    }
-    at[len] = '\r';
-    at[len + 1] = '\n';
-    w->p = at + len + 2;
-}
-
+/* One identity header; `head` is its name and ": ", and value holds no
+ * control character (see struct gw_identity). */
 #define PUT_IDENTITY(w, name, value, len)                                                          \
-    put_identity((w), name ": ", sizeof(name ": ") - 1, (value), (len))
+    do {                                                                                           \
+        if ((value) != NULL && (len) > 0) {                                                        \
+            PUTS((w), name ": ");                                                                  \
+            put((w), (value), (len));                                                              \
+            PUTS((w), "\r\n");                                                                     \
+        }                                                                                          \
+    } while (0)
 
 int
 gw__build_upstream_head(const struct gw_reqp *p, const char *client_addr, bool strip_credentials,

@@ -151,7 +151,9 @@ const char *gw__head_find(const struct gw_head *h, const char *name, size_t *len
 #define GW_HOST_COOKIE "eph_host"
 #define GW_SESSION_COOKIE "eph_session"
 
-/* Who a forwarded request comes from, as the service is told. */
+/* Who a forwarded request comes from, as the service is told. The values
+ * are written as they are, so they must hold no control character: the
+ * guard's names (struct gw_guard_pass) have each replaced by '?'. */
 struct gw_identity {
     const char *user;  /* X-Ephemera-User; NULL or "": not sent */
     const char *email; /* X-Ephemera-Email; NULL or "": not sent */
@@ -328,7 +330,7 @@ struct gw_guard_req {
     size_t host_len;
     const char *target; /* the request target */
     size_t target_len;
-    const char *path; /* the target without its query */
+    const char *path; /* the target without its query; may be "" if not under /_eph/ */
     size_t path_len;
     const struct gw_route_env *env; /* NULL: no such environment */
     /* Fills in how a page of ours is sent to this client: asked only when
@@ -336,7 +338,6 @@ struct gw_guard_req {
     void (*page_req)(void *page_ctx, struct gw_page_req *pr);
     void *page_ctx;
     bool safe_method; /* GET or HEAD: a browser may be redirected */
-    bool secure;      /* browsers reach us over https: Secure cookies */
 };
 
 /* Who passed: a user (principal, whose user is `user`) or a share link
@@ -344,6 +345,7 @@ struct gw_guard_req {
 struct gw_guard_pass {
     struct principal principal;
     bool link;
+    /* control characters made '?': they go to the service as header values */
     char user[AUTH_USER_MAX];   /* "" for a link */
     char email[AUTH_EMAIL_MAX]; /* "" if unknown */
     size_t user_len, email_len;

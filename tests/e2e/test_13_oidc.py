@@ -648,6 +648,27 @@ def test_13_06_the_allowlist_refuses_emails_it_does_not_name(oidc):
                for line in s.log_text().splitlines()), s.log_tail()
 
 
+def test_13_08_a_provider_email_with_control_characters_cannot_add_headers(oidc):
+    """An ID token's email is the provider's to say: CR LF in it must not
+    become a header of its own in the request the service gets."""
+    setup = oidc([("fake", "fake", "RS256")], echo=True)
+    s, idp = setup.server, setup.peers["fake"]
+    create_env(s, "echo", "e1")
+    s.wait_phase("e1")
+    email = "eve@example.com\r\nX-Injected: yes\x7f\x01"
+    idp.control(mode="good", sub="sub-eve", email=email, email_verified=True)
+    b = OidcBrowser(s)
+    w = walk(b, service_url(s, "web", "e1", "/"), provider="fake")
+    got = echoed(w.r)
+    assert got.get("x-ephemera-user") == ["eve"], got
+    assert got.get("x-ephemera-email") == ["eve@example.com??X-Injected: yes??"], got
+    assert "x-injected" not in got, got
+    # Again from the gateway's memo of the cookie, not the sign-in: the same.
+    got = echoed(b.request("GET", service_url(s, "web", "e1", "/again")))
+    assert got.get("x-ephemera-email") == ["eve@example.com??X-Injected: yes??"], got
+    assert "x-injected" not in got, got
+
+
 def test_13_07_eph_login_through_a_browser_that_signs_in_with_a_provider(oidc, tmp_path):
     setup = oidc([("corp", "real", "RS256")])
     s = setup.server
