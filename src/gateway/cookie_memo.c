@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/unaligned.h"
+
 #define MEMO_SETS 1024 /* a power of two */
 #define MEMO_WAYS 4
 
@@ -26,15 +28,6 @@ struct gw_cookie_memo {
     uint64_t seed;           /* the hash's key */
     uint8_t next[MEMO_SETS]; /* the place a full set gives up next */
 };
-
-static uint64_t
-load64(const char *p)
-{
-    uint64_t w;
-
-    memcpy(&w, p, sizeof(w));
-    return w;
-}
 
 static uint64_t
 mix(uint64_t h, uint64_t w)
@@ -59,8 +52,8 @@ tag_of(const struct gw_cookie_memo *m, const char *value, size_t len, size_t hos
     uint64_t h = mix(m->seed, (uint64_t)len << 32 | host_len);
 
     if (len >= TAIL_BYTES) {
-        h = mix(h, load64(value + len - TAIL_BYTES));
-        h = mix(h, load64(value + len - TAIL_BYTES + 8));
+        h = mix(h, load_u64(value + len - TAIL_BYTES));
+        h = mix(h, load_u64(value + len - TAIL_BYTES + 8));
     } else {
         for (size_t i = 0; i < len; i++)
             h = mix(h, (unsigned char)value[i]);
@@ -80,20 +73,20 @@ same_bytes(const char *a, const char *b, size_t n)
     size_t i = 0;
 
     for (; i + 32 <= n; i += 32) {
-        d0 |= load64(a + i) ^ load64(b + i);
-        d1 |= load64(a + i + 8) ^ load64(b + i + 8);
-        d2 |= load64(a + i + 16) ^ load64(b + i + 16);
-        d3 |= load64(a + i + 24) ^ load64(b + i + 24);
+        d0 |= load_u64(a + i) ^ load_u64(b + i);
+        d1 |= load_u64(a + i + 8) ^ load_u64(b + i + 8);
+        d2 |= load_u64(a + i + 16) ^ load_u64(b + i + 16);
+        d3 |= load_u64(a + i + 24) ^ load_u64(b + i + 24);
         /* no early way out: the compiler cannot see the accumulators */
         __asm__("" : "+r"(d0), "+r"(d1), "+r"(d2), "+r"(d3));
     }
     for (; i + 8 <= n; i += 8) {
-        d0 |= load64(a + i) ^ load64(b + i);
+        d0 |= load_u64(a + i) ^ load_u64(b + i);
         __asm__("" : "+r"(d0));
     }
     if (i < n && n >= 8) {
         /* the last bytes, in a word that overlaps those compared */
-        d1 |= load64(a + n - 8) ^ load64(b + n - 8);
+        d1 |= load_u64(a + n - 8) ^ load_u64(b + n - 8);
         __asm__("" : "+r"(d1));
     } else {
         for (; i < n; i++) {

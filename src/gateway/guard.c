@@ -38,6 +38,7 @@
 #include "core/access.h"
 #include "gateway/cookie_memo.h"
 #include "util/cookie.h"
+#include "util/unaligned.h"
 #include "util/url.h"
 
 #define EPH_PATH_AUTH "/_eph/auth"
@@ -100,24 +101,6 @@ query_param(const char *target, size_t len, const char *name, char *out, size_t 
     return false;
 }
 
-static uint64_t
-load64(const char *p)
-{
-    uint64_t w;
-
-    memcpy(&w, p, sizeof(w));
-    return w;
-}
-
-static uint32_t
-load32(const char *p)
-{
-    uint32_t w;
-
-    memcpy(&w, p, sizeof(w));
-    return w;
-}
-
 /*
  * Header i of h is Cookie, or Authorization, in any case. Setting bit 5 of
  * each byte of a name makes a letter lowercase, and for letters only the
@@ -130,8 +113,8 @@ is_cookie_header(const struct gw_head *h, size_t i)
 {
     const char *n = h->text.data + h->hdrs[i].name_off;
 
-    return h->hdrs[i].name_len == 6 && (load32(n) | 0x20202020u) == load32("cook") &&
-           (load32(n + 2) | 0x20202020u) == load32("okie");
+    return h->hdrs[i].name_len == 6 && (load_u32(n) | 0x20202020u) == load_u32("cook") &&
+           (load_u32(n + 2) | 0x20202020u) == load_u32("okie");
 }
 
 static bool
@@ -140,8 +123,8 @@ is_authorization_header(const struct gw_head *h, size_t i)
     const char *n = h->text.data + h->hdrs[i].name_off;
     const uint64_t bit5 = 0x2020202020202020ull;
 
-    return h->hdrs[i].name_len == 13 && (load64(n) | bit5) == load64("authoriz") &&
-           (load64(n + 5) | bit5) == load64("rization");
+    return h->hdrs[i].name_len == 13 && (load_u64(n) | bit5) == load_u64("authoriz") &&
+           (load_u64(n + 5) | bit5) == load_u64("rization");
 }
 
 /* What a request may prove who it is with (borrowed from its head). */
