@@ -12,8 +12,10 @@
 # own nginx with its own config on loopback ports. Neither distribution
 # service is started by this script nor needed (policy-rc.d keeps apt from
 # starting them; should one start anyway, it is stopped again, so that
-# nothing is left listening on port 80). python3-websockets is the WebSocket
-# peer of the gateway tests.
+# nothing is left listening on port 80). valgrind and linux-perf serve
+# bench/gateway.sh's EPH_BENCH_CALLGRIND and EPH_BENCH_PERF (instruction
+# counts, profiles). python3-websockets is the WebSocket peer of the gateway
+# tests.
 set -euo pipefail
 
 PACKAGES=(
@@ -22,7 +24,7 @@ PACKAGES=(
     libcurl4-openssl-dev libssl-dev libcriterion-dev libargon2-dev
     python3 python3-pytest python3-requests python3-websockets
     redis-server procps curl iproute2 tzdata
-    nginx wrk
+    nginx wrk valgrind linux-perf
 )
 
 # Node.js and npm run the end-to-end tests' OpenID provider (npm package
