@@ -210,12 +210,10 @@ grant_and_redirect(struct gw_worker *w, const struct gw_guard_req *gr, const str
     char cookie[AUTH_SIGNED_MAX + 160];
     int64_t max_age = (g->expires_ms - wall_ms()) / 1000;
 
-    if (!auth_host_normalize(gr->host, gr->host_len, host)) {
+    if (!auth_host_normalize(gr->host, gr->host_len, host))
         return answer_error(gr, page, status, 400, "bad Host header");
-    }
-    if (auth_host_cookie_make(key_of(w), g, host, value) < 0 || max_age <= 0) {
+    if (auth_host_cookie_make(key_of(w), g, host, value) < 0 || max_age <= 0)
         return answer_error(gr, page, status, 403, "this sign-in link cannot be used here");
-    }
     snprintf(cookie, sizeof(cookie), "%s=%s; Path=/; Max-Age=%" PRId64 "; HttpOnly; SameSite=Lax%s",
              GW_HOST_COOKIE, value, max_age, reached_over_https(w) ? "; Secure" : "");
     return answer_redirect(gr, page, status, rd, strlen(rd), cookie);
@@ -234,12 +232,10 @@ exchange_ticket(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *
     if (!query_param(gr->target, gr->target_len, "ticket", value, sizeof(value)) ||
         !auth_ticket_verify(key_of(w), value, strlen(value), gr->host, gr->host_len, now, &t) ||
         !auth_index_ticket_claim(w->cfg->auth_ix, t.nonce, t.expires_ms, now) ||
-        !auth_index_check_session_id(w->cfg->auth_ix, t.session_id, now, &who)) {
-        return answer_error(
-            gr, page, status, 403,
-            "this sign-in link is invalid, has expired or was already used: open the "
-            "page again to sign in");
-    }
+        !auth_index_check_session_id(w->cfg->auth_ix, t.session_id, now, &who))
+        return answer_error(gr, page, status, 403,
+                            "this sign-in link is invalid, has expired or was already used: "
+                            "open the page again to sign in");
     snprintf(g.subject, sizeof(g.subject), "%s", t.session_id);
     g.expires_ms = who.session_expires_ms;
     return grant_and_redirect(w, gr, &g, t.rd, page, status);
@@ -264,11 +260,10 @@ exchange_link(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *pa
 
     if (!query_param(gr->target, gr->target_len, "t", value, sizeof(value)) ||
         !auth_link_verify(key_of(w), value, strlen(value), wall_ms(), &l) || e == NULL ||
-        l.env_id != e->id || e->visibility != VIS_LINK || link_withdrawn(e, l.issued_ms)) {
+        l.env_id != e->id || e->visibility != VIS_LINK || link_withdrawn(e, l.issued_ms))
         return answer_error(gr, page, status, 403,
                             "this share link has expired, was withdrawn, or is not for this "
                             "environment");
-    }
     snprintf(g.subject, sizeof(g.subject), "%" PRId64, l.env_id);
     g.expires_ms = l.expires_ms;
     g.issued_ms = l.issued_ms; /* the link's time, not the cookie's: withdrawn together */
@@ -314,18 +309,24 @@ copy_name(char *dst, const char *src, size_t n, size_t max)
     return n;
 }
 
-/* A user of a memo entry passes: the principal for access checks, names
- * for the service (user_len and email_len bytes long, as pass_who made
- * them). */
+/* The principal for access checks of a user who passes, named out->user. */
+static void
+pass_principal(struct gw_guard_pass *out, enum role role)
+{
+    out->principal.kind = PRINCIPAL_USER;
+    out->principal.user = out->user;
+    out->principal.role = role;
+}
+
+/* A user of a memo entry passes, with the names for the service
+ * (user_len and email_len bytes long, as pass_who made them). */
 static void
 pass_user(struct gw_guard_pass *out, const char *user, size_t user_len, const char *email,
           size_t email_len, enum role role)
 {
     out->user_len = copy_name(out->user, user, user_len, sizeof(out->user));
     out->email_len = copy_name(out->email, email, email_len, sizeof(out->email));
-    out->principal.kind = PRINCIPAL_USER;
-    out->principal.user = out->user;
-    out->principal.role = role;
+    pass_principal(out, role);
 }
 
 /* Copies the index's name src (of room max) to dst (as big), each control
@@ -352,9 +353,7 @@ pass_who(struct gw_guard_pass *out, const struct auth_who *who)
 {
     out->user_len = copy_header_safe(out->user, who->user, sizeof(out->user));
     out->email_len = copy_header_safe(out->email, who->email, sizeof(out->email));
-    out->principal.kind = PRINCIPAL_USER;
-    out->principal.user = out->user;
-    out->principal.role = who->role;
+    pass_principal(out, who->role);
 }
 
 /*
@@ -480,9 +479,8 @@ gw__guard(struct gw_worker *w, const struct gw_guard_req *gr, struct buf *page, 
     }
     if (gr->env == NULL ||
         !access_env_visible(&out->principal, gr->env->id, gr->env->owner, gr->env->visibility) ||
-        (out->link && link_withdrawn(gr->env, link_issued_ms))) {
+        (out->link && link_withdrawn(gr->env, link_issued_ms)))
         return answer_error(gr, page, status, 404, "no such environment here");
-    }
     return GW_GUARD_PASS;
 
 bad_token:
