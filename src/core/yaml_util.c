@@ -204,12 +204,13 @@ is_blank_or_end(const char *p, size_t len, size_t i)
 }
 
 /*
- * The offset of the first explicit key ("? " where a line's node starts:
- * after indentation, "- " entries or "--- "), or len when there is none.
- * Neither reader has a use for them, and libfyaml 0.7.12 crashes in
- * fy_parser_destroy() after some malformed ones ("? a:\t: "), so they are
- * refused before it sees them. Conservative: "? " opening a line of a
- * block scalar is refused too.
+ * The offset of the first explicit key ("? " where a node starts: after
+ * indentation, "- " entries, "--- " or a mapping value's ": " on the same
+ * line), or len when there is none. Neither reader has a use for them, and
+ * libfyaml 0.7.12 crashes in fy_parser_destroy() after some malformed ones
+ * ("? a:\t: ", "::\t: ? ::\t:"), so they are refused before it sees them.
+ * Conservative: "? " opening a line of a block scalar, or after ": " in a
+ * quoted string, is refused too.
  */
 static size_t
 find_explicit_key(const char *p, size_t len)
@@ -231,8 +232,16 @@ find_explicit_key(const char *p, size_t len)
         }
         if (i < len && p[i] == '?' && is_blank_or_end(p, len, i + 1))
             return i;
-        while (i < len && p[i] != '\n' && p[i] != '\r')
-            i++;
+        for (; i < len && p[i] != '\n' && p[i] != '\r'; i++) {
+            size_t v = i + 1;
+
+            if (p[i] != ':' || !is_blank_or_end(p, len, v))
+                continue;
+            while (v < len && (p[v] == ' ' || p[v] == '\t'))
+                v++;
+            if (v < len && p[v] == '?' && is_blank_or_end(p, len, v + 1))
+                return v;
+        }
         i++;
     }
     return len;

@@ -425,6 +425,10 @@ static const struct {
     {"? ::\t:", "t.yaml:1:1: explicit keys ('? ') are not supported, write 'key: value'"},
     {V "services:\n  a:\n    run: x\n    depends_on:\n      - ? b\n",
      "t.yaml:6:9: explicit keys ('? ') are not supported, write 'key: value'"},
+    /* (found by fuzz_spec: an explicit key after a mapping value's ": ") */
+    {"::\t: ? ::\t:", "t.yaml:1:6: explicit keys ('? ') are not supported, write 'key: value'"},
+    {V "services:\n  a:\n    run: ?  \n",
+     "t.yaml:4:10: explicit keys ('? ') are not supported, write 'key: value'"},
     /* ... and misreads this one (x'''y), leaking as it does */
     {V "services: {a: {run: 'x''''y'}}\n",
      "t.yaml:2:21: cannot read two '' escapes in a row in a single-quoted string, use a "
